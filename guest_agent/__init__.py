@@ -1,0 +1,1 @@
+"""edif-agent: the EDIF VM side of the emulated-disk channel."""
