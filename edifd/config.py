@@ -1,0 +1,227 @@
+"""edifd configuration: one TOML file, validated completely before anything is touched.
+
+A bad file is refused with every problem named by its key path (``lun[1].size: ...``), so an
+operator fixes it in one go; nothing in LIO changes until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
+# kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
+MIN_CMD_TIMEOUT_MARGIN = 10.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[^\s]+)?$")
+_NAA_RE = re.compile(r"^naa\.[0-9a-fA-F]{16}$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+EXPORTS = ("none", "loopback", "iscsi", "vhost")
+LUN_TYPES = ("file",)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; `problems` lists each one with its key path."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def parse_size(value: Any) -> int:
+    """'64MiB', '1G', '4096' or an int -> bytes (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64MiB")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        n = int(m.group(1)) * _UNITS[(m.group(2) or "")[:1].lower()]
+    else:
+        raise ValueError(f"expected a size such as 64MiB, got {value!r}")
+    if n <= 0:
+        raise ValueError("size must be positive")
+    return n
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    fabric: str = "none"  # none | loopback (host-local /dev/sdX) | iscsi | vhost
+    iqn: str | None = None  # iscsi target name
+    portal: tuple[str, int] = ("0.0.0.0", 3260)
+    demo_mode: bool = False  # iscsi: any initiator, read-write, no CHAP (labs only)
+    initiators: tuple[str, ...] = ()  # iscsi ACLs when not in demo mode
+    wwn: str | None = None  # loopback/vhost naa. WWPN; generated when absent
+
+
+@dataclass(frozen=True)
+class LunConfig:
+    name: str
+    type: str
+    size: int
+    path: Path
+    block_size: int = 512
+    vendor: str = "EDIF"
+    product: str = "DISK"
+    revision: str = "0001"
+    serial: str = ""
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = Path("/var/lib/edifd")
+    park_time: float = 5.0
+    cmd_time_out: int = 30
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    luns: tuple[LunConfig, ...]
+
+
+class _Reader:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
+             required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                self.problems.append(f"{where}.{key}: required")
+            return default
+        value = table[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.problems.append(f"{where}.{key}: expected {names}, got {type(value).__name__}")
+            return default
+        return value
+
+    def unknown(self, table: dict, known: set[str], where: str) -> None:
+        for key in sorted(set(table) - known):
+            self.problems.append(f"{where}.{key}: unknown key")
+
+
+def _ascii_field(r: _Reader, value: str, width: int, where: str) -> str:
+    if not value.isascii() or not value.isprintable() or len(value) > width:
+        r.problems.append(f"{where}: must be printable ASCII of at most {width} characters")
+    return value
+
+
+def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig:
+    r.unknown(t, {"fabric", "iqn", "portal", "demo_mode", "initiators", "wwn"}, where)
+    fabric = r.take(t, "fabric", where, str, "none")
+    if fabric not in EXPORTS:
+        r.problems.append(f"{where}.fabric: must be one of {', '.join(EXPORTS)}")
+    iqn = r.take(t, "iqn", where, str)
+    if fabric == "iscsi":
+        iqn = iqn or f"iqn.2026-11.io.edifd:{lun_name.lower()}"
+        if not _IQN_RE.match(iqn):
+            r.problems.append(f"{where}.iqn: not an iSCSI qualified name (iqn.YYYY-MM.reversed.domain:name)")
+    portal_s = r.take(t, "portal", where, str, "0.0.0.0:3260")
+    host, _, port_s = portal_s.rpartition(":")
+    portal = ("0.0.0.0", 3260)
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        r.problems.append(f"{where}.portal: expected ADDRESS:PORT, got {portal_s!r}")
+    else:
+        portal = (host, int(port_s))
+    demo = r.take(t, "demo_mode", where, bool, False)
+    initiators = r.take(t, "initiators", where, list, [])
+    for i, ini in enumerate(initiators):
+        if not isinstance(ini, str) or not _IQN_RE.match(ini):
+            r.problems.append(f"{where}.initiators[{i}]: not an iSCSI qualified name")
+    if fabric == "iscsi" and not demo and not initiators:
+        r.problems.append(f"{where}: iscsi export needs initiators (ACLs) or demo_mode = true")
+    wwn = r.take(t, "wwn", where, str)
+    if wwn is not None and not _NAA_RE.match(wwn):
+        r.problems.append(f"{where}.wwn: expected naa. followed by 16 hex digits")
+    return ExportConfig(fabric, iqn, portal, demo, tuple(str(i) for i in initiators), wwn)
+
+
+def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | None:
+    r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
+                  "serial", "export"}, where)
+    name = r.take(t, "name", where, str, "", required=True)
+    if name and not _NAME_RE.match(name):
+        r.problems.append(f"{where}.name: letters, digits, '_', '.', '-' only (LIO object name)")
+    lun_type = r.take(t, "type", where, str, "file")
+    if lun_type not in LUN_TYPES:
+        r.problems.append(f"{where}.type: must be one of {', '.join(LUN_TYPES)}")
+    size = 0
+    raw_size = r.take(t, "size", where, (str, int), None, required=True)
+    if raw_size is not None:
+        try:
+            size = parse_size(raw_size)
+        except ValueError as e:
+            r.problems.append(f"{where}.size: {e}")
+    block_size = r.take(t, "block_size", where, int, 512)
+    if block_size not in (512, 4096):
+        r.problems.append(f"{where}.block_size: 512 or 4096")
+    elif size % block_size:
+        r.problems.append(f"{where}.size: not a multiple of block_size {block_size}")
+    path = Path(r.take(t, "path", where, str, f"{name}.img"))
+    if not path.is_absolute():
+        path = state_dir / path
+    vendor = _ascii_field(r, r.take(t, "vendor", where, str, "EDIF"), 8, f"{where}.vendor")
+    product = _ascii_field(r, r.take(t, "product", where, str, "DISK"), 16, f"{where}.product")
+    revision = _ascii_field(r, r.take(t, "revision", where, str, "0001"), 4, f"{where}.revision")
+    serial = _ascii_field(r, r.take(t, "serial", where, str, f"EDIF-{name}"), 32, f"{where}.serial")
+    export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun")
+    return LunConfig(name, lun_type, size, path, block_size, vendor, product, revision, serial, export)
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    r = _Reader()
+    r.unknown(data, {"daemon", "lun"}, source)
+    d = r.take(data, "daemon", "daemon", dict, {})
+    r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level"}, "daemon")
+    state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
+    park_time = float(r.take(d, "park_time", "daemon", (int, float), 5.0))
+    cmd_time_out = r.take(d, "cmd_time_out", "daemon", int, 30)
+    log_level = r.take(d, "log_level", "daemon", str, "info")
+    if not 0.1 <= park_time <= 300:
+        r.problems.append("daemon.park_time: seconds between 0.1 and 300")
+    if cmd_time_out != 0 and cmd_time_out < park_time + MIN_CMD_TIMEOUT_MARGIN:
+        r.problems.append(
+            f"daemon.cmd_time_out: must be 0 (off) or at least park_time + {MIN_CMD_TIMEOUT_MARGIN:g} s, "
+            "so the kernel never times out a parked READ before our heartbeat completes it")
+    if log_level not in ("debug", "info", "warning", "error"):
+        r.problems.append("daemon.log_level: debug, info, warning or error")
+    daemon = DaemonConfig(state_dir, park_time, cmd_time_out, log_level)
+
+    luns: list[LunConfig] = []
+    for i, t in enumerate(r.take(data, "lun", "lun", list, [])):
+        if not isinstance(t, dict):
+            r.problems.append(f"lun[{i}]: expected a table ([[lun]])")
+            continue
+        lun = _read_lun(r, t, f"lun[{i}]", state_dir)
+        if lun is not None:
+            luns.append(lun)
+    seen: set[str] = set()
+    for lun in luns:
+        if lun.name in seen:
+            r.problems.append(f"lun: duplicate name {lun.name!r}")
+        seen.add(lun.name)
+    if r.problems:
+        raise ConfigError(r.problems, source)
+    return Config(daemon, tuple(luns))
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError([f"cannot read: {e.strerror}"], str(path)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"not valid TOML: {e}"], str(path)) from None
+    return parse_config(data, str(path))
