@@ -1,0 +1,122 @@
+"""Command-line entry points: `edifd` (the host daemon)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from edifd.config import ConfigError, load_config
+
+log = logging.getLogger("edifd")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def edifd_main() -> None:
+    """edifd: the host side of EDIF for virtualized hosts.
+
+    It serves TCMU-backed LUNs through LIO (configured with rtslib-fb): each LUN is emulated by
+    edifd in user space and exported to guests over tcm_loop, iSCSI or vhost-scsi.
+
+    \b
+    Typical use:
+      edifd check-config --config /etc/edifd/edifd.toml
+      edifd run --config /etc/edifd/edifd.toml
+    """
+
+
+@edifd_main.command("check-config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="/etc/edifd/edifd.toml", show_default=True, help="edifd TOML configuration.")
+def check_config(config_path: Path) -> None:
+    """Validate a configuration file and print what it would serve; changes nothing."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"{config_path}: {p}", err=True)
+        sys.exit(2)
+    click.echo(f"{config_path}: OK, {len(cfg.luns)} LUN(s); park_time {cfg.daemon.park_time:g} s, "
+               f"TCMU cmd_time_out {cfg.daemon.cmd_time_out} s")
+    for lun in cfg.luns:
+        ex = lun.export
+        where = {"iscsi": f"iSCSI {ex.iqn} on {ex.portal[0]}:{ex.portal[1]}"
+                          + (" (demo mode)" if ex.demo_mode else f" ({len(ex.initiators)} ACLs)"),
+                 "loopback": "tcm_loop (host-local /dev/sdX)", "vhost": "vhost-scsi",
+                 "none": "not exported"}[ex.fabric]
+        click.echo(f"  {lun.name}: {lun.type} {lun.size} bytes, {lun.block_size}-byte blocks, "
+                   f"{lun.path}; {where}")
+
+
+@edifd_main.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="/etc/edifd/edifd.toml", show_default=True, help="edifd TOML configuration.")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Touch this file once every LUN is served (for scripts without systemd).")
+@click.option("--teardown/--keep-lio", default=False, show_default=True,
+              help="On exit, remove the LIO objects edifd created. By default they stay, so a "
+                   "restarted edifd re-attaches to its rings and guests see no error.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Overrides daemon.log_level.")
+def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: str | None) -> None:
+    """Serve the configured LUNs until SIGTERM or SIGINT."""
+    from edifd.daemon import Daemon, DaemonError
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"{config_path}: {p}", err=True)
+        sys.exit(2)
+    _setup_logging(log_level or cfg.daemon.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon = Daemon(cfg)
+    try:
+        daemon.start()
+    except DaemonError as e:
+        log.error("cannot start: %s", e)
+        daemon.stop(teardown=True)
+        sys.exit(1)
+    if ready_file:
+        ready_file.write_text("ready\n")
+    _notify_systemd("READY=1")
+    log.info("serving %d LUN(s)", len(cfg.luns))
+    try:
+        while not stop.wait(1.0):
+            _notify_systemd("WATCHDOG=1")
+    finally:
+        log.info("stopping (teardown=%s)", teardown)
+        _notify_systemd("STOPPING=1")
+        daemon.stop(teardown=teardown)
+        log.info("stopped")
+
+
+def _notify_systemd(state: str) -> None:
+    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave us one."""
+    import os
+    import socket
+
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(state.encode(), addr)
+        except OSError:
+            pass
