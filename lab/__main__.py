@@ -1,0 +1,136 @@
+"""``python3 -m lab build | up | down | status | probe | smoke``
+
+Run as root on a Debian/Ubuntu x86-64 host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import LabError
+from .vm import PROJECT_ROOT
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from .image import ensure_image
+
+    t = time.monotonic()
+    img = ensure_image(log=_log)
+    print(
+        json.dumps(
+            {
+                "image": str(img.root),
+                "kernel": img.kernel_version,
+                "key": img.key,
+                "seconds": round(time.monotonic() - t, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    from .control import up
+
+    ep = up(backend=a.backend, port=a.port, iqn=a.iqn, timeout=a.timeout, log=_log)
+    _log(f"lab up: {ep['url']} (ready after {ep['ready_s']}s)")
+    _log(f"endpoints: {Path(ep['share']).parent / 'endpoints.json'}")
+    print(ep["iqn"])
+    return 0
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    from .control import down
+
+    res = down(timeout=a.timeout, log=_log)
+    _log("lab down: " + ("stopped" if res["was_up"] else "was not up") + f"; no lab QEMU left ({res})")
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from .control import status
+
+    st = status()
+    print(json.dumps(st, indent=2))
+    return 0 if st["up"] else 3
+
+
+def cmd_probe(a: argparse.Namespace) -> int:
+    """One boot running lab.guest.probe; prints result.json. Handy to check a fresh image by hand."""
+    from .image import ensure_image
+    from .scenario import guest_python, run_guest
+
+    img = ensure_image(log=_log)
+    share = Path(tempfile.mkdtemp(prefix="edifd-lab-probe-"))
+    run = run_guest(img, f"probe-{os.getpid()}", share, guest_python("lab.guest.probe"), timeout=a.timeout)
+    print(json.dumps({"wall_s": run.wall_s, "rc": run.rc, "markers": run.markers, **run.result}, indent=2))
+    return 0 if run.rc == 0 else 1
+
+
+def cmd_smoke(a: argparse.Namespace) -> int:
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "lab",
+        "--durations=0",
+        str(PROJECT_ROOT / "tests/lab"),
+    ]
+    return subprocess.call(argv, cwd=PROJECT_ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .guest.iscsi_export import DEFAULT_IQN
+
+    p = argparse.ArgumentParser(prog="python3 -m lab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build (or find cached) the guest image").set_defaults(fn=cmd_build)
+    u = sub.add_parser("up", help="start VM-H in the background with its iSCSI export on 127.0.0.1:PORT")
+    u.add_argument(
+        "--backend",
+        choices=("fileio", "edifd"),
+        default="fileio",
+        help="fileio: a LIO fileio LUN (plumbing only); edifd: python3 -m edifd run in the guest",
+    )
+    u.add_argument("--port", type=int, default=3260)
+    u.add_argument("--iqn", default=DEFAULT_IQN)
+    u.add_argument("--timeout", type=float, default=300, help="seconds to wait for the guest's ready file")
+    u.set_defaults(fn=cmd_up)
+    d = sub.add_parser("down", help="stop VM-H; verifies that no lab QEMU is left")
+    d.add_argument("--timeout", type=float, default=60)
+    d.set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="JSON status; exit 0 if up, 3 if not").set_defaults(fn=cmd_status)
+    pr = sub.add_parser("probe", help="boot once, print what the guest offers (kernel, LIO, packages)")
+    pr.add_argument("--timeout", type=float, default=180)
+    pr.set_defaults(fn=cmd_probe)
+    sub.add_parser("smoke", help="run the lab smoke tests (pytest -m lab tests/lab)").set_defaults(
+        fn=cmd_smoke
+    )
+    a = p.parse_args(argv)
+    try:
+        return a.fn(a)
+    except LabError as e:
+        _err(f"lab {a.cmd}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
