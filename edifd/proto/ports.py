@@ -1,0 +1,45 @@
+"""How a message names a remote FC port: WWPN, 24-bit N_Port ID and login generation.
+
+16 bytes on the wire, big-endian: WWPN (8) | reserved (1) | port id (3) | generation (4).
+The port id is in FC wire order (domain, area, port) -- unlike qla2xxx's host-endian
+port_id_t, which the reference notes call a trap.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ._wire import Reader, check_uint
+from .errors import MalformedBodyError
+
+_PORT_REF = struct.Struct(">QII")
+PORT_REF_SIZE = _PORT_REF.size  # 16
+
+
+@dataclass(frozen=True, repr=False)
+class PortRef:
+    """A remote port. generation changes on every new login of that port (0 = unknown / any);
+    requests carrying a stale generation are refused, so no action lands on a newer session."""
+
+    wwpn: int
+    port_id: int = 0
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        check_uint(self.wwpn, 64, "wwpn")
+        check_uint(self.port_id, 24, "port_id")
+        check_uint(self.generation, 32, "generation")
+
+    def __repr__(self) -> str:
+        return f"PortRef(wwpn=0x{self.wwpn:016x}, port_id=0x{self.port_id:06x}, generation={self.generation})"
+
+    def pack(self) -> bytes:
+        return _PORT_REF.pack(self.wwpn, self.port_id, self.generation)
+
+    @classmethod
+    def read(cls, r: Reader) -> PortRef:
+        wwpn, pid_word, generation = r.unpack(">QII")
+        if pid_word >> 24:
+            raise MalformedBodyError("reserved byte before port id must be zero")
+        return cls(wwpn, pid_word, generation)
