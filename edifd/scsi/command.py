@@ -9,8 +9,8 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 class Status(enum.IntEnum):

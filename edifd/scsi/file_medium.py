@@ -1,0 +1,83 @@
+"""FileMedium: blocks in a (sparse) file. The one I/O edge of the scsi package.
+
+The file is created on demand and extended with ftruncate, so unwritten blocks take no space and
+read back as zeros. Writes go to the page cache (WCE=1); FUA writes and SYNCHRONIZE CACHE call
+fdatasync. OS errors become MEDIUM ERROR sense rather than escaping as bugs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .medium import IoRequest
+from .sense import Asc, MediumError, SenseKey
+
+
+class FileMedium:
+    write_cache = True
+
+    def __init__(self, path: str | os.PathLike[str], size_bytes: int, block_size: int = 512) -> None:
+        if block_size not in (512, 1024, 2048, 4096):
+            raise ValueError(f"unsupported block size {block_size}")
+        if size_bytes < block_size or size_bytes % block_size:
+            raise ValueError(f"size {size_bytes} must be a positive multiple of the block size {block_size}")
+        self.path = os.fspath(path)
+        self._bs = block_size
+        self._n = size_bytes // block_size
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(self._fd).st_size < size_bytes:
+                os.ftruncate(self._fd, size_bytes)  # sparse: no blocks allocated
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    @property
+    def block_size(self) -> int:
+        return self._bs
+
+    @property
+    def num_blocks(self) -> int:
+        return self._n
+
+    def read(self, req: IoRequest) -> bytes:
+        length, off = req.nblocks * self._bs, req.lba * self._bs
+        out = bytearray()
+        try:
+            while len(out) < length:
+                chunk = os.pread(self._fd, length - len(out), off + len(out))
+                if not chunk:  # file shrank under us: the rest reads as zeros
+                    break
+                out += chunk
+        except OSError as e:
+            raise MediumError.of(SenseKey.MEDIUM_ERROR, Asc.UNRECOVERED_READ_ERROR) from e
+        return bytes(out.ljust(length, b"\x00"))
+
+    def write(self, req: IoRequest, data: bytes) -> None:
+        off = req.lba * self._bs
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, off)
+                view, off = view[n:], off + n
+            if req.fua:
+                os.fdatasync(self._fd)
+        except OSError as e:
+            raise MediumError.of(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from e
+
+    def flush(self, req: IoRequest) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            raise MediumError.of(SenseKey.MEDIUM_ERROR, Asc.WRITE_ERROR) from e
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileMedium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
