@@ -404,7 +404,8 @@ def loopback_disk(export: Export, configfs: Path = CONFIGFS, sysfs: Path = Path(
     while True:
         try:
             h_c_t = addr_file.read_text().strip()  # "H:C:T" of the tcm_loop SCSI host
-            blocks = sorted((sysfs / "bus" / "scsi" / "devices" / f"{h_c_t}:{export.lun}" / "block").iterdir())
+            dev = sysfs / "bus" / "scsi" / "devices" / f"{h_c_t}:{export.lun}"
+            blocks = sorted((dev / "block").iterdir())
             if blocks:
                 return Path("/dev") / blocks[0].name
         except OSError:
