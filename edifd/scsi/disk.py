@@ -9,8 +9,9 @@ Rules every response follows (transports rely on them):
 - WRITE data-out shorter than the transfer length is rejected (05/24/00, pointer at TRANSFER
   LENGTH) before the medium is touched; extra data-out bytes are ignored.
 
-Not thread-safe: one owner (the ring loop or the FCP target task) calls execute and resolves
-Pendings. REQUEST SENSE is per logical unit, not per I_T nexus (one initiator per LU here).
+Threads: one owner (the ring loop or the FCP target task) calls execute. A medium may resolve a
+Pending from another thread; the completion then runs there, and only builds bytes and records the
+sense for REQUEST SENSE. REQUEST SENSE is per logical unit, not per I_T nexus (one initiator per LU).
 """
 
 from __future__ import annotations
@@ -134,6 +135,14 @@ class ScsiDisk:
         if isinstance(result, ScsiResponse | Pending):
             return result
         return self._good(cmd, result)
+
+    def abort(self, cmd: ScsiCommand) -> None:
+        """The transport ended a command we left Pending (TMR abort, stop, ring reset): its data
+        never reached the initiator. Forwarded to the medium's optional `abort(cmd)`, so a control
+        LUN can re-deliver what that READ carried. The Pending may still resolve later; harmless."""
+        hook = getattr(self.medium, "abort", None)
+        if hook is not None:
+            hook(cmd)
 
     @property
     def pending_sense(self) -> bytes:

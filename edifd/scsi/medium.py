@@ -14,6 +14,8 @@ exception is a medium bug: the initiator gets HARDWARE ERROR / INTERNAL TARGET F
 
 Optional attribute `write_cache: bool` (default False when absent): True if completed writes may sit
 in a volatile cache until `flush` (reported as WCE in the Caching mode page).
+Optional method `abort(cmd: ScsiCommand) -> None`: the transport gave up on a command the medium
+left Pending (see ScsiDisk.abort).
 """
 
 from __future__ import annotations
