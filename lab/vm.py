@@ -129,6 +129,7 @@ class VM:
     drives: Sequence[Drive] = ()
     src: Path = PROJECT_ROOT
     net: bool = True
+    lio: bool = True  # False: labinit skips the LIO modprobes (an initiator-only guest boots faster)
     detached: bool = False  # True for `lab up`: survives this process, no pdeathsig, not killed at exit
     proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     started_at: float | None = field(default=None, init=False)
@@ -158,7 +159,7 @@ class VM:
             "-serial", f"file:{self.console}",
             "-kernel", str(self.image.kernel),
             "-initrd", str(self.image.initrd),
-            "-append", f"console=ttyS0 panic=-1 net.ifnames=0 lab.name={self.name}",
+            "-append", f"console=ttyS0 panic=-1 net.ifnames=0 lab.name={self.name} lab.lio={int(self.lio)}",
             # snapshot=on: each VM writes to a private overlay; the cached image stays pristine and shared.
             "-drive", f"file={self.image.rootfs},if=virtio,format=raw,snapshot=on",
             "-virtfs", f"local,path={self.src},mount_tag=src,security_model=none,readonly=on",
@@ -176,7 +177,7 @@ class VM:
                 ]  # fmt: skip
         return a
 
-    # -- lifecycle -------------------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------
 
     def start(self) -> VM:
         if self.proc is not None:
@@ -249,7 +250,7 @@ class VM:
             _live.discard(self)
         return self.proc.pid
 
-    # -- observing the guest ---------------------------------------------------------------------------------
+    # -- observing the guest ---------------------------------------
 
     def console_text(self) -> str:
         try:

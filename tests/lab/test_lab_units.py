@@ -1,0 +1,366 @@
+"""Fast tests of the lab tooling without booting anything: QEMU is replaced by fake_qemu.py, apt/debootstrap
+by monkeypatched helpers. They prove the VM lifecycle guarantees (always stopped, timeouts with the console
+tail), the scenario protocol and the cache rules (key changes, atomic dirs, the lock)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import lab.image as image_mod
+from lab.config import edifd_lab_config
+from lab.errors import LabError, LabTimeout
+from lab.guest.iscsi_initiator import parse_sg_inq, pattern
+from lab.image import GuestImage
+from lab.scenario import collect, guest_python, guest_shell, guest_vm, run_guest, run_sh
+from lab.vm import VM, Drive, HostFwd, free_port, pids_with_tag
+
+HERE = Path(__file__).resolve().parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "qemu-system-x86_64"
+    exe.write_text(f"#!{sys.executable}\n" + (HERE / "fake_qemu.py").read_text())
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return exe
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> GuestImage:
+    root = tmp_path / "img"
+    root.mkdir()
+    for f in ("vmlinuz", "initrd.gz", "root.img"):
+        (root / f).write_bytes(b"")
+    return GuestImage(root, root / "vmlinuz", root / "initrd.gz", root / "root.img", "6.1.0-test", "k")
+
+
+def _vm(image: GuestImage, tmp_path: Path, name: str, **kw: object) -> VM:
+    return guest_vm(image, f"u-{name}-{os.getpid()}", tmp_path / name, guest_python("lab.guest.probe"), **kw)
+
+
+# -- QEMU command line ---------------------------------------
+
+
+def test_argv_has_tcg_shares_forwards_and_scsi_block(image: GuestImage, tmp_path: Path) -> None:
+    vm = VM(
+        "a", image, tmp_path / "s", hostfwd=[HostFwd(13260, 3260)], drives=[Drive.iscsi(13260, "iqn.x:y", 0)]
+    )
+    a = vm.argv()
+    joined = " ".join(a)
+    assert a[a.index("-accel") + 1] == "tcg"
+    assert f"local,path={vm.src},mount_tag=src,security_model=none,readonly=on" in a
+    assert f"local,path={tmp_path / 's'},mount_tag=lab,security_model=none" in a
+    assert "user,id=n0,hostfwd=tcp:127.0.0.1:13260-:3260" in a
+    assert "virtio-scsi-pci,id=scsi0" in a
+    assert "file=iscsi://127.0.0.1:13260/iqn.x:y/0,format=raw,if=none,id=x0,cache=none" in a
+    assert "scsi-block,drive=x0,bus=scsi0.0" in a
+    assert f"file={image.rootfs},if=virtio,format=raw,snapshot=on" in a
+    assert "-no-reboot" in a and "panic=-1" in joined
+
+
+def test_argv_without_net_or_drives(image: GuestImage, tmp_path: Path) -> None:
+    a = VM("b", image, tmp_path / "s", net=False, lio=False).argv()
+    assert "-netdev" not in a and "virtio-scsi-pci,id=scsi0" not in a
+    assert "lab.lio=0" in a[a.index("-append") + 1]
+    assert "lab.lio=1" in VM("c", image, tmp_path / "s").argv()[a.index("-append") + 1]
+
+
+def test_free_port_is_bindable() -> None:
+    import socket
+
+    p = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", p))
+    assert 0 < p < 65536
+
+
+# -- run.sh and results ---------------------------------------
+
+
+def test_run_sh_quotes_env_and_command() -> None:
+    text = run_sh(guest_shell("serve.sh", "a b"), {"LAB_X": "it's $HOME"})
+    assert "export PYTHONPATH=/src" in text
+    assert "export LAB_X='it'\"'\"'s $HOME'" in text
+    assert text.rstrip().endswith("exec /bin/sh /src/lab/guest/serve.sh 'a b'")
+    out = subprocess.run(["sh", "-n"], input=text, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_run_sh_rejects_bad_env_name() -> None:
+    with pytest.raises(LabError):
+        run_sh(["true"], {"A-B": "1"})
+
+
+def test_run_guest_collects_result_rc_markers(fake_qemu: Path, image: GuestImage, tmp_path: Path) -> None:
+    run = run_guest(
+        image, f"u-run-{os.getpid()}", tmp_path / "r", guest_python("lab.guest.probe"), {"K": "v"}
+    )
+    assert run.rc == 0 and run.qemu_rc == 0
+    assert run.result["answer"] == 42
+    assert "exec python3 -m lab.guest.probe" in run.result["run_sh"]
+    assert [t for t, _ in run.markers] == ["booted", "run.sh rc=0", "DONE"]
+    assert run.uptime("booted") == 1.25
+    assert run.wall_s is not None and run.wall_s > 0
+    assert run.check() is run
+
+
+def test_failed_guest_script_is_reported(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_RC", "3")
+    run = run_guest(image, f"u-fail-{os.getpid()}", tmp_path / "f", ["false"])
+    assert run.rc == 3
+    with pytest.raises(LabError, match="guest output"):
+        run.check()
+
+
+# -- VM lifecycle ---------------------------------------
+
+
+def test_serve_ready_stop_exit(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "serve")
+    with _vm(image, tmp_path, "serve") as vm:
+        assert vm.wait_file("ready", 20).read_text() == "ready\n"
+        assert vm.wait_marker(r"^booted$", 20)[0] == "booted"
+        assert vm.alive()
+        vm.request_stop()
+        assert vm.wait_exit(20) == 0
+        assert collect(vm).rc == 0
+    assert not vm.alive()
+
+
+def test_context_exit_kills_qemu(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "hang")
+    with _vm(image, tmp_path, "ctx") as vm:
+        vm.wait_marker("booted", 20)
+        assert vm.proc is not None
+        pid = vm.proc.pid
+        assert pid in pids_with_tag(vm.tag)
+    assert not _alive(pid)
+    assert pids_with_tag(vm.tag) == []
+
+
+def test_marker_timeout_raises_with_console_tail_and_kills(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "hang")
+    vm = _vm(image, tmp_path, "to").start()
+    vm.wait_marker("booted", 20)
+    with pytest.raises(LabTimeout) as ei:
+        vm.wait_marker("never", 0.5)
+    msg = str(ei.value)
+    assert "waiting for marker /never/" in msg and "LAB: booted" in msg
+    assert not vm.alive()
+
+
+def test_exit_timeout_raises_and_kills(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "hang")
+    vm = _vm(image, tmp_path, "ex").start()
+    vm.wait_marker("booted", 20)
+    with pytest.raises(LabTimeout, match="did not power off"):
+        vm.wait_exit(0.3)
+    assert not vm.alive()
+
+
+def test_qemu_failure_surfaces_its_stderr(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "crash")
+    with _vm(image, tmp_path, "crash") as vm, pytest.raises(LabError, match="could not connect") as ei:
+        vm.wait_file("ready", 20)
+    assert "exited rc=1" in str(ei.value)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    from lab.image import GuestImage
+    from lab.scenario import guest_vm
+    from pathlib import Path
+    r = Path({img!r})
+    img = GuestImage(r, r / "vmlinuz", r / "initrd.gz", r / "root.img", "6.1.0-test", "k")
+    vm = guest_vm(img, {name!r}, Path({share!r}), ["true"], detached={detached}).start()
+    vm.wait_marker("booted", 20)
+    print(vm.proc.pid, flush=True)
+    {after}
+    """
+)
+
+
+def _child(
+    tmp_path: Path, image: GuestImage, name: str, after: str, detached: bool = False
+) -> tuple[object, int]:
+    code = _CHILD.format(
+        root=str(HERE.parents[1]), img=str(image.root), name=name, share=str(tmp_path / name),
+        detached=detached, after=after,
+    )  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    return p, int(p.stdout.readline())
+
+
+def _wait_dead(pid: int, limit: float = 20) -> bool:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    "how", ["normal exit (atexit)", "SIGTERM", "SIGINT", "SIGKILL (pdeathsig)"]
+)  # fmt: skip
+def test_parent_end_always_stops_qemu(
+    how: str, fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "hang")
+    after = "sys.exit(0)" if how.startswith("normal") else "time.sleep(60)"
+    p, qpid = _child(tmp_path, image, f"u-par-{os.getpid()}", after)
+    assert _alive(qpid)
+    sig = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL (pdeathsig)": signal.SIGKILL}.get(how)
+    if sig is not None:
+        p.send_signal(sig)  # type: ignore[attr-defined]
+    p.wait(timeout=20)  # type: ignore[attr-defined]
+    assert _wait_dead(qpid), f"QEMU stand-in {qpid} survived its parent ({how})"
+
+
+def test_detached_vm_survives_parent(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", "hang")
+    p, qpid = _child(tmp_path, image, f"u-det-{os.getpid()}", "vm.detach(); sys.exit(0)", detached=True)
+    try:
+        p.wait(timeout=20)  # type: ignore[attr-defined]
+        assert _alive(qpid)
+    finally:
+        os.kill(qpid, signal.SIGKILL)
+    assert _wait_dead(qpid)
+
+
+# -- image cache ---------------------------------------
+
+
+def test_image_key_follows_every_recipe_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    k0 = image_mod.image_key()
+    assert image_mod.image_key() == k0
+    monkeypatch.setattr(image_mod, "GUEST_PACKAGES", (*image_mod.GUEST_PACKAGES, "strace"))
+    k1 = image_mod.image_key()
+    monkeypatch.setattr(image_mod, "GUEST_MODULES", (*image_mod.GUEST_MODULES, "loop"))
+    k2 = image_mod.image_key()
+    init = tmp_path / "labinit.sh"
+    init.write_text(image_mod.LABINIT.read_text() + "\n# changed\n")
+    monkeypatch.setattr(image_mod, "LABINIT", init)
+    k3 = image_mod.image_key()
+    monkeypatch.setattr(image_mod, "BUILD_VERSION", image_mod.BUILD_VERSION + 1)
+    k4 = image_mod.image_key()
+    assert len({k0, k1, k2, k3, k4}) == 5
+
+
+def test_base_key_ignores_init_scripts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    b0 = image_mod.base_key()
+    init = tmp_path / "labinit.sh"
+    init.write_text("changed")
+    monkeypatch.setattr(image_mod, "LABINIT", init)
+    assert image_mod.base_key() == b0
+
+
+def test_cached_image_needs_no_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    final = tmp_path / f"image-{image_mod.image_key()}"
+    final.mkdir()
+    (final / "manifest.json").write_text(json.dumps({"key": "k", "kernel_version": "6.1.0-9-amd64"}))
+
+    def boom(*a: object, **k: object) -> str:
+        raise AssertionError(f"ran a command on the cached path: {a}")
+
+    monkeypatch.setattr(image_mod, "_run", boom)
+    monkeypatch.setattr(image_mod, "ensure_host_packages", boom)
+    logs: list[str] = []
+    img = image_mod.ensure_image(log=logs.append, cache=tmp_path)
+    assert img.root == final and img.kernel_version == "6.1.0-9-amd64"
+    assert any("cached" in line for line in logs)
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "image-x"
+    with pytest.raises(RuntimeError), image_mod._atomic_dir(final) as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with image_mod._atomic_dir(final) as tmp:
+        (tmp / "whole").write_text("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["image-x"]
+    assert (final / "whole").exists()
+
+
+def test_cache_lock_is_exclusive(tmp_path: Path) -> None:
+    log = image_mod.StepLog(lambda s: None)
+    with image_mod._locked(tmp_path, log), open(tmp_path / ".lock") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(tmp_path / ".lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the block
+
+
+def test_failed_build_command_reports_output_tail() -> None:
+    with pytest.raises(LabError, match="rc=3") as ei:
+        image_mod._run(["sh", "-c", "echo the-reason >&2; exit 3"])
+    assert "the-reason" in str(ei.value)
+
+
+# -- guest-side helpers and config ---------------------------------------
+
+
+def test_parse_sg_inq() -> None:
+    text = (
+        "standard INQUIRY:\n  PQual=0  PDT=0  RMB=0\n Vendor identification: LIO-ORG \n"
+        " Product identification: FILEIO          \n Product revision level: 4.0\n"
+        "VPD INQUIRY: Unit serial number page\n  Unit serial number: 81938682-19d6-45e4\n"
+    )
+    assert parse_sg_inq(text) == {
+        "vendor": "LIO-ORG", "product": "FILEIO", "revision": "4.0", "serial": "81938682-19d6-45e4",
+    }  # fmt: skip
+
+
+def test_io_pattern_is_reproducible_and_seeded() -> None:
+    assert pattern(7) == pattern(7) and pattern(7) != pattern(8) and len(pattern(1)) == 1 << 20
+
+
+def test_edifd_lab_config_is_toml_and_validates() -> None:
+    import tomllib
+
+    cfg = tomllib.loads(edifd_lab_config(iqn="iqn.2003-01.org.x:y", lun=1, portal_port=3261))
+    assert cfg["export"]["iscsi"] == {"iqn": "iqn.2003-01.org.x:y", "lun": 1, "portal": "0.0.0.0:3261",
+                                      "demo_mode": True}  # fmt: skip
+    for bad in ({"iqn": "nope"}, {"iqn": 'iqn.a"b'}, {"iqn": "iqn.a", "lun": 300}):
+        with pytest.raises(ValueError):
+            edifd_lab_config(**bad)  # type: ignore[arg-type]
