@@ -280,3 +280,30 @@ def test_random_schedules_keep_the_ring_consistent(ops: list[tuple[str, int, int
     ring.fetch()
     assert not k.broken and k.in_flight == 0 and ring.drained
     assert all(b == STALE for b in k.buf[k.data_off:])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=r.MAILBOX_SIZE + 1024 + 512), st.integers(0, 1023),
+       st.data())
+def test_arbitrary_bytes_raise_only_ring_error(junk: bytes, head: int, data: st.DataObject) -> None:
+    """Whatever the shared memory holds, the codec raises RingError or nothing."""
+    buf = bytearray(junk)
+    if data.draw(st.booleans()) and len(buf) >= r.MAILBOX_SIZE + 1024:
+        # A valid mailbox over random entries, so the entry parser is reached too.
+        struct.pack_into("<HHII", buf, 0, 2, 1, r.MAILBOX_SIZE, 1024)
+        struct.pack_into("<I", buf, r.MB_CMD_HEAD, head & ~7)
+        struct.pack_into("<I", buf, r.MB_CMD_TAIL, 0)
+    try:
+        ring = Ring(buf)
+    except RingError:
+        return
+    for _ in range(4):
+        try:
+            items = ring.fetch()
+        except RingError:
+            break
+        for item in items:
+            if isinstance(item, RingCommand):
+                ring.read_data(item)
+                ring.write_data(item, b"z" * 7)
+                ring.complete(item.cmd_id, 0)
