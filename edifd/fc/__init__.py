@@ -36,6 +36,7 @@ from .els import (
 )
 from .errors import ErrorReason, FcError, FcipError, FrameError, PayloadError
 from .exchange import (
+    FramePayload,
     abts_frame,
     ba_acc_frame,
     ba_rjt_frame,
@@ -44,6 +45,7 @@ from .exchange import (
     fcp_cmnd_frame,
     fcp_data_frames,
     fcp_rsp_frame,
+    parse_payload,
     request_frame,
     response_f_ctl,
     response_frame,
@@ -80,17 +82,17 @@ from .frame import (
 )
 
 __all__ = [
-    "FC_DATA_FRAME_SIZE", "FC_MAX_DATA_FIELD", "FCIP_TCP_PORT", "FCTL_REQ", "FCTL_RESP",
-    "Abts", "AuthEls", "AuthFlags", "AuthMsgCode", "AuthProtocolId", "BaAcc", "BaRjt",
-    "BaRjtExplanation", "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures",
-    "DfCtl", "ElsCode", "ElsPayload", "Eof", "ErrorReason", "EspHeader", "FCtl", "FcError", "FcType",
-    "FcipError", "FcipStreamDecoder", "FcpCmnd", "FcpRsp", "FcpRspFlags", "FcpServiceParams",
-    "FcpXferRdy", "Flogi", "Frame", "FrameError", "FrameHeader", "LinkError", "LoginAcc", "Logo",
-    "LsAcc", "LsRjt", "LsRjtExplanation", "LsRjtReason", "PayloadError", "Plogi", "Prli", "PrliAcc",
+    "FC_DATA_FRAME_SIZE", "FC_MAX_DATA_FIELD", "FCIP_TCP_PORT", "FCTL_REQ", "FCTL_RESP", "Abts",
+    "AuthEls", "AuthFlags", "AuthMsgCode", "AuthProtocolId", "BaAcc", "BaRjt", "BaRjtExplanation",
+    "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures", "DfCtl", "ElsCode",
+    "ElsPayload", "Eof", "ErrorReason", "EspHeader", "FCtl", "FcError", "FcType", "FcipError",
+    "FcipStreamDecoder", "FcpCmnd", "FcpRsp", "FcpRspFlags", "FcpServiceParams", "FcpXferRdy", "Flogi",
+    "Frame", "FrameError", "FrameHeader", "FramePayload", "LinkError", "LoginAcc", "Logo", "LsAcc",
+    "LsRjt", "LsRjtExplanation", "LsRjtReason", "PayloadError", "Plogi", "Prli", "PrliAcc",
     "PrliAccCode", "PrliFlags", "Prlo", "PrloAcc", "RCtl", "RawEls", "Rscn", "RscnAddressFormat",
-    "RscnPage", "RspCode", "ServiceParamPage", "Sof", "TaskAttr", "TaskMgmt",
-    "abts_frame", "ba_acc_frame", "ba_rjt_frame", "decode_record", "els_reply", "els_request",
-    "encode_frame", "fc_crc", "fcp_cmnd_frame", "fcp_data_frames", "fcp_rsp_frame", "fill_for",
-    "lun_from_bytes", "lun_to_bytes", "parse_bls", "parse_els", "request_frame", "response_f_ctl",
-    "response_frame", "xfer_rdy_frame",
+    "RscnPage", "RspCode", "ServiceParamPage", "Sof", "TaskAttr", "TaskMgmt", "abts_frame",
+    "ba_acc_frame", "ba_rjt_frame", "decode_record", "els_reply", "els_request", "encode_frame",
+    "fc_crc", "fcp_cmnd_frame", "fcp_data_frames", "fcp_rsp_frame", "fill_for", "lun_from_bytes",
+    "lun_to_bytes", "parse_bls", "parse_els", "parse_payload", "request_frame", "response_f_ctl",
+    "response_frame", "xfer_rdy_frame"
 ]

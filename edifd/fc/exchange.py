@@ -8,8 +8,11 @@ SOFi3 on a sequence's first frame, SOFn3 after; EOFt on its last frame, EOFn bef
 
 from __future__ import annotations
 
-from .bls import Abts, BaAcc, BaRjt
-from .errors import FrameError
+from typing import TypeAlias
+
+from .bls import Abts, BaAcc, BaRjt, BlsPayload, parse_bls
+from .els import ElsPayload, parse_els
+from .errors import FrameError, PayloadError
 from .fcp import FcpCmnd, FcpRsp, FcpXferRdy
 from .frame import (
     FC_DATA_FRAME_SIZE,
@@ -181,3 +184,28 @@ def ba_acc_frame(abts: Frame, acc: BaAcc | None = None, *, seq_id: int = 0) -> F
 
 def ba_rjt_frame(abts: Frame, rjt: BaRjt, *, seq_id: int = 0) -> Frame:
     return response_frame(abts, r_ctl=RCtl.BLS_BA_RJT, payload=rjt.pack(), seq_id=seq_id)
+
+
+# --- receive side -------------------------------------------------------------------------------
+
+FramePayload: TypeAlias = ElsPayload | BlsPayload | FcpCmnd | FcpXferRdy | FcpRsp | bytes
+
+
+def parse_payload(frame: Frame, *, reply_to: int | None = None) -> FramePayload:
+    """Decode a clear frame's FC-4 payload by TYPE and R_CTL. FCP_DATA comes back as bytes.
+
+    `reply_to` is the ELS command an ELS reply answers (to decode its LS_ACC). ESP-protected
+    frames must be decrypted first. Raises only `PayloadError`.
+    """
+    h, body = frame.header, frame.fc4_payload
+    if h.type == FcType.ELS and h.r_ctl in (RCtl.ELS_REQ, RCtl.ELS_REP):
+        return parse_els(body, reply_to=reply_to if h.r_ctl == RCtl.ELS_REP else None)
+    if h.type == FcType.BLS:
+        return parse_bls(h.r_ctl, body)
+    if h.type == FcType.FCP:
+        if h.r_ctl == RCtl.FCP_DATA:
+            return body
+        iu = {RCtl.FCP_CMND: FcpCmnd, RCtl.FCP_XFER_RDY: FcpXferRdy, RCtl.FCP_RSP: FcpRsp}.get(h.r_ctl)
+        if iu is not None:
+            return iu.unpack(body)  # type: ignore[attr-defined,no-any-return]
+    raise PayloadError(f"no decoder for R_CTL 0x{h.r_ctl:02x} TYPE 0x{h.type:02x}")

@@ -158,26 +158,33 @@ class FcipStreamDecoder:
         if self.needs_reset:
             self.bytes_discarded += len(data)
             return []
-        self._buf += data
+        buf = self._buf
+        buf += data
         events: list[Frame | LinkError] = []
+        pos = 0  # consumed bytes; the buffer is compacted once per call, not once per frame
         try:
             while True:
+                avail = len(buf) - pos
                 if self._need is None:
-                    if len(self._buf) < 16:
-                        _check_preamble(self._buf)  # reject garbage as early as its first byte
+                    if avail < 16:
+                        _check_preamble(buf[pos:])  # reject garbage as early as its first byte
                         break
-                    self._need = _check_header_words(self._buf)
-                if len(self._buf) < self._need:
+                    self._need = _check_header_words(buf[pos : pos + 16])
+                if avail < self._need:
                     break
-                record = bytes(self._buf[: self._need])
-                del self._buf[: self._need]
+                record = bytes(buf[pos : pos + self._need])
+                pos += self._need
                 self._need = None
                 events.append(_decode_body(record))
                 self.frames_decoded += 1
         except FcError as e:
+            del buf[:pos]
             events.append(self._fail(e.reason or ErrorReason.BAD_FRAME_HEADER, str(e)))
         except Exception as e:  # noqa: BLE001 - a decoder bug must still not kill the link task
+            del buf[:pos]
             events.append(self._fail(ErrorReason.BAD_FRAME_HEADER, f"internal decode error: {e!r}"))
+        else:
+            del buf[:pos]
         return events
 
     def feed_eof(self) -> list[Frame | LinkError]:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import pytest
 
 from edifd.fc import (
+    Abts,
     BaAcc,
+    ElsCode,
     Eof,
     ErrorReason,
+    EspHeader,
     FcpCmnd,
     FcpRsp,
     FcpXferRdy,
     FcType,
     Frame,
     FrameError,
+    LoginAcc,
     LsAcc,
     PayloadError,
     Plogi,
@@ -32,6 +36,7 @@ from edifd.fc import (
     lun_from_bytes,
     lun_to_bytes,
     parse_bls,
+    parse_payload,
     xfer_rdy_frame,
 )
 
@@ -197,3 +202,23 @@ def test_error_reason_is_set_on_frame_errors() -> None:
     with pytest.raises(FrameError) as e:
         Frame(cmnd(True).header, bytes(2113))
     assert e.value.reason is ErrorReason.FRAME_TOO_LONG
+
+
+def test_parse_payload_dispatches_by_type_and_r_ctl() -> None:
+    c = cmnd(read=True)
+    assert parse_payload(c) == FcpCmnd.unpack(c.payload)
+    x = xfer_rdy_frame(c, FcpXferRdy(0, 8), rx_id=1, seq_id=1)
+    assert parse_payload(x) == FcpXferRdy(0, 8)
+    [d] = fcp_data_frames(c, b"data", from_target=True, rx_id=1, seq_id=1)
+    assert parse_payload(d) == b"data"
+    assert parse_payload(fcp_rsp_frame(c, FcpRsp(status=8), rx_id=1, seq_id=2)) == FcpRsp(status=8)
+    req = els_request(s_id=I_ID, d_id=T_ID, ox_id=9, els=Plogi(wwpn=1, wwnn=2))
+    assert parse_payload(req) == Plogi(wwpn=1, wwnn=2)
+    acc = els_reply(req, LoginAcc(wwpn=3, wwnn=4), rx_id=2)
+    assert parse_payload(acc, reply_to=ElsCode.PLOGI) == LoginAcc(wwpn=3, wwnn=4)
+    ab = abts_frame(s_id=I_ID, d_id=T_ID, ox_id=1)
+    assert parse_payload(ab) == Abts()
+    with pytest.raises(PayloadError):
+        parse_payload(Frame(c.header.replace(r_ctl=0x44), b""))
+    with pytest.raises(PayloadError):  # ESP-protected: decrypt first
+        parse_payload(c.with_esp(EspHeader(0x100, 1), bytes(40)))
