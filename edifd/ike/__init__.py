@@ -1,6 +1,7 @@
 """IKEv2 for FC-SP-2 (RFC 7296 with RFC 4595's FC payloads), sans-IO: initiator and responder state machines.
 
-Public entry points: `Initiator`, `Responder`, `IkeConfig`, `Identity`, the events in `session`, and `IkeError`.
+Public entry points: `Initiator`, `Responder`, `IkeConfig`, `Identity`, the events in `session`,
+and `IkeError`.
 """
 
 from .config import (
@@ -31,8 +32,31 @@ from .session import (
 )
 
 __all__ = [
-    "AES_GCM_16_128", "AES_GCM_16_256", "AUTH_ELS_IKE_MAX", "GMAC_128", "GMAC_256", "AuthFailed",
-    "ChildSaEstablished", "ChildSaFailed", "CipherSuite", "ConfigError", "CryptoError", "Deleted", "Established",
-    "FcSelector", "Identity", "IkeConfig", "IkeError", "Initiator", "Ipv4Selector", "NegotiationFailed",
-    "ParseError", "PeerAlive", "Responder", "Send", "State", "StateError", "TransportProfile",
+    "AES_GCM_16_128",
+    "AES_GCM_16_256",
+    "AUTH_ELS_IKE_MAX",
+    "GMAC_128",
+    "GMAC_256",
+    "AuthFailed",
+    "ChildSaEstablished",
+    "ChildSaFailed",
+    "CipherSuite",
+    "ConfigError",
+    "CryptoError",
+    "Deleted",
+    "Established",
+    "FcSelector",
+    "Identity",
+    "IkeConfig",
+    "IkeError",
+    "Initiator",
+    "Ipv4Selector",
+    "NegotiationFailed",
+    "ParseError",
+    "PeerAlive",
+    "Responder",
+    "Send",
+    "State",
+    "StateError",
+    "TransportProfile",
 ]

@@ -1,8 +1,9 @@
 """IKE_AUTH authentication: PSK (RFC 7296 §2.15) and digital signatures (RFC 7427, plus method 9 of RFC 4754),
 and certificate chain validation against configured CAs with matching of the peer identity.
 
-`cryptography.x509.verification` does not exist in cryptography 38, so chains are checked by hand: issuer name,
-issuer signature, validity window, basicConstraints CA for issuers and digitalSignature usage for the end entity.
+`cryptography.x509.verification` does not exist in cryptography 38, so chains are checked by hand: issuer
+name, issuer signature, validity window, basicConstraints CA for issuers and digitalSignature usage for the
+end entity.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def verify_psk(prf: Prf, psk: bytes, octets: bytes, received: bytes) -> None:
         raise AuthenticationError("pre-shared key AUTH does not verify")
 
 
-# --- signatures ------------------------------------------------------------------------------------------------
+# --- signatures ---------------------------------------------------------------------------------------------
 
 # RFC 7427 Appendix A: DER AlgorithmIdentifier values.
 _ALG_ID = {
@@ -56,8 +57,11 @@ _ALG_ID = {
     ("rsa", HashAlgorithm.SHA2_384): bytes.fromhex("300d06092a864886f70d01010c0500"),
     ("rsa", HashAlgorithm.SHA2_512): bytes.fromhex("300d06092a864886f70d01010d0500"),
 }
-_HASH_OBJ = {HashAlgorithm.SHA2_256: hashes.SHA256, HashAlgorithm.SHA2_384: hashes.SHA384,
-             HashAlgorithm.SHA2_512: hashes.SHA512}
+_HASH_OBJ = {
+    HashAlgorithm.SHA2_256: hashes.SHA256,
+    HashAlgorithm.SHA2_384: hashes.SHA384,
+    HashAlgorithm.SHA2_512: hashes.SHA512,
+}
 SUPPORTED_HASHES = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512)
 
 
@@ -70,7 +74,7 @@ def _kind(key: object) -> str:
 
 
 def sign(private_key: object, octets: bytes, peer_hashes: tuple[int, ...]) -> tuple[int, bytes]:
-    """Sign with RFC 7427 (method 14, SHA-256) when the peer announced SIGNATURE_HASH_ALGORITHMS with SHA2-256;
+    """Sign with RFC 7427 (method 14, SHA-256) when the peer announced SHA2-256 in SIGNATURE_HASH_ALGORITHMS;
     otherwise fall back to method 9 (ECDSA P-256 with SHA-256, raw r‖s) for P-256 keys."""
     kind = _kind(private_key)
     if HashAlgorithm.SHA2_256 in peer_hashes:
@@ -94,7 +98,7 @@ def verify_signature(public_key: object, method: int, data: bytes, octets: bytes
         if method == AuthMethod.DIGITAL_SIGNATURE:
             if not data or len(data) < 1 + data[0]:
                 raise AuthenticationError("truncated RFC 7427 AUTH data")
-            alg_id, sig = data[1:1 + data[0]], data[1 + data[0]:]
+            alg_id, sig = data[1 : 1 + data[0]], data[1 + data[0] :]
             match = [h for (k, h), v in _ALG_ID.items() if k == kind and v == alg_id]
             if not match:
                 raise AuthenticationError("unsupported signature algorithm in AUTH")
@@ -116,17 +120,17 @@ def verify_signature(public_key: object, method: int, data: bytes, octets: bytes
         raise AuthenticationError("malformed signature in AUTH") from None
 
 
-# --- certificates ----------------------------------------------------------------------------------------------
+# --- certificates -------------------------------------------------------------------------------------------
 
 
 def _not_before(cert: x509.Certificate) -> datetime.datetime:
     v = getattr(cert, "not_valid_before_utc", None)  # cryptography >= 42; 38 only has the naive-UTC variant
-    return v if v is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+    return v if v is not None else cert.not_valid_before.replace(tzinfo=datetime.UTC)
 
 
 def _not_after(cert: x509.Certificate) -> datetime.datetime:
     v = getattr(cert, "not_valid_after_utc", None)
-    return v if v is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return v if v is not None else cert.not_valid_after.replace(tzinfo=datetime.UTC)
 
 
 def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -137,7 +141,9 @@ def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
         elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+            key.verify(
+                cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm
+            )
         else:
             return False
     except (InvalidSignature, ValueError, TypeError):
@@ -163,8 +169,12 @@ def _in_validity(cert: x509.Certificate, now: datetime.datetime) -> bool:
     return _not_before(cert) <= now <= _not_after(cert)
 
 
-def validate_chain(end_entity: x509.Certificate, intermediates: list[x509.Certificate],
-                   trust_anchors: tuple[x509.Certificate, ...], now: datetime.datetime) -> None:
+def validate_chain(
+    end_entity: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    trust_anchors: tuple[x509.Certificate, ...],
+    now: datetime.datetime,
+) -> None:
     """Walk from the end entity through intermediates to one of the trust anchors (at most 8 links)."""
     if not trust_anchors:
         raise AuthenticationError("no CA configured to validate the peer certificate")
@@ -183,8 +193,10 @@ def validate_chain(end_entity: x509.Certificate, intermediates: list[x509.Certif
                 if not _in_validity(anchor, now):
                     raise AuthenticationError("CA certificate is outside its validity period")
                 return
-        step = next((c for c in intermediates if _is_ca(c) and _in_validity(c, now) and _check_issued_by(cert, c)),
-                    None)
+        step = next(
+            (c for c in intermediates if _is_ca(c) and _in_validity(c, now) and _check_issued_by(cert, c)),
+            None,
+        )
         if step is None:
             break
         cert = step
@@ -221,13 +233,16 @@ def identity_matches(cert: x509.Certificate, id_type: int, id_data: bytes) -> bo
         if id_type == IdType.FC_NAME:
             if len(id_data) != 8:
                 return False
-            if san and wwpn_uri(id_data) in [u.lower() for u in san.get_values_for_type(x509.UniformResourceIdentifier)]:
+            if san and wwpn_uri(id_data) in [
+                u.lower() for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+            ]:
                 return True
             cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
             return any(str(cn).replace(":", "").lower() == id_data.hex() for cn in cns)
         if id_type == IdType.KEY_ID:
-            spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+            spki = cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             return id_data == hashlib.sha1(spki).digest()
     except (UnicodeDecodeError, ValueError):
         return False
@@ -236,5 +251,7 @@ def identity_matches(cert: x509.Certificate, id_type: int, id_data: bytes) -> bo
 
 def ca_keyid(ca: x509.Certificate) -> bytes:
     """CERTREQ CA value: SHA-1 of the CA's SubjectPublicKeyInfo (RFC 7296 §3.7)."""
-    spki = ca.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = ca.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return hashlib.sha1(spki).digest()

@@ -56,6 +56,7 @@ class EncrId(IntEnum):
 
 
 class PrfId(IntEnum):
+    HMAC_SHA1 = 2  # only for the SP 800-135 CAVS vector; never offered by default
     HMAC_SHA2_256 = 5
     HMAC_SHA2_384 = 6
     HMAC_SHA2_512 = 7

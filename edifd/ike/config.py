@@ -90,7 +90,7 @@ GMAC_256 = CipherSuite(EncrId.NULL_AUTH_AES_GMAC, 256)
 
 def _utcnow() -> datetime.datetime:
     # Default clock of the I/O edge; the core only calls what it is given (tests pass a fixed one).
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True)

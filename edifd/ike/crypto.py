@@ -18,13 +18,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .codes import DhGroup, EncrId, PrfId
 from .errors import CryptoError
 
-_HASHES = {PrfId.HMAC_SHA2_256: "sha256", PrfId.HMAC_SHA2_384: "sha384", PrfId.HMAC_SHA2_512: "sha512"}
+_HASHES = {
+    PrfId.HMAC_SHA1: "sha1",
+    PrfId.HMAC_SHA2_256: "sha256",
+    PrfId.HMAC_SHA2_384: "sha384",
+    PrfId.HMAC_SHA2_512: "sha512",
+}
 SALT_LEN = 4  # RFC 4106/4543/5282: 4-byte salt appended to each AES-GCM/GMAC key
 ICV_LEN = {EncrId.AES_GCM_8: 8, EncrId.AES_GCM_12: 12, EncrId.AES_GCM_16: 16, EncrId.NULL_AUTH_AES_GMAC: 16}
 
 
 class Prf:
-    """A negotiated PRF (HMAC-SHA2 family). `hashlib` names the hash; the key length equals the output size."""
+    """A negotiated PRF (HMAC family). `hashlib` names the hash; the key length equals the output size."""
 
     def __init__(self, prf_id: int) -> None:
         if prf_id not in _HASHES:
@@ -76,8 +81,9 @@ def rekey_skeyseed(prf: Prf, old_sk_d: bytes, shared: bytes, ni: bytes, nr: byte
     return prf(old_sk_d, shared + ni + nr)
 
 
-def derive_ike_keys(prf: Prf, seed: bytes, ni: bytes, nr: bytes, spi_i: bytes, spi_r: bytes,
-                    enc_len: int, integ_len: int = 0) -> IkeKeys:
+def derive_ike_keys(
+    prf: Prf, seed: bytes, ni: bytes, nr: bytes, spi_i: bytes, spi_r: bytes, enc_len: int, integ_len: int = 0
+) -> IkeKeys:
     """Split prf+(SKEYSEED, Ni|Nr|SPIi|SPIr) into SK_d|SK_ai|SK_ar|SK_ei|SK_er|SK_pi|SK_pr.
 
     enc_len is the key length including the salt (e.g. 20 for AES-GCM-128).
@@ -86,7 +92,7 @@ def derive_ike_keys(prf: Prf, seed: bytes, ni: bytes, nr: bytes, spi_i: bytes, s
     stream = prf.plus(seed, ni + nr + spi_i + spi_r, sum(sizes))
     parts, off = [], 0
     for s in sizes:
-        parts.append(stream[off:off + s])
+        parts.append(stream[off : off + s])
         off += s
     return IkeKeys(seed, *parts)
 
@@ -101,7 +107,9 @@ class ChildKeys:
     r_to_i_salt: bytes = field(repr=False)
 
 
-def child_keymat(prf: Prf, sk_d: bytes, ni: bytes, nr: bytes, key_len: int, shared: bytes | None = None) -> bytes:
+def child_keymat(
+    prf: Prf, sk_d: bytes, ni: bytes, nr: bytes, key_len: int, shared: bytes | None = None
+) -> bytes:
     """KEYMAT = prf+(SK_d, [g^ir(new) |] Ni | Nr) for two keys of key_len bytes plus a salt each."""
     seed = (shared or b"") + ni + nr
     return prf.plus(sk_d, seed, 2 * (key_len + SALT_LEN))
@@ -111,10 +119,12 @@ def split_child_keymat(keymat: bytes, key_len: int) -> ChildKeys:
     half = key_len + SALT_LEN
     if len(keymat) != 2 * half:
         raise CryptoError("KEYMAT has the wrong length")
-    return ChildKeys(keymat[:key_len], keymat[key_len:half], keymat[half:half + key_len], keymat[half + key_len:])
+    return ChildKeys(
+        keymat[:key_len], keymat[key_len:half], keymat[half : half + key_len], keymat[half + key_len :]
+    )
 
 
-# --- SK payload AEAD (RFC 5282) --------------------------------------------------------------------------------
+# --- SK payload AEAD (RFC 5282) -----------------------------------------------------------------------------
 
 
 class SkAead:
@@ -142,7 +152,7 @@ class SkAead:
         enc = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
         enc.authenticate_additional_data(aad)
         ct = enc.update(plaintext) + enc.finalize()
-        return ct + enc.tag[:self.icv_len]
+        return ct + enc.tag[: self.icv_len]
 
     def decrypt(self, iv: bytes, data: bytes, aad: bytes) -> bytes:
         """Takes ciphertext ‖ ICV; raises CryptoError when the ICV does not verify."""
@@ -152,15 +162,17 @@ class SkAead:
         try:
             if self.icv_len == 16:
                 return AESGCM(self._key).decrypt(nonce, data, aad)
-            ct, tag = data[:-self.icv_len], data[-self.icv_len:]
-            dec = Cipher(algorithms.AES(self._key), modes.GCM(nonce, tag, min_tag_length=self.icv_len)).decryptor()
+            ct, tag = data[: -self.icv_len], data[-self.icv_len :]
+            dec = Cipher(
+                algorithms.AES(self._key), modes.GCM(nonce, tag, min_tag_length=self.icv_len)
+            ).decryptor()
             dec.authenticate_additional_data(aad)
             return dec.update(ct) + dec.finalize()
         except InvalidTag:
             raise CryptoError("ICV check failed") from None
 
 
-# --- key exchange (RFC 8031 for Curve25519, RFC 5903 for ECP-256) ------------------------------------------------
+# --- key exchange (RFC 8031 for Curve25519, RFC 5903 for ECP-256) -------------------------------------------
 
 
 class KeyExchange:
@@ -170,13 +182,15 @@ class KeyExchange:
         self.group = DhGroup(group)
         if self.group == DhGroup.CURVE25519:
             self._x = x25519.X25519PrivateKey.from_private_bytes(private_bytes)
-            self.public = self._x.public_key().public_bytes(serialization.Encoding.Raw,
-                                                           serialization.PublicFormat.Raw)
+            self.public = self._x.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
         elif self.group == DhGroup.ECP_256:
             scalar = int.from_bytes(private_bytes, "big") % (_P256_ORDER - 1) + 1
             self._ec = ec.derive_private_key(scalar, ec.SECP256R1())
-            point = self._ec.public_key().public_bytes(serialization.Encoding.X962,
-                                                       serialization.PublicFormat.UncompressedPoint)
+            point = self._ec.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
             self.public = point[1:]  # RFC 5903 §7: x ‖ y without the 0x04 prefix
         else:
             raise CryptoError(f"unsupported DH group {group}")

@@ -37,8 +37,16 @@ class Header:
         return bool(self.flags & FLAG_INITIATOR)
 
     def encode(self) -> bytes:
-        return HEADER.pack(self.spi_i, self.spi_r, self.next_payload, VERSION, self.exchange, self.flags,
-                           self.message_id, self.length)
+        return HEADER.pack(
+            self.spi_i,
+            self.spi_r,
+            self.next_payload,
+            VERSION,
+            self.exchange,
+            self.flags,
+            self.message_id,
+            self.length,
+        )
 
 
 def decode_header(data: bytes) -> Header:
@@ -92,7 +100,9 @@ def encode_protected(msg: Message, aead: SkAead, iv: bytes) -> bytes:
     plaintext = inner + b"\x00"  # no padding, pad length 0: GCM needs no block alignment
     sk_len = 4 + len(iv) + len(plaintext) + aead.icv_len
     total = HEADER_LEN + sk_len
-    hdr = Header(msg.spi_i, msg.spi_r, PayloadType.SK, msg.exchange, msg.flags, msg.message_id, total).encode()
+    hdr = Header(
+        msg.spi_i, msg.spi_r, PayloadType.SK, msg.exchange, msg.flags, msg.message_id, total
+    ).encode()
     aad = hdr + struct.pack(">BBH", first, 0, sk_len)
     return aad + iv + aead.encrypt(iv, plaintext, aad)
 
@@ -114,11 +124,19 @@ def open_message(data: bytes, aead: SkAead | None) -> Message:
         if aead is None:
             raise ParseError("protected message before keys exist")
         sk_start = len(data) - 4 - len(sk.body)
-        aad = bytes(data[:sk_start + 4])
-        iv, rest = sk.body[:SkAead.IV_LEN], sk.body[SkAead.IV_LEN:]
+        aad = bytes(data[: sk_start + 4])
+        iv, rest = sk.body[: SkAead.IV_LEN], sk.body[SkAead.IV_LEN :]
         plaintext = aead.decrypt(iv, rest, aad)
         if not plaintext or plaintext[-1] + 1 > len(plaintext):
             raise ParseError("bad SK padding")
-        payloads = decode_chain(sk.first_inner, plaintext[:len(plaintext) - 1 - plaintext[-1]])
-    return Message(hdr.spi_i, hdr.spi_r, hdr.exchange, hdr.message_id, hdr.is_response,
-                   hdr.from_original_initiator, tuple(payloads), bytes(data))
+        payloads = decode_chain(sk.first_inner, plaintext[: len(plaintext) - 1 - plaintext[-1]])
+    return Message(
+        hdr.spi_i,
+        hdr.spi_r,
+        hdr.exchange,
+        hdr.message_id,
+        hdr.is_response,
+        hdr.from_original_initiator,
+        tuple(payloads),
+        bytes(data),
+    )

@@ -17,7 +17,7 @@ _GENERIC = struct.Struct(">BBH")  # next payload, C bit/reserved, length
 _ATTR_KEY_LENGTH = 14  # RFC 7296 §3.3.5: the only transform attribute defined
 
 
-# --- SA / proposal / transform (§3.3) -------------------------------------------------------------------------
+# --- SA / proposal / transform (§3.3) -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class Transform:
     unknown_attributes: bool = False  # an unrecognised attribute makes the transform unusable (§3.3.6)
 
     def encode(self, last: bool) -> bytes:
-        attrs = b"" if self.key_length is None else struct.pack(">HH", 0x8000 | _ATTR_KEY_LENGTH, self.key_length)
+        attrs = (
+            b"" if self.key_length is None else struct.pack(">HH", 0x8000 | _ATTR_KEY_LENGTH, self.key_length)
+        )
         return struct.pack(">BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id) + attrs
 
     @classmethod
@@ -67,8 +69,16 @@ class Proposal:
 
     def encode(self, last: bool) -> bytes:
         body = b"".join(t.encode(i == len(self.transforms) - 1) for i, t in enumerate(self.transforms))
-        head = struct.pack(">BBHBBBB", 0 if last else 2, 0, 8 + len(self.spi) + len(body), self.number,
-                           self.protocol, len(self.spi), len(self.transforms))
+        head = struct.pack(
+            ">BBHBBBB",
+            0 if last else 2,
+            0,
+            8 + len(self.spi) + len(body),
+            self.number,
+            self.protocol,
+            len(self.spi),
+            len(self.transforms),
+        )
         return head + self.spi + body
 
     @classmethod
@@ -78,7 +88,7 @@ class Proposal:
         _, _, _, number, protocol, spi_size, count = struct.unpack_from(">BBHBBBB", data)
         if 8 + spi_size > len(data):
             raise ParseError("proposal SPI exceeds the proposal")
-        spi = bytes(data[8:8 + spi_size])
+        spi = bytes(data[8 : 8 + spi_size])
         transforms, off = [], 8 + spi_size
         for i in range(count):
             if len(data) - off < 8:
@@ -88,7 +98,7 @@ class Proposal:
                 raise ParseError("bad transform length")
             if last not in (0, 3) or (last == 0) != (i == count - 1):
                 raise ParseError("transform 'last' marker does not match the transform count")
-            transforms.append(Transform.decode(bytes(data[off:off + length])))
+            transforms.append(Transform.decode(bytes(data[off : off + length])))
             off += length
         if off != len(data):
             raise ParseError("trailing bytes after the last transform")
@@ -112,7 +122,7 @@ class SaPayload:
             last, _, length = struct.unpack_from(">BBH", data, off)
             if length < 8 or off + length > len(data) or last not in (0, 2):
                 raise ParseError("bad proposal header")
-            proposals.append(Proposal.decode(bytes(data[off:off + length])))
+            proposals.append(Proposal.decode(bytes(data[off : off + length])))
             off += length
             if last == 0 and off != len(data):
                 raise ParseError("bytes after the last proposal")
@@ -121,7 +131,7 @@ class SaPayload:
         return cls(tuple(proposals))
 
 
-# --- simple payloads -------------------------------------------------------------------------------------------
+# --- simple payloads ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -238,7 +248,7 @@ class NotifyPayload:
         protocol, spi_size, ntype = struct.unpack_from(">BBH", data)
         if 4 + spi_size > len(data):
             raise ParseError("notify SPI exceeds the payload")
-        return cls(ntype, protocol, bytes(data[4:4 + spi_size]), bytes(data[4 + spi_size:]))
+        return cls(ntype, protocol, bytes(data[4 : 4 + spi_size]), bytes(data[4 + spi_size :]))
 
 
 @dataclass(frozen=True)
@@ -258,7 +268,7 @@ class DeletePayload:
         protocol, size, count = struct.unpack_from(">BBH", data)
         if len(data) != 4 + size * count:
             raise ParseError("delete payload length does not match its SPI count")
-        return cls(protocol, tuple(bytes(data[4 + i * size:4 + (i + 1) * size]) for i in range(count)))
+        return cls(protocol, tuple(bytes(data[4 + i * size : 4 + (i + 1) * size]) for i in range(count)))
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,7 @@ class VendorIdPayload:
         return cls(bytes(data))
 
 
-# --- traffic selectors (§3.13, RFC 4595 §4.3) ------------------------------------------------------------------
+# --- traffic selectors (§3.13, RFC 4595 §4.3) ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -289,15 +299,24 @@ class Ipv4Selector:
     TS_TYPE = TsType.IPV4_ADDR_RANGE
 
     def encode(self) -> bytes:
-        return (struct.pack(">BBHHH", self.TS_TYPE, self.ip_protocol, 16, self.start_port, self.end_port)
-                + ipaddress.IPv4Address(self.start_addr).packed + ipaddress.IPv4Address(self.end_addr).packed)
+        return (
+            struct.pack(">BBHHH", self.TS_TYPE, self.ip_protocol, 16, self.start_port, self.end_port)
+            + ipaddress.IPv4Address(self.start_addr).packed
+            + ipaddress.IPv4Address(self.end_addr).packed
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Ipv4Selector:
         if len(data) != 16:
             raise ParseError("IPv4 traffic selector must be 16 bytes")
         _, proto, _, sport, eport = struct.unpack_from(">BBHHH", data)
-        return cls(str(ipaddress.IPv4Address(data[8:12])), str(ipaddress.IPv4Address(data[12:16])), proto, sport, eport)
+        return cls(
+            str(ipaddress.IPv4Address(data[8:12])),
+            str(ipaddress.IPv4Address(data[12:16])),
+            proto,
+            sport,
+            eport,
+        )
 
     def intersect(self, other: Ipv4Selector) -> Ipv4Selector | None:
         if self.ip_protocol and other.ip_protocol and self.ip_protocol != other.ip_protocol:
@@ -330,9 +349,12 @@ class FcSelector:
         for v in (self.start_addr, self.end_addr):
             if not 0 <= v <= 0xFFFFFF:
                 raise ParseError("N_Port_ID out of range")
-        return (struct.pack(">BBH", self.TS_TYPE, 0, 16) + struct.pack(">I", self.start_addr)
-                + struct.pack(">I", self.end_addr)
-                + bytes([self.start_r_ctl, self.end_r_ctl, self.start_type, self.end_type]))
+        return (
+            struct.pack(">BBH", self.TS_TYPE, 0, 16)
+            + struct.pack(">I", self.start_addr)
+            + struct.pack(">I", self.end_addr)
+            + bytes([self.start_r_ctl, self.end_r_ctl, self.start_type, self.end_type])
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> FcSelector:
@@ -343,9 +365,14 @@ class FcSelector:
         return cls(start, end, data[12], data[13], data[14], data[15])
 
     def intersect(self, other: FcSelector) -> FcSelector | None:
-        vals = (max(self.start_addr, other.start_addr), min(self.end_addr, other.end_addr),
-                max(self.start_r_ctl, other.start_r_ctl), min(self.end_r_ctl, other.end_r_ctl),
-                max(self.start_type, other.start_type), min(self.end_type, other.end_type))
+        vals = (
+            max(self.start_addr, other.start_addr),
+            min(self.end_addr, other.end_addr),
+            max(self.start_r_ctl, other.start_r_ctl),
+            min(self.end_r_ctl, other.end_r_ctl),
+            max(self.start_type, other.start_type),
+            min(self.end_type, other.end_type),
+        )
         if vals[0] > vals[1] or vals[2] > vals[3] or vals[4] > vals[5]:
             return None
         return FcSelector(*vals)
@@ -387,7 +414,7 @@ class TsPayload:
             ts_type, _, length = struct.unpack_from(">BBH", data, off)
             if length < 4 or off + length > len(data):
                 raise ParseError("bad traffic selector length")
-            chunk = bytes(data[off:off + length])
+            chunk = bytes(data[off : off + length])
             if ts_type == TsType.IPV4_ADDR_RANGE:
                 out.append(Ipv4Selector.decode(chunk))
             elif ts_type == TsType.FC_ADDR_RANGE:
@@ -410,7 +437,7 @@ class TsrPayload(TsPayload):
     TYPE = PayloadType.TSR
 
 
-# --- SK and unknown payloads -----------------------------------------------------------------------------------
+# --- SK and unknown payloads --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -439,14 +466,34 @@ class UnknownPayload:
         return self.body
 
 
-Payload = (SaPayload | KePayload | NoncePayload | IdPayload | CertPayload | AuthPayload | NotifyPayload
-           | DeletePayload | VendorIdPayload | TsPayload | SkPayload | UnknownPayload)
+Payload = (
+    SaPayload
+    | KePayload
+    | NoncePayload
+    | IdPayload
+    | CertPayload
+    | AuthPayload
+    | NotifyPayload
+    | DeletePayload
+    | VendorIdPayload
+    | TsPayload
+    | SkPayload
+    | UnknownPayload
+)
 
 _DECODERS: dict[int, type] = {
-    PayloadType.SA: SaPayload, PayloadType.KE: KePayload, PayloadType.NONCE: NoncePayload,
-    PayloadType.IDI: IdiPayload, PayloadType.IDR: IdrPayload, PayloadType.CERT: CertPayload,
-    PayloadType.CERTREQ: CertReqPayload, PayloadType.AUTH: AuthPayload, PayloadType.NOTIFY: NotifyPayload,
-    PayloadType.DELETE: DeletePayload, PayloadType.VENDOR_ID: VendorIdPayload, PayloadType.TSI: TsiPayload,
+    PayloadType.SA: SaPayload,
+    PayloadType.KE: KePayload,
+    PayloadType.NONCE: NoncePayload,
+    PayloadType.IDI: IdiPayload,
+    PayloadType.IDR: IdrPayload,
+    PayloadType.CERT: CertPayload,
+    PayloadType.CERTREQ: CertReqPayload,
+    PayloadType.AUTH: AuthPayload,
+    PayloadType.NOTIFY: NotifyPayload,
+    PayloadType.DELETE: DeletePayload,
+    PayloadType.VENDOR_ID: VendorIdPayload,
+    PayloadType.TSI: TsiPayload,
     PayloadType.TSR: TsrPayload,
 }
 
@@ -479,7 +526,7 @@ def decode_chain(first: int, data: bytes) -> list[Payload]:
         following, flags, length = _GENERIC.unpack_from(data, off)
         if length < 4 or off + length > len(data):
             raise ParseError(f"payload length {length} exceeds the message")
-        body = bytes(data[off + 4:off + length])
+        body = bytes(data[off + 4 : off + length])
         if nxt == PayloadType.SK:
             if off + length != len(data):
                 raise ParseError("the SK payload must be the last payload")

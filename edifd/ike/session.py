@@ -1,12 +1,12 @@
 """Sans-IO IKEv2 state machines for one IKE SA: `Initiator` and `Responder`.
 
-Bytes in, events out. No sockets, timers or clocks: the caller moves `Send.data` over its transport (AUTH_ELS or
-UDP) and decides when to call `retransmit()`. Randomness and the certificate-validation clock come from the
-configuration so that tests can make a run reproducible.
+Bytes in, events out. No sockets, timers or clocks: the caller moves `Send.data` over its transport
+(AUTH_ELS or UDP) and decides when to call `retransmit()`. Randomness and the certificate-validation clock
+come from the configuration so that tests can make a run reproducible.
 
 Window size 1 (RFC 7296 §2.3): one outstanding request per direction. A request that repeats the last one is
-answered with the cached response. Anything malformed, unauthenticated or unexpected raises `IkeError` and leaves
-the session unchanged.
+answered with the cached response. Anything malformed, unauthenticated or unexpected raises `IkeError`
+and leaves the session unchanged.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from .codes import (
     AuthMethod,
     CertEncoding,
     DhGroup,
-    EncrId,
     EsnId,
     ExchangeType,
-    HashAlgorithm,
     IdType,
     NotifyType,
     PrfId,
@@ -35,8 +33,18 @@ from .codes import (
     name_of,
 )
 from .config import CipherSuite, Identity, IkeConfig
-from .crypto import ICV_LEN, SALT_LEN, IkeKeys, KeyExchange, Prf, SkAead, child_keymat, derive_ike_keys, \
-    skeyseed, split_child_keymat
+from .crypto import (
+    ICV_LEN,
+    SALT_LEN,
+    IkeKeys,
+    KeyExchange,
+    Prf,
+    SkAead,
+    child_keymat,
+    derive_ike_keys,
+    skeyseed,
+    split_child_keymat,
+)
 from .errors import IkeError, ParseError, StateError
 from .message import Message, decode_header, encode_plain, encode_protected, open_message
 from .payloads import (
@@ -52,13 +60,13 @@ from .payloads import (
     NotifyPayload,
     Proposal,
     SaPayload,
+    Transform,
     TsiPayload,
     TsrPayload,
-    Transform,
     UnknownPayload,
 )
 
-# --- events ----------------------------------------------------------------------------------------------------
+# --- events -------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,16 @@ class PeerAlive:
     """Our liveness check (empty INFORMATIONAL) was answered."""
 
 
-Event = Send | Established | ChildSaEstablished | ChildSaFailed | AuthFailed | NegotiationFailed | Deleted | PeerAlive
+Event = (
+    Send
+    | Established
+    | ChildSaEstablished
+    | ChildSaFailed
+    | AuthFailed
+    | NegotiationFailed
+    | Deleted
+    | PeerAlive
+)
 
 
 class State(Enum):
@@ -187,7 +204,7 @@ def _intersect_all(offered: tuple, ours: tuple) -> tuple:
     return tuple(out)
 
 
-# --- the common IKE SA -----------------------------------------------------------------------------------------
+# --- the common IKE SA --------------------------------------------------------------------------------------
 
 
 class _IkeSa:
@@ -219,8 +236,10 @@ class _IkeSa:
         self._first_child_keymat = b""
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(state={self.state.value}, spi_i={self.spi_i.hex()}, "
-                f"spi_r={self.spi_r.hex()}, children={len(self._children)})")
+        return (
+            f"{type(self).__name__}(state={self.state.value}, spi_i={self.spi_i.hex()}, "
+            f"spi_r={self.spi_r.hex()}, children={len(self._children)})"
+        )
 
     # -- public API common to both roles --
 
@@ -229,7 +248,7 @@ class _IkeSa:
         return tuple(self._children.values())
 
     def retransmit(self) -> bytes | None:
-        """The outstanding request, unchanged, for the caller's retransmission timer (None if nothing pending)."""
+        """The outstanding request, unchanged, for the caller's retransmission timer (or None)."""
         return self._pending.data if self._pending else None
 
     def ping(self) -> bytes:
@@ -247,7 +266,7 @@ class _IkeSa:
         return self._request(ExchangeType.INFORMATIONAL, [d], "delete_child", spi_in=spi_in)
 
     def rekey_child(self, spi_in: int) -> bytes:
-        """CREATE_CHILD_SA rekeying the child with inbound SPI spi_in (with a KE if child_pfs_group is set)."""
+        """CREATE_CHILD_SA rekeying the child with inbound SPI spi_in (KE if child_pfs_group is set)."""
         self._child(spi_in)
         return self._create_child_request(rekey=spi_in, group=self.config.child_pfs_group)
 
@@ -260,8 +279,15 @@ class _IkeSa:
         if self._keys is None:
             return {}
         k = self._keys
-        out = {"shared": self._shared or b"", "skeyseed": k.skeyseed, "sk_d": k.sk_d, "sk_ei": k.sk_ei,
-               "sk_er": k.sk_er, "sk_pi": k.sk_pi, "sk_pr": k.sk_pr}
+        out = {
+            "shared": self._shared or b"",
+            "skeyseed": k.skeyseed,
+            "sk_d": k.sk_d,
+            "sk_ei": k.sk_ei,
+            "sk_er": k.sk_er,
+            "sk_pi": k.sk_pi,
+            "sk_pr": k.sk_pr,
+        }
         if self._first_child_keymat:
             half = len(self._first_child_keymat) // 2
             out["child_i"], out["child_r"] = self._first_child_keymat[:half], self._first_child_keymat[half:]
@@ -275,7 +301,10 @@ class _IkeSa:
             raise StateError(f"IKE SA is {self.state.value}")
         if hdr.from_original_initiator == self.original_initiator:
             raise StateError("message has the wrong Initiator flag")
-        if hdr.exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH) and self.state != State.ESTABLISHED:
+        if (
+            hdr.exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH)
+            and self.state != State.ESTABLISHED
+        ):
             return self._handshake(hdr, data)
         if self.state != State.ESTABLISHED:
             raise StateError(f"exchange {name_of(ExchangeType, hdr.exchange)} in state {self.state.value}")
@@ -306,12 +335,16 @@ class _IkeSa:
     # -- building messages --
 
     def _msg(self, exchange: int, mid: int, response: bool, payloads: list) -> Message:
-        return Message(self.spi_i, self.spi_r, exchange, mid, response, self.original_initiator, tuple(payloads))
+        return Message(
+            self.spi_i, self.spi_r, exchange, mid, response, self.original_initiator, tuple(payloads)
+        )
 
     def _check_size(self, data: bytes) -> bytes:
         limit = self.config.max_message
         if limit is not None and len(data) > limit:
-            raise IkeError(f"IKE message of {len(data)} bytes does not fit one AUTH_ELS frame ({limit} bytes)")
+            raise IkeError(
+                f"IKE message of {len(data)} bytes does not fit one AUTH_ELS frame ({limit} bytes)"
+            )
         return data
 
     def _plain(self, exchange: int, mid: int, response: bool, payloads: list) -> bytes:
@@ -321,7 +354,9 @@ class _IkeSa:
         # A per-direction counter is a unique IV under SK_e, as RFC 5282 §3.1 requires.
         self._iv += 1
         iv = self._iv.to_bytes(8, "big")
-        return self._check_size(encode_protected(self._msg(exchange, mid, response, payloads), self._aead_out, iv))
+        return self._check_size(
+            encode_protected(self._msg(exchange, mid, response, payloads), self._aead_out, iv)
+        )
 
     def _request(self, exchange: ExchangeType, payloads: list, kind: str, **context) -> bytes:
         if self.state != State.ESTABLISHED:
@@ -425,24 +460,59 @@ class _IkeSa:
         ei, er = SkAead(self._keys.sk_ei, icv), SkAead(self._keys.sk_er, icv)
         self._aead_out, self._aead_in = (ei, er) if self.original_initiator else (er, ei)
 
-    def _child_event(self, cipher: CipherSuite, spi_in: bytes, spi_out: bytes, ni: bytes, nr: bytes,
-                     we_initiated: bool, shared: bytes | None, local_ts: tuple, remote_ts: tuple,
-                     rekeyed: int | None, transport: bool) -> ChildSaEstablished:
+    def _child_event(
+        self,
+        cipher: CipherSuite,
+        spi_in: bytes,
+        spi_out: bytes,
+        ni: bytes,
+        nr: bytes,
+        we_initiated: bool,
+        shared: bytes | None,
+        local_ts: tuple,
+        remote_ts: tuple,
+        rekeyed: int | None,
+        transport: bool,
+    ) -> ChildSaEstablished:
         assert self._prf is not None and self._keys is not None
         km = child_keymat(self._prf, self._keys.sk_d, ni, nr, cipher.key_len, shared)
         keys = split_child_keymat(km, cipher.key_len)
         if we_initiated:
-            key_out, salt_out, key_in, salt_in = keys.i_to_r_key, keys.i_to_r_salt, keys.r_to_i_key, keys.r_to_i_salt
+            key_out, salt_out, key_in, salt_in = (
+                keys.i_to_r_key,
+                keys.i_to_r_salt,
+                keys.r_to_i_key,
+                keys.r_to_i_salt,
+            )
         else:
-            key_in, salt_in, key_out, salt_out = keys.i_to_r_key, keys.i_to_r_salt, keys.r_to_i_key, keys.r_to_i_salt
+            key_in, salt_in, key_out, salt_out = (
+                keys.i_to_r_key,
+                keys.i_to_r_salt,
+                keys.r_to_i_key,
+                keys.r_to_i_salt,
+            )
         info = ChildSaInfo(_spi_int(spi_in), _spi_int(spi_out), cipher, self.config.child_protocol)
         self._children[info.spi_in] = info
-        return ChildSaEstablished(info.spi_in, info.spi_out, cipher, key_in, salt_in, key_out, salt_out,
-                                  self.config.child_protocol, local_ts, remote_ts, rekeyed, transport)
+        return ChildSaEstablished(
+            info.spi_in,
+            info.spi_out,
+            cipher,
+            key_in,
+            salt_in,
+            key_out,
+            salt_out,
+            self.config.child_protocol,
+            local_ts,
+            remote_ts,
+            rekeyed,
+            transport,
+        )
 
     # -- authentication --
 
-    def _auth_payloads(self, real_message: bytes, peer_nonce: bytes, sk_p: bytes, id_payload: IdPayload) -> list:
+    def _auth_payloads(
+        self, real_message: bytes, peer_nonce: bytes, sk_p: bytes, id_payload: IdPayload
+    ) -> list:
         assert self._prf is not None
         octets = ikeauth.signed_octets(real_message, peer_nonce, self._prf, sk_p, id_payload.encode_body())
         c = self.config
@@ -454,9 +524,10 @@ class _IkeSa:
         certs += [CertPayload(CertEncoding.X509_SIGNATURE, i.public_bytes(der)) for i in c.intermediates]
         return certs + [AuthPayload(method, data)]
 
-    def _verify_peer(self, msg: Message, id_payload: IdPayload | None, real_message: bytes, our_nonce: bytes,
-                     sk_p: bytes) -> Identity:
-        """Check the peer's identity and AUTH; returns the authenticated identity or raises AuthenticationError."""
+    def _verify_peer(
+        self, msg: Message, id_payload: IdPayload | None, real_message: bytes, our_nonce: bytes, sk_p: bytes
+    ) -> Identity:
+        """Check the peer's identity and AUTH; return that identity or raise AuthenticationError."""
         assert self._prf is not None
         auth = msg.first(AuthPayload)
         if id_payload is None or auth is None:
@@ -480,8 +551,11 @@ class _IkeSa:
         if not certs or certs[0].encoding != CertEncoding.X509_SIGNATURE:
             raise ikeauth.AuthenticationError("peer sent no X.509 certificate")
         try:
-            parsed = [x509.load_der_x509_certificate(p.data) for p in certs
-                      if p.encoding == CertEncoding.X509_SIGNATURE]
+            parsed = [
+                x509.load_der_x509_certificate(p.data)
+                for p in certs
+                if p.encoding == CertEncoding.X509_SIGNATURE
+            ]
         except ValueError:
             raise ikeauth.AuthenticationError("peer certificate is not valid DER") from None
         ikeauth.validate_chain(parsed[0], parsed[1:], c.ca_certificates, c.clock())
@@ -499,22 +573,36 @@ class _IkeSa:
     def _learn_peer_hashes(self, msg: Message) -> None:
         n = _notify(msg, NotifyType.SIGNATURE_HASH_ALGORITHMS)
         if n is not None:
-            self._peer_hashes = tuple(struct.unpack(f">{len(n.data) // 2}H", n.data[:len(n.data) // 2 * 2]))
+            self._peer_hashes = tuple(struct.unpack(f">{len(n.data) // 2}H", n.data[: len(n.data) // 2 * 2]))
 
     def _certreq(self) -> list:
         if self.config.psk is not None:
             return []
-        return [CertReqPayload(CertEncoding.X509_SIGNATURE,
-                               b"".join(ikeauth.ca_keyid(ca) for ca in self.config.ca_certificates))]
+        return [
+            CertReqPayload(
+                CertEncoding.X509_SIGNATURE,
+                b"".join(ikeauth.ca_keyid(ca) for ca in self.config.ca_certificates),
+            )
+        ]
 
     def _transport_mode(self, msg: Message) -> bool:
-        return (self.config.use_transport_mode and self.config.child_protocol == ProtocolId.ESP
-                and _notify(msg, NotifyType.USE_TRANSPORT_MODE) is not None)
+        return (
+            self.config.use_transport_mode
+            and self.config.child_protocol == ProtocolId.ESP
+            and _notify(msg, NotifyType.USE_TRANSPORT_MODE) is not None
+        )
 
     def _established_event(self) -> Established:
         assert self._remote_id and self._cipher and self._prf and self._group
-        return Established(self.spi_i, self.spi_r, self.config.local_id, self._remote_id, self._cipher,
-                           self._prf.id, self._group)
+        return Established(
+            self.spi_i,
+            self.spi_r,
+            self.config.local_id,
+            self._remote_id,
+            self._cipher,
+            self._prf.id,
+            self._group,
+        )
 
     # -- exchanges after IKE_AUTH (either side may start them) --
 
@@ -535,8 +623,16 @@ class _IkeSa:
             ke = KeyExchange(group, self.config.rng(KeyExchange.private_size(group)))
             payloads.append(KePayload(group, ke.public))
         payloads += [TsiPayload(self.config.local_ts), TsrPayload(self.config.remote_ts)]
-        return self._request(ExchangeType.CREATE_CHILD_SA, payloads, "create_child", spi=spi, ni=ni, ke=ke,
-                             group=group, rekey=rekey)
+        return self._request(
+            ExchangeType.CREATE_CHILD_SA,
+            payloads,
+            "create_child",
+            spi=spi,
+            ni=ni,
+            ke=ke,
+            group=group,
+            rekey=rekey,
+        )
 
     def _transport_mode_wanted(self) -> bool:
         return self.config.use_transport_mode and self.config.child_protocol == ProtocolId.ESP
@@ -574,14 +670,31 @@ class _IkeSa:
             if ke is None or ke.group != ctx["group"]:
                 raise ParseError("CREATE_CHILD_SA response lacks the KE payload for PFS")
             shared = ctx["ke"].shared(ke.data)
-        return [self._child_event(cipher, ctx["spi"], prop.spi, ctx["ni"], nr.data, True, shared,
-                                  tsi.selectors, tsr.selectors, ctx["rekey"], self._transport_mode(msg))]
+        return [
+            self._child_event(
+                cipher,
+                ctx["spi"],
+                prop.spi,
+                ctx["ni"],
+                nr.data,
+                True,
+                shared,
+                tsi.selectors,
+                tsr.selectors,
+                ctx["rekey"],
+                self._transport_mode(msg),
+            )
+        ]
 
     def _on_request(self, msg: Message) -> list[Event]:
         crit = next((p for p in msg.payloads if isinstance(p, UnknownPayload) and p.critical), None)
         if crit is not None:
-            return [self._respond(msg, [NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD,
-                                                      data=bytes([crit.payload_type]))])]
+            return [
+                self._respond(
+                    msg,
+                    [NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, data=bytes([crit.payload_type]))],
+                )
+            ]
         if msg.exchange == ExchangeType.INFORMATIONAL:
             return self._on_informational(msg)
         if msg.exchange == ExchangeType.CREATE_CHILD_SA:
@@ -617,8 +730,11 @@ class _IkeSa:
         if rekey is not None:
             old = next((c for c in self._children.values() if c.spi_out == _spi_int(rekey.spi)), None)
             if old is None:
-                return [self._respond(msg, [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, rekey.protocol,
-                                                          rekey.spi)])]
+                return [
+                    self._respond(
+                        msg, [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, rekey.protocol, rekey.spi)]
+                    )
+                ]
             rekeyed = old.spi_in
         ni, tsi, tsr = msg.first(NoncePayload), msg.first(TsiPayload), msg.first(TsrPayload)
         ke = msg.first(KePayload)
@@ -634,8 +750,10 @@ class _IkeSa:
         ts_i = _intersect_all(tsi.selectors, self.config.remote_ts)
         ts_r = _intersect_all(tsr.selectors, self.config.local_ts)
         if not ts_i or not ts_r:
-            return [self._respond(msg, [NotifyPayload(NotifyType.TS_UNACCEPTABLE)]),
-                    ChildSaFailed("TS_UNACCEPTABLE")]
+            return [
+                self._respond(msg, [NotifyPayload(NotifyType.TS_UNACCEPTABLE)]),
+                ChildSaFailed("TS_UNACCEPTABLE"),
+            ]
         shared, ours_ke = None, None
         if group is not None:
             ours_ke = KeyExchange(group, self.config.rng(KeyExchange.private_size(group)))
@@ -650,10 +768,14 @@ class _IkeSa:
             payloads.append(KePayload(group, ours_ke.public))
         payloads += [TsiPayload(ts_i), TsrPayload(ts_r)]
         send = self._respond(msg, payloads)
-        ev = self._child_event(cipher, spi, prop.spi, ni.data, nr, False, shared, ts_r, ts_i, rekeyed, transport)
+        ev = self._child_event(
+            cipher, spi, prop.spi, ni.data, nr, False, shared, ts_r, ts_i, rekeyed, transport
+        )
         return [send, ev]
 
-    def _answer_proposal(self, prop: Proposal, cipher: CipherSuite, spi: bytes, group: DhGroup | None) -> Proposal:
+    def _answer_proposal(
+        self, prop: Proposal, cipher: CipherSuite, spi: bytes, group: DhGroup | None
+    ) -> Proposal:
         ts = [Transform(TransformType.ENCR, cipher.encr, cipher.key_bits)]
         if group is not None:
             ts.append(Transform(TransformType.KE, group))
@@ -664,7 +786,7 @@ class _IkeSa:
         raise NotImplementedError
 
 
-# --- initiator -------------------------------------------------------------------------------------------------
+# --- initiator ----------------------------------------------------------------------------------------------
 
 
 class Initiator(_IkeSa):
@@ -753,8 +875,14 @@ class Initiator(_IkeSa):
         cipher = self._pick_cipher(p, self.config.ike_ciphers)
         prfs = [t.id for t in p.of_type(TransformType.PRF)]
         kes = [t.id for t in p.of_type(TransformType.KE)]
-        if cipher is None or len(prfs) != 1 or prfs[0] not in self.config.prfs or len(kes) != 1 \
-                or kes[0] not in self.config.dh_groups or p.of_type(TransformType.INTEG):
+        if (
+            cipher is None
+            or len(prfs) != 1
+            or prfs[0] not in self.config.prfs
+            or len(kes) != 1
+            or kes[0] not in self.config.dh_groups
+            or p.of_type(TransformType.INTEG)
+        ):
             raise ParseError("responder selected transforms we did not offer")
         return cipher, prfs[0], kes[0]
 
@@ -770,7 +898,11 @@ class Initiator(_IkeSa):
         payloads += [p for p in auth if isinstance(p, AuthPayload)]
         if self._transport_mode_wanted():
             payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-        payloads += [self._child_proposal(self._child_spi, None), TsiPayload(c.local_ts), TsrPayload(c.remote_ts)]
+        payloads += [
+            self._child_proposal(self._child_spi, None),
+            TsiPayload(c.local_ts),
+            TsrPayload(c.remote_ts),
+        ]
         return self._seal(ExchangeType.IKE_AUTH, 1, False, payloads)
 
     def _on_auth_response(self, msg: Message) -> list[Event]:
@@ -797,13 +929,28 @@ class Initiator(_IkeSa):
         except ParseError as e:
             events.append(ChildSaFailed(str(e)))
             return events
-        self._first_child_keymat = child_keymat(self._prf, self._keys.sk_d, self._ni, self._nr, cipher.key_len)
-        events.append(self._child_event(cipher, self._child_spi, prop.spi, self._ni, self._nr, True, None,
-                                        tsi.selectors, tsr.selectors, None, self._transport_mode(msg)))
+        self._first_child_keymat = child_keymat(
+            self._prf, self._keys.sk_d, self._ni, self._nr, cipher.key_len
+        )
+        events.append(
+            self._child_event(
+                cipher,
+                self._child_spi,
+                prop.spi,
+                self._ni,
+                self._nr,
+                True,
+                None,
+                tsi.selectors,
+                tsr.selectors,
+                None,
+                self._transport_mode(msg),
+            )
+        )
         return events
 
 
-# --- responder -------------------------------------------------------------------------------------------------
+# --- responder ----------------------------------------------------------------------------------------------
 
 
 class Responder(_IkeSa):
@@ -856,7 +1003,9 @@ class Responder(_IkeSa):
             if fallback_group is not None:
                 n = NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, data=struct.pack(">H", fallback_group))
                 return self._reject_init(msg, n, None)
-            return self._reject_init(msg, NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN), "no acceptable IKE proposal")
+            return self._reject_init(
+                msg, NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN), "no acceptable IKE proposal"
+            )
         p, cipher, prf_id, group = choice
         our_ke = KeyExchange(group, c.rng(KeyExchange.private_size(group)))
         shared = our_ke.shared(ke.data)
@@ -869,9 +1018,16 @@ class Responder(_IkeSa):
         self._cipher, self._prf, self._group = cipher, Prf(prf_id), DhGroup(group)
         self._learn_peer_hashes(msg)
         self._derive(shared)
-        chosen = Proposal(p.number, ProtocolId.IKE, b"", (Transform(TransformType.ENCR, cipher.encr, cipher.key_bits),
-                                                         Transform(TransformType.PRF, prf_id),
-                                                         Transform(TransformType.KE, group)))
+        chosen = Proposal(
+            p.number,
+            ProtocolId.IKE,
+            b"",
+            (
+                Transform(TransformType.ENCR, cipher.encr, cipher.key_bits),
+                Transform(TransformType.PRF, prf_id),
+                Transform(TransformType.KE, group),
+            ),
+        )
         payloads: list = [SaPayload((chosen,)), KePayload(group, our_ke.public), NoncePayload(nr)]
         payloads += self._certreq() + self._hash_notify()
         self._m1 = msg.raw
@@ -911,11 +1067,19 @@ class Responder(_IkeSa):
             transport = self._transport_mode(msg)
             if transport:
                 payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
-            payloads += [SaPayload((self._answer_proposal(prop, cipher, spi, None),)), TsiPayload(ts_i),
-                         TsrPayload(ts_r)]
-            self._first_child_keymat = child_keymat(self._prf, self._keys.sk_d, self._ni, self._nr, cipher.key_len)
-            child_events.append(self._child_event(cipher, spi, prop.spi, self._ni, self._nr, False, None,
-                                                  ts_r, ts_i, None, transport))
+            payloads += [
+                SaPayload((self._answer_proposal(prop, cipher, spi, None),)),
+                TsiPayload(ts_i),
+                TsrPayload(ts_r),
+            ]
+            self._first_child_keymat = child_keymat(
+                self._prf, self._keys.sk_d, self._ni, self._nr, cipher.key_len
+            )
+            child_events.append(
+                self._child_event(
+                    cipher, spi, prop.spi, self._ni, self._nr, False, None, ts_r, ts_i, None, transport
+                )
+            )
         send = self._respond(msg, payloads)
         self.state = State.ESTABLISHED
         self._peer_mid = 2
@@ -924,6 +1088,17 @@ class Responder(_IkeSa):
 
 
 __all__ = [
-    "AuthFailed", "ChildSaEstablished", "ChildSaFailed", "ChildSaInfo", "Deleted", "Established", "Event",
-    "Initiator", "NegotiationFailed", "PeerAlive", "Responder", "Send", "State",
+    "AuthFailed",
+    "ChildSaEstablished",
+    "ChildSaFailed",
+    "ChildSaInfo",
+    "Deleted",
+    "Established",
+    "Event",
+    "Initiator",
+    "NegotiationFailed",
+    "PeerAlive",
+    "Responder",
+    "Send",
+    "State",
 ]

@@ -1,8 +1,8 @@
 """UDP framing for the strongSwan interop profile (sans-IO helpers; sockets stay in the caller).
 
 When neither UDP port is 500, IKE messages travel on the NAT-T framing of RFC 3948 §2.2: every IKE message is
-preceded by the 4-byte non-ESP marker (zero), which separates it from ESP-in-UDP. charon drops unmarked datagrams
-silently on such ports. AUTH_ELS (the FC profile) never uses the marker.
+preceded by the 4-byte non-ESP marker (zero), which separates it from ESP-in-UDP. charon drops unmarked
+datagrams silently on such ports. AUTH_ELS (the FC profile) never uses the marker.
 """
 
 from __future__ import annotations

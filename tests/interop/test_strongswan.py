@@ -6,8 +6,9 @@ through a small UDP edge with the non-ESP marker, and checks:
   * the IKE SA is ESTABLISHED on both sides (our events; `swanctl --list-sas` on charon's);
   * every key we derived (DH secret, SKEYSEED, SK_d, SK_ei/er with salts, SK_pi/pr, child key‖salt both
     directions) is byte-identical to what charon logged.
-This kernel has no ESP/AEAD support, so charon cannot install the child SA: as responder it answers IKE_AUTH with
-N(NO_PROPOSAL_CHOSEN) after logging the child keys, as initiator it deletes the child again. Both are expected.
+This kernel has no ESP/AEAD support, so charon cannot install the child SA: as responder it answers IKE_AUTH
+with N(NO_PROPOSAL_CHOSEN) after logging the child keys, as initiator it deletes the child again. Both are
+expected.
 
 Needs root, `unshare` and: apt-get install strongswan-charon strongswan-swanctl libstrongswan-extra-plugins
 (see docs/ike.md). If charon cannot be started the test fails when CI=true and is skipped otherwise.
@@ -52,15 +53,23 @@ from edifd.ike.udp import frame, needs_marker, unframe
 
 CHARON = "/usr/lib/ipsec/charon"
 PSK = "interop-psk-0123456789abcdef"
-PLUGINS = ("random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints curve25519 aes gcm sha2 hmac kdf "
-           "kernel-netlink socket-default vici")
+PLUGINS = (
+    "random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints curve25519 aes gcm sha2 hmac kdf "
+    "kernel-netlink socket-default vici"
+)
 LOOP_TS = Ipv4Selector("127.0.0.1", "127.0.0.1")
 
 # charon's key-log labels -> names in IkeSa.export_key_material()
 LABELS = {
-    "shared Diffie Hellman secret": "shared", "SKEYSEED": "skeyseed", "Sk_d secret": "sk_d",
-    "Sk_ei secret": "sk_ei", "Sk_er secret": "sk_er", "Sk_pi secret": "sk_pi", "Sk_pr secret": "sk_pr",
-    "encryption initiator key": "child_i", "encryption responder key": "child_r",
+    "shared Diffie Hellman secret": "shared",
+    "SKEYSEED": "skeyseed",
+    "Sk_d secret": "sk_d",
+    "Sk_ei secret": "sk_ei",
+    "Sk_er secret": "sk_er",
+    "Sk_pi secret": "sk_pi",
+    "Sk_pr secret": "sk_pr",
+    "encryption initiator key": "child_i",
+    "encryption responder key": "child_r",
 }
 
 
@@ -76,18 +85,29 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-# --- throwaway PKI -------------------------------------------------------------------------------------------
+# --- throwaway PKI ------------------------------------------------------------------------------------------
 
 
-def _cert(subject: str, key, issuer_name: x509.Name | None, issuer_key, ca: bool, san: str | None) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edifd interop"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+def _cert(
+    subject: str, key, issuer_name: x509.Name | None, issuer_key, ca: bool, san: str | None
+) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edifd interop"),
+            x509.NameAttribute(NameOID.COMMON_NAME, subject),
+        ]
+    )
     now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - keep the 3.11/crypto-38 spelling
-    b = (x509.CertificateBuilder()
-         .subject_name(name)
-         .issuer_name(issuer_name or name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if san:
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
@@ -103,32 +123,66 @@ class Pki:
             self.certs[who] = _cert(who, self.keys[who], self.ca.subject, self.ca_key, False, who)
 
 
-# --- charon --------------------------------------------------------------------------------------------------
+# --- charon -------------------------------------------------------------------------------------------------
 
 
 def _conn(name: str, charon_role: str, auth: str, suite, our_port: int) -> str:
-    me, peer = (("initiator", "responder") if charon_role == "initiator" else ("responder", "initiator"))
-    ids = ((f"{me}.test", f"{peer}.test") if auth == "cert" else (f"{me}@test", f"{peer}@test"))
+    me, peer = ("initiator", "responder") if charon_role == "initiator" else ("responder", "initiator")
+    ids = (f"{me}.test", f"{peer}.test") if auth == "cert" else (f"{me}@test", f"{peer}@test")
     bits = suite.key_bits
-    lines = [f"  {name} {{", "    version = 2", "    send_cert = always", "    local_addrs = 127.0.0.1",
-             f"    proposals = aes{bits}gcm16-prfsha256-x25519"]
+    lines = [
+        f"  {name} {{",
+        "    version = 2",
+        "    send_cert = always",
+        "    local_addrs = 127.0.0.1",
+        f"    proposals = aes{bits}gcm16-prfsha256-x25519",
+    ]
     if charon_role == "initiator":
         lines += ["    remote_addrs = 127.0.0.1", f"    remote_port = {our_port}"]
     else:
         lines += ["    remote_addrs = %any"]
     if auth == "cert":
-        lines += ["    local {", "      auth = pubkey", f"      certs = {me}.test.crt", f"      id = {ids[0]}", "    }",
-                  "    remote {", "      auth = pubkey", f"      id = {ids[1]}", "      cacerts = ca.crt", "    }"]
+        lines += [
+            "    local {",
+            "      auth = pubkey",
+            f"      certs = {me}.test.crt",
+            f"      id = {ids[0]}",
+            "    }",
+            "    remote {",
+            "      auth = pubkey",
+            f"      id = {ids[1]}",
+            "      cacerts = ca.crt",
+            "    }",
+        ]
     else:
-        lines += ["    local {", "      auth = psk", f"      id = {ids[0]}", "    }",
-                  "    remote {", "      auth = psk", f"      id = {ids[1]}", "    }"]
-    lines += ["    children {", "      c1 {", f"        esp_proposals = aes{bits}gcm16",
-              "        local_ts = 127.0.0.1/32", "        remote_ts = 127.0.0.1/32", "        mode = transport",
-              "      }", "    }", "  }"]
+        lines += [
+            "    local {",
+            "      auth = psk",
+            f"      id = {ids[0]}",
+            "    }",
+            "    remote {",
+            "      auth = psk",
+            f"      id = {ids[1]}",
+            "    }",
+        ]
+    lines += [
+        "    children {",
+        "      c1 {",
+        f"        esp_proposals = aes{bits}gcm16",
+        "        local_ts = 127.0.0.1/32",
+        "        remote_ts = 127.0.0.1/32",
+        "        mode = transport",
+        "      }",
+        "    }",
+        "  }",
+    ]
     conf = "connections {\n" + "\n".join(lines) + "\n}\n"
     if auth == "psk":
-        conf += ("secrets {\n  ike-1 {\n" f"    id-1 = {ids[0]}\n    id-2 = {ids[1]}\n"
-                 f"    secret = \"{PSK}\"\n  }}\n}}\n")
+        conf += (
+            "secrets {\n  ike-1 {\n"
+            f"    id-1 = {ids[0]}\n    id-2 = {ids[1]}\n"
+            f'    secret = "{PSK}"\n  }}\n}}\n'
+        )
     return conf
 
 
@@ -143,16 +197,20 @@ class Charon:
 
     def write(self, swanctl_conf: str, pki: Pki, charon_id: str | None) -> None:
         sw = self.root / "swanctl"
-        for sub in ("conf.d x509 x509ca x509ocsp x509aa x509ac x509crl private rsa ecdsa bliss pkcs8 pkcs12 "
-                    "pubkey").split():
+        for sub in (
+            "conf.d x509 x509ca x509ocsp x509aa x509ac x509crl private rsa ecdsa bliss pkcs8 pkcs12 pubkey"
+        ).split():
             (sw / sub).mkdir(parents=True, exist_ok=True)
         (sw / "swanctl.conf").write_text(swanctl_conf)
         pem = serialization.Encoding.PEM
         (sw / "x509ca" / "ca.crt").write_bytes(pki.ca.public_bytes(pem))
         if charon_id:
             (sw / "x509" / f"{charon_id}.crt").write_bytes(pki.certs[charon_id].public_bytes(pem))
-            (sw / "ecdsa" / f"{charon_id}.key").write_bytes(pki.keys[charon_id].private_bytes(
-                pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+            (sw / "ecdsa" / f"{charon_id}.key").write_bytes(
+                pki.keys[charon_id].private_bytes(
+                    pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+                )
+            )
         vici = f"unix://{self.root}/charon.vici"
         self.conf.write_text(f"""charon {{
   port = {self.port}
@@ -193,18 +251,25 @@ swanctl {{
 """)
 
     def swanctl(self, *args: str, timeout: float = 15) -> subprocess.CompletedProcess:
-        return subprocess.run(["swanctl", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["swanctl", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self) -> None:
         if not Path(CHARON).exists() or shutil.which("swanctl") is None:
-            _unavailable(f"{CHARON} or swanctl missing (apt-get install strongswan-charon strongswan-swanctl "
-                         "libstrongswan-extra-plugins)")
+            _unavailable(
+                f"{CHARON} or swanctl missing (apt-get install strongswan-charon strongswan-swanctl "
+                "libstrongswan-extra-plugins)"
+            )
         if os.geteuid() != 0 or shutil.which("unshare") is None:
             _unavailable("charon needs root and unshare(1)")
         # A private /run keeps charon's hard-coded /var/run/charon.pid away from any other charon on the host.
         self.proc = subprocess.Popen(
             ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(100):
             if self.proc.poll() is not None:
                 _unavailable(f"charon exited with {self.proc.returncode}; see {self.log}")
@@ -230,7 +295,7 @@ swanctl {{
         return any("ESTABLISHED" in ln and spi_i.hex() in ln for ln in out.splitlines())
 
     def logged_keys(self) -> dict[str, bytes]:
-        """Hex dumps of charon's DBG4 chunks: a 'label => N bytes @ 0x..' line, then lines of the same thread."""
+        """charon's DBG4 hex dumps: a 'label => N bytes @ 0x..' line, then rows from the same thread."""
         head = re.compile(r"^\S+ (\d+)\[(\w+)\] (.*?) => (\d+) bytes @ 0x[0-9a-f]+$")
         row = re.compile(r"^\S+ (\d+)\[\w+\] +\d+: ((?:[0-9A-F]{2} ?)+)")
         found: dict[str, bytes] = {}
@@ -242,7 +307,7 @@ swanctl {{
                 continue
             m = row.match(ln)
             if m and cur and m.group(1) == cur[0] and len(cur[3]) < cur[2]:
-                cur[3] += bytes.fromhex(m.group(2).replace(" ", ""))[:cur[2] - len(cur[3])]
+                cur[3] += bytes.fromhex(m.group(2).replace(" ", ""))[: cur[2] - len(cur[3])]
                 if len(cur[3]) == cur[2] and cur[1] in LABELS:
                     found[LABELS[cur[1]]] = cur[3]  # the last block wins
         return found
@@ -260,20 +325,36 @@ def pki() -> Pki:
     return Pki()
 
 
-# --- our side: a UDP edge around the sans-IO session ----------------------------------------------------------
+# --- our side: a UDP edge around the sans-IO session --------------------------------------------------------
 
 
 def _config(role: str, auth: str, suite, pki: Pki) -> IkeConfig:
     other = "responder" if role == "initiator" else "initiator"
-    common = dict(ike_ciphers=(suite,), child_ciphers=(suite,), dh_groups=(DhGroup.CURVE25519,),
-                  child_protocol=ProtocolId.ESP, use_transport_mode=True, local_ts=(LOOP_TS,),
-                  remote_ts=(LOOP_TS,), transport=TransportProfile.UDP)
+    common = dict(
+        ike_ciphers=(suite,),
+        child_ciphers=(suite,),
+        dh_groups=(DhGroup.CURVE25519,),
+        child_protocol=ProtocolId.ESP,
+        use_transport_mode=True,
+        local_ts=(LOOP_TS,),
+        remote_ts=(LOOP_TS,),
+        transport=TransportProfile.UDP,
+    )
     if auth == "psk":
-        return IkeConfig(local_id=Identity.email(f"{role}@test"), remote_id=Identity.email(f"{other}@test"),
-                         psk=PSK.encode(), **common)
-    return IkeConfig(local_id=Identity.fqdn(f"{role}.test"), remote_id=Identity.fqdn(f"{other}.test"),
-                     certificate=pki.certs[f"{role}.test"], private_key=pki.keys[f"{role}.test"],
-                     ca_certificates=(pki.ca,), **common)
+        return IkeConfig(
+            local_id=Identity.email(f"{role}@test"),
+            remote_id=Identity.email(f"{other}@test"),
+            psk=PSK.encode(),
+            **common,
+        )
+    return IkeConfig(
+        local_id=Identity.fqdn(f"{role}.test"),
+        remote_id=Identity.fqdn(f"{other}.test"),
+        certificate=pki.certs[f"{role}.test"],
+        private_key=pki.keys[f"{role}.test"],
+        ca_certificates=(pki.ca,),
+        **common,
+    )
 
 
 def _pump(sock: socket.socket, peer: tuple[str, int], session, marker: bool, until, deadline: float) -> list:
@@ -306,7 +387,9 @@ IDS = [f"{a}-aes{s.key_bits}gcm16" for a, s in CASES]
 
 @pytest.mark.parametrize(("auth", "suite"), CASES, ids=IDS)
 def test_our_initiator_charon_responder(charon: Charon, pki: Pki, auth: str, suite) -> None:
-    charon.write(_conn("from-py", "responder", auth, suite, 0), pki, "responder.test" if auth == "cert" else None)
+    charon.write(
+        _conn("from-py", "responder", auth, suite, 0), pki, "responder.test" if auth == "cert" else None
+    )
     charon.start()
     session = Initiator(_config("initiator", auth, suite, pki))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -316,8 +399,14 @@ def test_our_initiator_charon_responder(charon: Charon, pki: Pki, auth: str, sui
         peer = ("127.0.0.1", charon.port)
         sock.sendto(frame(session.start(), marker), peer)
         done = (Established, AuthFailed, NegotiationFailed)
-        events = _pump(sock, peer, session, marker, lambda evs: any(isinstance(e, done) for e in evs),
-                       time.monotonic() + 20)
+        events = _pump(
+            sock,
+            peer,
+            session,
+            marker,
+            lambda evs: any(isinstance(e, done) for e in evs),
+            time.monotonic() + 20,
+        )
     assert [e for e in events if isinstance(e, (AuthFailed, NegotiationFailed))] == []
     est = [e for e in events if isinstance(e, Established)]
     assert len(est) == 1 and est[0].cipher == suite
@@ -333,18 +422,31 @@ def test_charon_initiator_our_responder(charon: Charon, pki: Pki, auth: str, sui
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         our_port = sock.getsockname()[1]
-        charon.write(_conn("to-py", "initiator", auth, suite, our_port), pki,
-                     "initiator.test" if auth == "cert" else None)
+        charon.write(
+            _conn("to-py", "initiator", auth, suite, our_port),
+            pki,
+            "initiator.test" if auth == "cert" else None,
+        )
         charon.start()
         marker = needs_marker(our_port, charon.port)
         session = Responder(_config("responder", auth, suite, pki))
-        init = subprocess.Popen(["swanctl", "--initiate", "--ike", "to-py", "--child", "c1"], env=charon.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        init = subprocess.Popen(
+            ["swanctl", "--initiate", "--ike", "to-py", "--child", "c1"],
+            env=charon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             # Until charon deletes the child it could not install (or established + a grace period).
-            events = _pump(sock, None, session, marker,
-                           lambda evs: any(isinstance(e, (Deleted, AuthFailed)) for e in evs),
-                           time.monotonic() + 20)
+            events = _pump(
+                sock,
+                None,
+                session,
+                marker,
+                lambda evs: any(isinstance(e, (Deleted, AuthFailed)) for e in evs),
+                time.monotonic() + 20,
+            )
         finally:
             try:
                 init.wait(timeout=10)
