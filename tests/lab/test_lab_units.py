@@ -358,9 +358,22 @@ def test_io_pattern_is_reproducible_and_seeded() -> None:
 def test_edifd_lab_config_is_toml_and_validates() -> None:
     import tomllib
 
-    cfg = tomllib.loads(edifd_lab_config(iqn="iqn.2003-01.org.x:y", lun=1, portal_port=3261))
-    assert cfg["export"]["iscsi"] == {"iqn": "iqn.2003-01.org.x:y", "lun": 1, "portal": "0.0.0.0:3261",
-                                      "demo_mode": True}  # fmt: skip
-    for bad in ({"iqn": "nope"}, {"iqn": 'iqn.a"b'}, {"iqn": "iqn.a", "lun": 300}):
+    cfg = tomllib.loads(edifd_lab_config(iqn="iqn.2003-01.org.x:y", portal_port=3261))
+    assert cfg["lun"][0]["export"] == {
+        "fabric": "iscsi", "iqn": "iqn.2003-01.org.x:y", "portal": "0.0.0.0:3261", "demo_mode": True,
+    }  # fmt: skip
+    for bad in ({"iqn": "nope"}, {"iqn": 'iqn.2003-01.a:b"c'}, {"iqn": "iqn.2003-01.a", "lun": 1}):
         with pytest.raises(ValueError):
             edifd_lab_config(**bad)  # type: ignore[arg-type]
+
+
+def test_edifd_lab_config_is_accepted_by_edifd() -> None:
+    import tomllib
+
+    from edifd.config import parse_config
+
+    cfg = parse_config(tomllib.loads(edifd_lab_config(iqn="iqn.2003-01.org.linux-iscsi.edifd-lab:vm-h")))
+    (lun,) = cfg.luns
+    assert lun.export.fabric == "iscsi" and lun.export.demo_mode is True
+    assert lun.export.iqn == "iqn.2003-01.org.linux-iscsi.edifd-lab:vm-h"
+    assert lun.export.portal == ("0.0.0.0", 3260)
