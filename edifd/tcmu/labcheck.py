@@ -6,7 +6,8 @@ Checks: a tcm_loop LUN appears as /dev/sdX; a 1 MiB O_DIRECT write/read round tr
 in the medium); a parked READ aborted by the initiator's SCSI EH arrives as a TMR entry and the
 retry is served; stopping the handler with a READ parked completes within seconds and the LUN then
 deletes cleanly; a handler started on a device that already has commands queued (the LUN scan that
-blocks without a handler) attaches, and the disk works.
+blocks without a handler) attaches, and the disk works; iSCSI (demo mode and ACL) and
+vhost-scsi exports are created and removed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from edifd.scsi.disk import ScsiDisk
 from edifd.scsi.identity import Identity
 from edifd.scsi.medium import IoRequest, MemoryMedium
 from edifd.tcmu.device import TcmuHandler
-from edifd.tcmu.lio import Backstore, BackstoreSpec, Lio, LoopbackExport, loopback_disk
+from edifd.tcmu.lio import (
+    Backstore,
+    BackstoreSpec,
+    IscsiExport,
+    Lio,
+    LoopbackExport,
+    VhostExport,
+    loopback_disk,
+)
 
 SIZE = 64 << 20
 BS = 512
@@ -196,6 +205,31 @@ def main() -> int:
     if exp2 is not None:
         lio.unexport(exp2)
     lio.remove_backstore(bs2)
+    # 5. iSCSI (demo mode, then ACL) and vhost-scsi exports on Debian's rtslib-fb ---------------
+    medium3 = ParkingMedium()
+    disk3 = ScsiDisk(medium3, Identity(vendor="EDIF", product="LABCHECK3", serial="LABCHK03"))
+    spec3 = BackstoreSpec("edifchk2", "edif", "chk2", SIZE, wwn="LABCHK03")
+    for name, espec in (
+        ("iscsi_demo", IscsiExport("iqn.2003-01.org.example.edif:chk2")),
+        ("iscsi_acl", IscsiExport("iqn.2003-01.org.example.edif:chk2",
+                                  acls=("iqn.2024-01.org.example:vm1",))),
+        ("vhost", VhostExport()),
+    ):
+        bs3, h3, exp3 = lio.setup(spec3, espec, _start(disk3))
+        tpg = Path(exp3.tpg_obj.path)
+        fig[name] = {
+            "wwn": exp3.wwn,
+            "lun_linked": (tpg / "lun" / "lun_0").is_dir(),
+            "enable": (tpg / "enable").read_text().strip() if (tpg / "enable").exists() else None,
+            "portals": sorted(p.name for p in (tpg / "np").iterdir()) if (tpg / "np").is_dir() else None,
+            "acls": sorted(p.name for p in (tpg / "acls").iterdir()) if (tpg / "acls").is_dir() else None,
+            "demo": (tpg / "attrib" / "generate_node_acls").read_text().strip()
+            if (tpg / "attrib" / "generate_node_acls").exists() else None,
+        }
+        ok &= fig[name]["lun_linked"]
+        h3.stop()
+        lio.unexport(exp3)
+        lio.remove_backstore(bs3)
     fig["ok"] = bool(ok)
     print(json.dumps(fig, indent=1, default=str))
     return 0 if ok else 1
