@@ -18,6 +18,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -86,12 +87,13 @@ def find_uio(name: str | UioName, sysfs_class: Path = UIO_CLASS, dev_dir: Path =
     raise DeviceError(f"no uio device named {str(want)!r} under {sysfs_class}")
 
 
-def wait_for_uio(name: str | UioName, timeout: float = 5.0, **kw: Path) -> UioInfo:
+def wait_for_uio(name: str | UioName, timeout: float = 5.0, sysfs_class: Path = UIO_CLASS,
+                 dev_dir: Path = Path("/dev")) -> UioInfo:
     """find_uio, retried while udev/devtmpfs catch up with a backstore just enabled."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            info = find_uio(name, **kw)
+            info = find_uio(name, sysfs_class, dev_dir)
             if info.node.exists():
                 return info
             if time.monotonic() >= deadline:
@@ -180,14 +182,15 @@ class ConfigfsControl:
 class TcmuHandler:
     """Owns one TCMU ring: a thread polls the UIO fd and a wakeup eventfd.
 
-    `executor.execute()` runs on that thread; a `Pending` it returns may be resolved from any
-    thread. Use `TcmuHandler.open(uio_name, executor)` on a real device.
+    `executor.execute()` runs on that thread and must return quickly (anything slow returns a
+    `Pending`, which may be resolved from any thread). Use `TcmuHandler.open(uio_name, executor)`
+    on a real device; the constructor takes injectable port/control for tests (see fakekernel).
     """
 
-    def __init__(self, port_factory: object, control: Control, executor: Executor, *,
+    def __init__(self, port_factory: Callable[[], Port], control: Control, executor: Executor, *,
                  stop_response: ScsiResponse = BUSY, drain_timeout: float = 5.0,
                  unblock_on_stop: bool = False, name: str = "tcmu") -> None:
-        self._port_factory = port_factory  # () -> Port, called after block + reset
+        self._port_factory = port_factory  # called after block + reset_ring
         self._control = control
         self._executor = executor
         self.stop_response = stop_response
@@ -206,10 +209,15 @@ class TcmuHandler:
     @classmethod
     def open(cls, uio_name: str, executor: Executor, *, configfs_core: Path = CONFIGFS_CORE,
              sysfs_class: Path = UIO_CLASS, dev_dir: Path = Path("/dev"), open_timeout: float = 5.0,
-             **kw: object) -> TcmuHandler:
+             stop_response: ScsiResponse = BUSY, drain_timeout: float = 5.0,
+             unblock_on_stop: bool = False) -> TcmuHandler:
+        """Find the UIO device by name (waiting up to open_timeout for it) and prepare a handler;
+        nothing is touched until start()."""
         info = wait_for_uio(uio_name, open_timeout, sysfs_class=sysfs_class, dev_dir=dev_dir)
         control = ConfigfsControl(info.name.configfs_dir(configfs_core))
-        return cls(lambda: UioFile(info), control, executor, name=str(info.name), **kw)  # type: ignore[arg-type]
+        return cls(lambda: UioFile(info), control, executor, name=str(info.name),
+                   stop_response=stop_response, drain_timeout=drain_timeout,
+                   unblock_on_stop=unblock_on_stop)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -219,7 +227,7 @@ class TcmuHandler:
         self._control.block()
         try:
             self._control.reset_ring()
-            port = self._port_factory()  # type: ignore[operator]
+            port = self._port_factory()
             try:
                 ring = Ring(port.buffer)
             except RingError:
