@@ -12,7 +12,7 @@ from enum import Enum
 from cryptography import x509
 
 from .codes import DhGroup, EncrId, IdType, PrfId, ProtocolId
-from .errors import ConfigError
+from .errors import ConfigError, IkeError
 from .payloads import FcSelector, Ipv4Selector, RawSelector
 
 AUTH_ELS_PAYLOAD_MAX = 2112  # FC_MAX_PAYLOAD: one ELS frame
@@ -27,6 +27,16 @@ class TransportProfile(Enum):
     UDP = "udp"  # interop: UDP; on ports other than 500 the edge prepends the 4-byte non-ESP marker
 
 
+def _ascii(name: str) -> bytes:
+    try:
+        data = name.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigError(f"identity {name!r} is not ASCII") from None
+    if not data:
+        raise ConfigError("empty identity")
+    return data
+
+
 @dataclass(frozen=True)
 class Identity:
     """An IKE identification (type + data); public information, safe to log."""
@@ -38,7 +48,12 @@ class Identity:
     def wwpn(cls, wwpn: int | str | bytes) -> Identity:
         """ID_FC_NAME (12) with the 8-byte WWPN; accepts 0x2000..., '20:00:...' or 8 raw bytes."""
         if isinstance(wwpn, str):
-            wwpn = int(wwpn.replace(":", ""), 16)
+            try:
+                wwpn = int(wwpn.replace(":", ""), 16)
+            except ValueError:
+                raise ConfigError(f"not a WWPN: {wwpn!r}") from None
+        if isinstance(wwpn, int) and not 0 <= wwpn < 1 << 64:
+            raise ConfigError("a WWPN is 8 bytes")
         raw = wwpn.to_bytes(8, "big") if isinstance(wwpn, int) else bytes(wwpn)
         if len(raw) != 8:
             raise ConfigError("a WWPN is 8 bytes")
@@ -46,15 +61,18 @@ class Identity:
 
     @classmethod
     def fqdn(cls, name: str) -> Identity:
-        return cls(IdType.FQDN, name.encode("ascii"))
+        return cls(IdType.FQDN, _ascii(name))
 
     @classmethod
     def email(cls, name: str) -> Identity:
-        return cls(IdType.RFC822_ADDR, name.encode("ascii"))
+        return cls(IdType.RFC822_ADDR, _ascii(name))
 
     @classmethod
     def ipv4(cls, addr: str) -> Identity:
-        return cls(IdType.IPV4_ADDR, ipaddress.IPv4Address(addr).packed)
+        try:
+            return cls(IdType.IPV4_ADDR, ipaddress.IPv4Address(addr).packed)
+        except ValueError:
+            raise ConfigError(f"not an IPv4 address: {addr!r}") from None
 
     @classmethod
     def key_id(cls, data: bytes) -> Identity:
@@ -139,6 +157,24 @@ class IkeConfig:
             raise ConfigError("nonce length must be 16..256 bytes")
         if not self.local_ts or not self.remote_ts:
             raise ConfigError("traffic selectors must not be empty")
+        for ts in (*self.local_ts, *self.remote_ts):
+            try:
+                ts.encode()
+            except (IkeError, ValueError) as e:
+                raise ConfigError(f"invalid traffic selector {ts}: {e}") from None
+        supported_groups = (DhGroup.CURVE25519, DhGroup.ECP_256)
+        if any(g not in supported_groups for g in self.dh_groups) or (
+            self.child_pfs_group is not None and self.child_pfs_group not in supported_groups
+        ):
+            raise ConfigError("DH groups must be CURVE25519 (31) or ECP_256 (19)")
+        if any(p not in (PrfId.HMAC_SHA2_256, PrfId.HMAC_SHA2_384, PrfId.HMAC_SHA2_512) for p in self.prfs):
+            raise ConfigError("PRFs must be HMAC-SHA2-256/384/512")
+        if any(
+            c.encr not in (EncrId.AES_GCM_16, EncrId.NULL_AUTH_AES_GMAC) for c in self.child_ciphers
+        ) or any(
+            c.encr not in (EncrId.AES_GCM_8, EncrId.AES_GCM_12, EncrId.AES_GCM_16) for c in self.ike_ciphers
+        ):
+            raise ConfigError("ciphers must be AES-GCM (IKE: ICV 8/12/16; child: ICV 16) or GMAC (child)")
 
     @property
     def max_message(self) -> int | None:

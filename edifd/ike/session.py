@@ -234,6 +234,7 @@ class _IkeSa:
         self._nr = b""
         self._remote_id: Identity | None = None
         self._first_child_keymat = b""
+        self._final_mid: int | None = None  # message ID of our AUTHENTICATION_FAILED notice
 
     def __repr__(self) -> str:
         return (
@@ -298,6 +299,9 @@ class _IkeSa:
         data = bytes(data)
         hdr = decode_header(data)
         if self.state in (State.FAILED, State.DELETED):
+            if hdr.is_response and hdr.message_id == self._final_mid and hdr.spi_i == self.spi_i:
+                self._final_mid = None  # the answer to our failure notice: nothing left to do
+                return []
             raise StateError(f"IKE SA is {self.state.value}")
         if hdr.from_original_initiator == self.original_initiator:
             raise StateError("message has the wrong Initiator flag")
@@ -702,6 +706,11 @@ class _IkeSa:
         raise StateError(f"unexpected {name_of(ExchangeType, msg.exchange)} request")
 
     def _on_informational(self, msg: Message) -> list[Event]:
+        if _notify(msg, NotifyType.AUTHENTICATION_FAILED) is not None:
+            send = self._respond(msg, [])
+            self.state = State.FAILED
+            self._children.clear()
+            return [send, AuthFailed("peer rejected our authentication")]
         events: list[Event] = []
         answer: list = []
         for d in msg.find(DeletePayload):
@@ -914,8 +923,12 @@ class Initiator(_IkeSa):
         try:
             peer = self._verify_peer(msg, idr, self._m2, self._ni, self._keys.sk_pr)
         except ikeauth.AuthenticationError as e:
-            self.state, self._pending = State.FAILED, None
-            return [AuthFailed(str(e))]
+            # RFC 7296 §2.21.2: tell the responder, whose IKE SA already exists, in an INFORMATIONAL request.
+            notice = self._seal(
+                ExchangeType.INFORMATIONAL, 2, False, [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
+            )
+            self.state, self._pending, self._final_mid = State.FAILED, None, 2
+            return [Send(notice), AuthFailed(str(e))]
         self._remote_id = peer
         self.state, self._pending = State.ESTABLISHED, None
         events: list[Event] = [self._established_event()]

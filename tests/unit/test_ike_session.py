@@ -32,6 +32,7 @@ from edifd.ike import (
     IkeConfig,
     IkeError,
     Initiator,
+    Ipv4Selector,
     NegotiationFailed,
     PeerAlive,
     Responder,
@@ -533,3 +534,43 @@ def test_fuzz_sessions_in_each_state_raise_only_ike_error(data: bytes, stage: st
         r.receive(data)
     except IkeError:
         assert (r.state, r.spi_r, len(r.children)) == before
+
+
+def test_initiator_rejecting_the_responder_tells_it(pki) -> None:
+    # The responder signs with a key that does not match its certificate: only the initiator can notice.
+    i, r, ev_i, ev_r, _ = handshake(cert_config("i", pki), cert_config("r", pki, private_key=pki["ki"]))
+    assert "does not verify" in only(ev_i, AuthFailed).reason and i.state == State.FAILED
+    assert only(ev_r, Established)  # the responder believed it for one exchange...
+    assert only(ev_r, AuthFailed).reason == "peer rejected our authentication"  # ...until told otherwise
+    assert r.state == State.FAILED and not r.children
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(dh_groups=(DhGroup(0),)),
+        dict(child_pfs_group=DhGroup.NONE),
+        dict(local_ts=(Ipv4Selector("not an address"),)),
+        dict(local_ts=(FcSelector(0, 1 << 24),)),
+        dict(child_ciphers=(dataclasses.replace(AES_GCM_16_128, encr=EncrId.AES_GCM_8),)),
+        dict(nonce_len=8),
+    ],
+)
+def test_config_rejects_unsupported_values(bad) -> None:
+    with pytest.raises(ConfigError):
+        fc_config("i", **bad)
+
+
+@pytest.mark.parametrize(
+    "maker",
+    [
+        lambda: Identity.wwpn("xyz"),
+        lambda: Identity.wwpn(1 << 64),
+        lambda: Identity.fqdn("bücher.test"),
+        lambda: Identity.fqdn(""),
+        lambda: Identity.ipv4("300.1.1.1"),
+    ],
+)
+def test_identity_constructors_raise_config_error(maker) -> None:
+    with pytest.raises(ConfigError):
+        maker()
