@@ -219,8 +219,7 @@ BODIES: dict[MessageType, st.SearchStrategy[Body]] = {
 assert set(BODIES) == set(BODY_CLASSES) == set(MessageType), "a strategy for every message type"
 
 
-def messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
-    """Valid messages of one type with arbitrary header fields."""
+def _messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
     rid = st.integers(1, (1 << 64) - 1) if msg_type.kind in (Kind.REQUEST, Kind.RESPONSE) else st.just(0)
     return st.builds(
         Message,
@@ -232,6 +231,17 @@ def messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
     )
 
 
+# Built once: a strategy per draw (flatmap) would be re-validated every example, which costs
+# more than the test itself.
+_BY_TYPE = {t: _messages_of(t) for t in MessageType}
+_ANY = st.one_of(*_BY_TYPE.values())
+
+
+def messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
+    """Valid messages of one type with arbitrary header fields."""
+    return _BY_TYPE[msg_type]
+
+
 def messages() -> st.SearchStrategy[Message]:
     """Valid messages of every type."""
-    return st.sampled_from(list(MessageType)).flatmap(messages_of)
+    return _ANY
