@@ -1,4 +1,4 @@
-"""``python3 -m lab build | up | down | status | probe | smoke``
+"""``python3 -m lab build | up | down | status | probe | scenario | smoke``
 
 Run as root on a Debian/Ubuntu x86-64 host.
 """
@@ -83,6 +83,20 @@ def cmd_probe(a: argparse.Namespace) -> int:
     return 0 if run.rc == 0 else 1
 
 
+def cmd_scenario(a: argparse.Namespace) -> int:
+    """The two-VM iSCSI path without pytest (lab.pair): prints a JSON summary, exit 1 on any problem."""
+    from .control import out_dir
+    from .image import ensure_image
+    from .pair import run_iscsi_pair
+
+    img = ensure_image(log=_log)
+    res = run_iscsi_pair(img, out_dir() / "scenario", timeout=a.timeout, log=_log)
+    print(json.dumps(res.summary(), indent=2))
+    for p in res.problems():
+        _err(f"lab scenario: {p}")
+    return 1 if res.problems() else 0
+
+
 def cmd_smoke(a: argparse.Namespace) -> int:
     argv = [
         sys.executable,
@@ -121,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("probe", help="boot once, print what the guest offers (kernel, LIO, packages)")
     pr.add_argument("--timeout", type=float, default=180)
     pr.set_defaults(fn=cmd_probe)
+    sc = sub.add_parser("scenario", help="two VMs: LIO iSCSI export in VM-H, scsi-block + O_DIRECT in VM-S")
+    sc.add_argument("--timeout", type=float, default=300)
+    sc.set_defaults(fn=cmd_scenario)
     sub.add_parser("smoke", help="run the lab smoke tests (pytest -m lab tests/lab)").set_defaults(
         fn=cmd_smoke
     )
