@@ -263,25 +263,35 @@ swanctl {{
                 f"{CHARON} or swanctl missing (apt-get install strongswan-charon strongswan-swanctl "
                 "libstrongswan-extra-plugins)"
             )
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
-            _unavailable("charon needs root and unshare(1)")
+        if os.geteuid() != 0:
+            _unavailable("charon needs root")
         # A private /run keeps charon's hard-coded /var/run/charon.pid away from any other charon on the host.
-        self.proc = subprocess.Popen(
-            ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            if self.proc.poll() is not None:
-                _unavailable(f"charon exited with {self.proc.returncode}; see {self.log}")
-            if self.swanctl("--stats", timeout=5).returncode == 0:
+        # Where mount namespaces are not allowed (unprivileged containers) charon runs directly instead.
+        attempts = [[CHARON]]
+        if shutil.which("unshare"):
+            attempts.insert(0, ["unshare", "-m", "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"])
+        failures = []
+        for cmd in attempts:
+            errfile = self.root / "charon.stderr"
+            with errfile.open("wb") as err:  # a file, not a pipe: a chatty charon must never block on it
+                self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
+            if self._wait_for_vici():
                 break
-            time.sleep(0.1)
+            self.stop()
+            failures.append(f"{cmd[0]}: exit {self.proc.returncode} {errfile.read_text(errors='replace')}")
         else:
-            _unavailable("charon's vici socket did not come up within 10 s")
+            _unavailable("charon did not start: " + "; ".join(failures) + f" (log: {self.log})")
         r = self.swanctl("--load-all")
         assert r.returncode == 0, r.stdout + r.stderr
+
+    def _wait_for_vici(self) -> bool:
+        for _ in range(100):
+            if self.proc.poll() is not None:
+                return False
+            if self.swanctl("--stats", timeout=5).returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

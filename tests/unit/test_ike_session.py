@@ -24,6 +24,7 @@ from edifd.ike import (
     AuthFailed,
     ChildSaEstablished,
     ChildSaFailed,
+    CipherSuite,
     ConfigError,
     Deleted,
     Established,
@@ -574,3 +575,13 @@ def test_config_rejects_unsupported_values(bad) -> None:
 def test_identity_constructors_raise_config_error(maker) -> None:
     with pytest.raises(ConfigError):
         maker()
+
+
+@pytest.mark.parametrize("encr", [EncrId.AES_GCM_8, EncrId.AES_GCM_12])
+def test_ike_sa_with_shorter_gcm_icv(encr) -> None:
+    suite = CipherSuite(encr, 128)
+    i, r, ev_i, ev_r, sizes = handshake(
+        fc_config("i", ike_ciphers=(suite,)), fc_config("r", ike_ciphers=(suite,))
+    )
+    assert only(ev_i, Established).cipher == suite and only(ev_r, Established).cipher == suite
+    assert i.receive(only(r.receive(i.ping()), Send).data) == [PeerAlive()]
