@@ -49,7 +49,8 @@ def check_config(config_path: Path) -> None:
             click.echo(f"{config_path}: {p}", err=True)
         sys.exit(2)
     click.echo(f"{config_path}: OK, {len(cfg.luns)} LUN(s); park_time {cfg.daemon.park_time:g} s, "
-               f"TCMU cmd_time_out {cfg.daemon.cmd_time_out} s")
+               "TCMU cmd_time_out "
+               + (f"{cfg.daemon.cmd_time_out} s" if cfg.daemon.cmd_time_out is not None else "automatic"))
     for lun in cfg.luns:
         ex = lun.export
         where = {"iscsi": f"iSCSI {ex.iqn} on {ex.portal[0]}:{ex.portal[1]}"

@@ -77,7 +77,7 @@ class LunConfig:
 class DaemonConfig:
     state_dir: Path = Path("/var/lib/edifd")
     park_time: float = 5.0
-    cmd_time_out: int = 30
+    cmd_time_out: int | None = None  # None: the TCMU edge picks one that outlasts park_time
     log_level: str = "info"
 
 
@@ -186,11 +186,11 @@ def parse_config(data: dict, source: str = "config") -> Config:
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level"}, "daemon")
     state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
     park_time = float(r.take(d, "park_time", "daemon", (int, float), 5.0))
-    cmd_time_out = r.take(d, "cmd_time_out", "daemon", int, 30)
+    cmd_time_out = r.take(d, "cmd_time_out", "daemon", int, None)
     log_level = r.take(d, "log_level", "daemon", str, "info")
     if not 0.1 <= park_time <= 300:
         r.problems.append("daemon.park_time: seconds between 0.1 and 300")
-    if cmd_time_out != 0 and cmd_time_out < park_time + MIN_CMD_TIMEOUT_MARGIN:
+    if cmd_time_out not in (None, 0) and cmd_time_out < park_time + MIN_CMD_TIMEOUT_MARGIN:
         r.problems.append(
             f"daemon.cmd_time_out: must be 0 (off) or at least park_time + {MIN_CMD_TIMEOUT_MARGIN:g} s, "
             "so the kernel never times out a parked READ before our heartbeat completes it")

@@ -1,0 +1,162 @@
+"""The edifd daemon: serves the configured LUNs through LIO, one TCMU ring owner per LUN.
+
+Start order per LUN (the kernel's LUN scan blocks until a handler answers):
+backstore (attributes before any export) -> ring handler -> export.
+
+Restart: the LIO objects outlive the process on purpose. A new edifd finds its backstore by
+name and re-attaches to the ring (block_dev -> reset_ring -> open -> unblock): commands the dead
+process held come back to the initiator as BUSY and are retried, so a guest sees a pause, not EIO.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edifd.config import Config, LunConfig
+from edifd.scsi import FileMedium, Identity, ScsiDisk
+from edifd.tcmu.device import TcmuHandler
+from edifd.tcmu.errors import TcmuError
+from edifd.tcmu.lio import (
+    Backstore,
+    BackstoreSpec,
+    Export,
+    ExportSpec,
+    Fabric,
+    IscsiExport,
+    Lio,
+    LoopbackExport,
+    VhostExport,
+    loopback_disk,
+)
+
+log = logging.getLogger("edifd.daemon")
+
+SUBTYPE = "edif"  # UIO name tcm-user/<hba>/<lun name>/edif/<lun type>
+
+
+class DaemonError(Exception):
+    """edifd cannot serve its configuration; the message says what to fix."""
+
+
+@dataclass
+class ServedLun:
+    """One LUN as served: the emulation, its LIO objects and the ring owner."""
+
+    config: LunConfig
+    disk: ScsiDisk
+    medium: FileMedium
+    backstore: Backstore | None = None
+    handler: TcmuHandler | None = None
+    export: Export | None = None
+    adopted: bool = False  # found in LIO from an earlier edifd
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def backstore_spec(lun: LunConfig, config: Config) -> BackstoreSpec:
+    return BackstoreSpec(
+        name=lun.name, subtype=SUBTYPE, cfg=lun.type, size=lun.size, block_size=lun.block_size,
+        wwn=lun.serial, park_time=config.daemon.park_time, cmd_time_out=config.daemon.cmd_time_out)
+
+
+def export_spec(lun: LunConfig) -> ExportSpec | None:
+    ex = lun.export
+    if ex.fabric == "loopback":
+        return LoopbackExport(wwn=ex.wwn)
+    if ex.fabric == "iscsi":
+        assert ex.iqn is not None  # config fills in a default
+        return IscsiExport(iqn=ex.iqn, portals=(ex.portal,), acls=() if ex.demo_mode else ex.initiators)
+    if ex.fabric == "vhost":
+        return VhostExport(wwpn=ex.wwn)
+    return None
+
+
+class Daemon:
+    def __init__(self, config: Config, *, lio: Lio | None = None,
+                 open_handler: Callable[[str, ScsiDisk], TcmuHandler] | None = None) -> None:
+        self.config = config
+        self.lio = lio or Lio()
+        self._open_handler = open_handler or (lambda uio, disk: TcmuHandler.open(uio, disk))
+        self.luns: list[ServedLun] = []
+
+    def start(self) -> None:
+        """Serve every LUN, or raise DaemonError having undone what this call did."""
+        fabrics = sorted({Fabric(lun.export.fabric) for lun in self.config.luns
+                          if lun.export.fabric != "none"}, key=lambda f: f.value)
+        try:
+            self.lio.prepare(fabrics)
+            for lun in self.config.luns:
+                self.luns.append(self._serve(lun))
+        except (TcmuError, OSError, ValueError) as e:
+            raise DaemonError(str(e)) from None
+
+    def _serve(self, lun: LunConfig) -> ServedLun:
+        lun.path.parent.mkdir(parents=True, exist_ok=True)
+        medium = FileMedium(lun.path, lun.size, lun.block_size)
+        identity = Identity(vendor=lun.vendor, product=lun.product, revision=lun.revision,
+                            serial=lun.serial)
+        disk = ScsiDisk(medium, identity)
+        served = ServedLun(lun, disk, medium)
+        spec = backstore_spec(lun, self.config)
+        existing = self.lio.find_backstore(spec)
+        try:
+            if existing is not None:
+                # An earlier edifd left it (crash, restart): keep the exports guests are using.
+                served.backstore, served.adopted = existing, True
+                served.handler = self._start_handler(existing, disk)
+                log.info("lun %s: re-attached to existing backstore %s (%s)", lun.name,
+                         existing.path.name, existing.uio_name)
+                return served
+            ex = export_spec(lun)
+            if ex is None:
+                served.backstore = self.lio.create_backstore(spec)
+                served.handler = self._start_handler(served.backstore, disk)
+            else:
+                served.backstore, served.handler, served.export = self.lio.setup(
+                    spec, ex, lambda bs: self._start_handler(bs, disk))
+        except BaseException:
+            medium.close()
+            raise
+        log.info("lun %s: %d MiB %s, %s", lun.name, lun.size >> 20, lun.path, self._where(served))
+        return served
+
+    def _start_handler(self, bs: Backstore, disk: ScsiDisk) -> TcmuHandler:
+        handler = self._open_handler(bs.uio_name, disk)
+        handler.start()
+        return handler
+
+    def _where(self, served: ServedLun) -> str:
+        ex = served.export
+        if ex is None:
+            return "not exported"
+        if ex.fabric is Fabric.LOOPBACK:
+            try:
+                return f"tcm_loop {ex.wwn} as {loopback_disk(ex)}"
+            except TcmuError as e:
+                return f"tcm_loop {ex.wwn} ({e})"
+        if ex.fabric is Fabric.ISCSI:
+            host, port = served.config.export.portal
+            return f"iSCSI {ex.wwn} LUN {ex.lun} on {host}:{port}"
+        return f"vhost-scsi {ex.wwn} (libvirt <hostdev type='scsi_host'> wwpn)"
+
+    def stop(self, *, teardown: bool = False) -> None:
+        """Complete everything in flight, drain the rings; with teardown also remove LIO objects."""
+        for served in reversed(self.luns):
+            name = served.config.name
+            if served.handler is not None:
+                drained = served.handler.stop()
+                stats = served.handler.stats
+                log.info("lun %s: ring %s; %s", name, "drained" if drained else "NOT drained", stats)
+            if teardown:
+                try:
+                    if served.export is not None:
+                        self.lio.unexport(served.export)
+                    if served.backstore is not None:
+                        self.lio.remove_backstore(served.backstore)
+                    log.info("lun %s: removed from LIO", name)
+                except TcmuError as e:
+                    log.error("lun %s: teardown: %s", name, e)
+            served.medium.close()
+        self.luns.clear()
