@@ -10,7 +10,8 @@ This kernel has no ESP/AEAD support, so charon cannot install the child SA: as r
 with N(NO_PROPOSAL_CHOSEN) after logging the child keys, as initiator it deletes the child again. Both are
 expected.
 
-Needs root, `unshare` and: apt-get install strongswan-charon strongswan-swanctl libstrongswan-extra-plugins
+Needs root and: apt-get install strongswan-charon strongswan-swanctl libstrongswan-standard-plugins
+libstrongswan-extra-plugins
 (see docs/ike.md). If charon cannot be started the test fails when CI=true and is skipped otherwise.
 """
 
@@ -81,10 +82,16 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"strongSwan interop cannot run: {reason}")
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_udp_ports(n: int) -> list[int]:
+    """n distinct free loopback UDP ports (sockets held open together so that none is handed out twice)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # --- throwaway PKI ------------------------------------------------------------------------------------------
@@ -191,7 +198,7 @@ def _conn(name: str, charon_role: str, auth: str, suite, our_port: int) -> str:
 class Charon:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port, self.port_nat_t = _free_udp_port(), _free_udp_port()
+        self.port, self.port_nat_t = _free_udp_ports(2)
         self.conf = root / "strongswan.conf"
         self.log = root / "charon.log"
         self.env = dict(os.environ, STRONGSWAN_CONF=str(self.conf), SWANCTL_DIR=str(root / "swanctl"))
@@ -261,7 +268,7 @@ swanctl {{
         if not Path(CHARON).exists() or shutil.which("swanctl") is None:
             _unavailable(
                 f"{CHARON} or swanctl missing (apt-get install strongswan-charon strongswan-swanctl "
-                "libstrongswan-extra-plugins)"
+                "libstrongswan-standard-plugins libstrongswan-extra-plugins)"
             )
         if os.geteuid() != 0:
             _unavailable("charon needs root")
