@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, Self
 
 from edifd.scsi.command import ScsiResponse
 from edifd.tcmu.dispatch import BUSY, DispatchStats, Executor, RingDispatcher
@@ -179,13 +179,8 @@ class ConfigfsControl:
         self._write("reset_ring", "1")  # 1: in-flight commands fail with BUSY (retryable)
 
 
-class TcmuHandler:
-    """Owns one TCMU ring: a thread polls the UIO fd and a wakeup eventfd.
-
-    `executor.execute()` runs on that thread and must return quickly (anything slow returns a
-    `Pending`, which may be resolved from any thread). Use `TcmuHandler.open(uio_name, executor)`
-    on a real device; the constructor takes injectable port/control for tests (see fakekernel).
-    """
+class _RingOwner:
+    """What both owners share: attach, one service step, recovery, close."""
 
     def __init__(self, port_factory: Callable[[], Port], control: Control, executor: Executor, *,
                  stop_response: ScsiResponse = BUSY, drain_timeout: float = 5.0,
@@ -199,10 +194,7 @@ class TcmuHandler:
         self.name = name
         self._port: Port | None = None
         self._dispatcher: RingDispatcher | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_lock = threading.Lock()
-        self._efd = -1
+        self._stopping = False
         self.drained = False
         self.recoveries = 0
 
@@ -210,7 +202,7 @@ class TcmuHandler:
     def open(cls, uio_name: str, executor: Executor, *, configfs_core: Path = CONFIGFS_CORE,
              sysfs_class: Path = UIO_CLASS, dev_dir: Path = Path("/dev"), open_timeout: float = 5.0,
              stop_response: ScsiResponse = BUSY, drain_timeout: float = 5.0,
-             unblock_on_stop: bool = False) -> TcmuHandler:
+             unblock_on_stop: bool = False) -> Self:
         """Find the UIO device by name (waiting up to open_timeout for it) and prepare a handler;
         nothing is touched until start()."""
         info = wait_for_uio(uio_name, open_timeout, sysfs_class=sysfs_class, dev_dir=dev_dir)
@@ -219,10 +211,24 @@ class TcmuHandler:
                    stop_response=stop_response, drain_timeout=drain_timeout,
                    unblock_on_stop=unblock_on_stop)
 
-    # -- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Attach (block, reset_ring, open, check, unblock) and start the owner thread."""
-        if self._thread is not None:
+    @property
+    def stats(self) -> DispatchStats:
+        return self._dispatcher.stats if self._dispatcher else DispatchStats()
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatcher.in_flight if self._dispatcher else 0
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _ring_drained(self) -> bool:
+        return self._dispatcher is not None and self._dispatcher.ring.drained
+
+    def _attach(self) -> None:
+        """block_dev=1, reset_ring=1, open + map + check; the caller unblocks once it polls.
+        On failure the device is unblocked again and nothing stays open."""
+        if self._port is not None or self.drained:
             raise DeviceError(f"{self.name}: already started")
         self._control.block()
         try:
@@ -237,12 +243,78 @@ class TcmuHandler:
             self._control.unblock()
             raise
         self._port = port
-        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._dispatcher = RingDispatcher(ring, self._executor, self._wake)
+        log.info("%s: attached, ring %d bytes", self.name, ring.size)
+
+    def _step(self) -> None:
+        """Serve the ring once; on the first step after a stop request block the device; while
+        stopping, force every in-flight command. Ends with one write(4) if the tail moved."""
+        assert self._port is not None and self._dispatcher is not None
+        disp = self._dispatcher
+        try:
+            disp.service()
+        except RingError as exc:
+            self._recover(exc)
+        if self._stopping:
+            disp.complete_all(self.stop_response)
+        if disp.ring.take_notify():
+            self._port.notify()
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+        try:
+            self._control.block()
+        except DeviceError as exc:  # e.g. the backstore is already gone
+            log.warning("%s: %s", self.name, exc)
+
+    def _recover(self, exc: RingError) -> None:
+        """The ring holds something we cannot parse: let the kernel fail what is queued (BUSY)
+        and start again from an empty ring, as tcmu-runner does on reopen."""
+        assert self._port is not None and self._dispatcher is not None
+        log.error("%s: %s; resetting the ring", self.name, exc)
+        self.recoveries += 1
+        self._control.block()
+        try:
+            self._control.reset_ring()
+            self._dispatcher.ring.release()
+            self._dispatcher.reset(Ring(self._port.buffer))
+        finally:
+            self._control.unblock()
+
+    def _close(self) -> None:
+        assert self._port is not None and self._dispatcher is not None
+        self._dispatcher.ring.release()
+        self._port.close()
+        if self._stopping and self.unblock_on_stop:
+            try:
+                self._control.unblock()
+            except DeviceError as exc:
+                log.error("%s: %s", self.name, exc)
+        log.info("%s: closed (%s)", self.name, "drained" if self.drained else "not drained")
+
+
+class TcmuHandler(_RingOwner):
+    """Owns one TCMU ring from a thread that polls the UIO fd and a wakeup eventfd.
+
+    `executor.execute()` runs on that thread and must return quickly (anything slow returns a
+    `Pending`, which may be resolved from any thread). Use `TcmuHandler.open(uio_name, executor)`
+    on a real device; the constructor takes injectable port/control for tests (see fakekernel).
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_lock = threading.Lock()
+        self._efd = -1
+
+    def start(self) -> None:
+        """Attach (block, reset_ring, open, check, unblock) and start the owner thread."""
+        self._attach()
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=f"tcmu:{self.name}", daemon=True)
         self._thread.start()
         self._control.unblock()
-        log.info("%s: attached, ring %d bytes", self.name, ring.size)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Complete everything in flight, drain and close. Returns True if the ring drained."""
@@ -260,15 +332,6 @@ class TcmuHandler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    @property
-    def stats(self) -> DispatchStats:
-        return self._dispatcher.stats if self._dispatcher else DispatchStats()
-
-    @property
-    def in_flight(self) -> int:
-        return self._dispatcher.in_flight if self._dispatcher else 0
-
-    # -- owner thread -----------------------------------------------------------------------------
     def _wake(self) -> None:
         # A Pending may resolve after we closed: never write to a closed (maybe reused) fd.
         with self._wake_lock:
@@ -277,14 +340,14 @@ class TcmuHandler:
 
     def _run(self) -> None:
         assert self._port is not None and self._dispatcher is not None
-        port, disp = self._port, self._dispatcher
+        port = self._port
         poller = select.poll()
         poller.register(port.fileno(), select.POLLIN)
         poller.register(self._efd, select.POLLIN)
         deadline: float | None = None
-        gone = False
         try:
             while True:
+                gone = False
                 for fd, ev in poller.poll(None if deadline is None else 50):
                     if fd == self._efd:
                         try:
@@ -298,22 +361,12 @@ class TcmuHandler:
                 if gone:
                     log.warning("%s: uio device went away", self.name)
                     break
-                try:
-                    disp.service()
-                except RingError as exc:
-                    self._recover(exc)
-                if self._stop.is_set():
-                    if deadline is None:
-                        deadline = time.monotonic() + self.drain_timeout
-                        try:
-                            self._control.block()
-                        except DeviceError as exc:  # e.g. the backstore is already gone
-                            log.warning("%s: %s", self.name, exc)
-                    disp.complete_all(self.stop_response)
-                if disp.ring.take_notify():
-                    port.notify()
+                if self._stop.is_set() and deadline is None:
+                    deadline = time.monotonic() + self.drain_timeout
+                    self._begin_stop()
+                self._step()
                 if deadline is not None:
-                    if disp.ring.drained:
+                    if self._ring_drained():
                         self.drained = True
                         break
                     if time.monotonic() > deadline:
@@ -325,25 +378,4 @@ class TcmuHandler:
             with self._wake_lock:
                 os.close(self._efd)
                 self._efd = -1
-            disp.ring.release()
-            port.close()
-            if deadline is not None and self.unblock_on_stop:
-                try:
-                    self._control.unblock()
-                except DeviceError as exc:
-                    log.error("%s: %s", self.name, exc)
-            log.info("%s: closed (%s)", self.name, "drained" if self.drained else "not drained")
-
-    def _recover(self, exc: RingError) -> None:
-        """The ring holds something we cannot parse: let the kernel fail what is queued (BUSY)
-        and start again from an empty ring, as tcmu-runner does on reopen."""
-        assert self._port is not None and self._dispatcher is not None
-        log.error("%s: %s; resetting the ring", self.name, exc)
-        self.recoveries += 1
-        self._control.block()
-        try:
-            self._control.reset_ring()
-            self._dispatcher.ring.release()
-            self._dispatcher.reset(Ring(self._port.buffer))
-        finally:
-            self._control.unblock()
+            self._close()

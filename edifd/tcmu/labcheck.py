@@ -7,11 +7,12 @@ in the medium); a parked READ aborted by the initiator's SCSI EH arrives as a TM
 retry is served; stopping the handler with a READ parked completes within seconds and the LUN then
 deletes cleanly; a handler started on a device that already has commands queued (the LUN scan that
 blocks without a handler) attaches, and the disk works; iSCSI (demo mode and ACL) and
-vhost-scsi exports are created and removed.
+vhost-scsi exports are created and removed; the asyncio owner passes the same round trip and stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import mmap
@@ -27,6 +28,7 @@ from edifd.scsi.command import Pending, ScsiCommand
 from edifd.scsi.disk import ScsiDisk
 from edifd.scsi.identity import Identity
 from edifd.scsi.medium import IoRequest, MemoryMedium
+from edifd.tcmu.aio import AsyncTcmuHandler
 from edifd.tcmu.device import TcmuHandler
 from edifd.tcmu.lio import (
     Backstore,
@@ -107,6 +109,41 @@ def _start(disk: ScsiDisk) -> Callable[[Backstore], TcmuHandler]:
         h.start()
         return h
     return start
+
+
+async def _async_check(lio: Lio) -> dict[str, Any]:
+    """Blocking calls (configfs writes that wait for the LUN scan, O_DIRECT I/O) run in worker
+    threads, so the loop keeps serving the ring meanwhile."""
+    loop = asyncio.get_running_loop()
+    medium = ParkingMedium()
+    disk = ScsiDisk(medium, Identity(vendor="EDIF", product="LABCHECK4", serial="LABCHK04"))
+    bs = lio.create_backstore(BackstoreSpec("edifchk3", "edif", "chk3", SIZE, wwn="LABCHK04"))
+    h = AsyncTcmuHandler.open(bs.uio_name, disk)
+    await h.start()
+    out: dict[str, Any] = {}
+    t0 = loop.time()
+    exp = await loop.run_in_executor(None, lio.export, bs, LoopbackExport())
+    dev = await loop.run_in_executor(None, lambda: loopback_disk(exp, timeout=60))
+    out["export_to_disk_s"] = round(loop.time() - t0, 3)
+    pattern = os.urandom(MIB)
+    back = await loop.run_in_executor(None, _direct_io, dev, 4096, MIB, pattern)
+    out["rt_match"] = back == pattern
+    medium.parking = True
+    r: dict[str, Any] = {}
+    reader = loop.run_in_executor(None, _reader, dev, r)
+    while not medium.parked:
+        await asyncio.sleep(0.02)
+    t0 = loop.time()
+    out["stop_drained"] = await h.stop()
+    out["stop_s"] = round(loop.time() - t0, 3)
+    t0 = loop.time()
+    await loop.run_in_executor(None, lio.unexport, exp)
+    await loop.run_in_executor(None, lio.remove_backstore, bs)
+    out["delete_s"] = round(loop.time() - t0, 3)
+    await asyncio.wait_for(reader, 60)
+    out["parked_reader_after_stop"] = r.get("result")
+    out["stats"] = vars(h.stats)
+    return out
 
 
 def main() -> int:
@@ -230,6 +267,10 @@ def main() -> int:
         h3.stop()
         lio.unexport(exp3)
         lio.remove_backstore(bs3)
+    # 6. the asyncio owner: export, round trip, stop with a parked READ, delete ------------------
+    asy = asyncio.run(_async_check(lio))
+    fig["asyncio"] = asy
+    ok &= asy["rt_match"] and asy["stop_drained"] and asy["stop_s"] < 10
     fig["ok"] = bool(ok)
     print(json.dumps(fig, indent=1, default=str))
     return 0 if ok else 1
