@@ -219,6 +219,11 @@ class _RingOwner:
     def in_flight(self) -> int:
         return self._dispatcher.in_flight if self._dispatcher else 0
 
+    @property
+    def ring_pads(self) -> int:
+        """PAD entries seen so far, i.e. how often the kernel wrapped the ring."""
+        return self._dispatcher.ring.pads if self._dispatcher else 0
+
     def _wake(self) -> None:
         raise NotImplementedError
 

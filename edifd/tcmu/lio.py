@@ -78,6 +78,7 @@ class BackstoreSpec:
     size: int  # bytes
     block_size: int = 512
     max_data_area_mb: int = 64  # a small data area: parked READs are few and short
+    cmd_ring_size_mb: int | None = None  # mailbox + ring, 1..8; kernel default 8
     hw_max_sectors: int | None = None  # kernel default 128
     wwn: str | None = None  # T10 unit serial (vpd_unit_serial); rtslib makes a uuid if None
     park_time: float = DEFAULT_PARK_TIME
@@ -100,6 +101,8 @@ class BackstoreSpec:
             raise ValueError(f"size {self.size} must be a positive multiple of {self.block_size}")
         if not 1 <= self.max_data_area_mb <= 2048:
             raise ValueError(f"max_data_area_mb {self.max_data_area_mb} outside 1..2048")
+        if self.cmd_ring_size_mb is not None and not 1 <= self.cmd_ring_size_mb <= 8:
+            raise ValueError(f"cmd_ring_size_mb {self.cmd_ring_size_mb} outside 1..8")
         if self.hw_max_sectors is not None and self.hw_max_sectors <= 0:
             raise ValueError("hw_max_sectors must be positive")
         if self.cmd_time_out is not None and 0 < self.cmd_time_out <= self.park_time:
@@ -118,8 +121,11 @@ class BackstoreSpec:
     @property
     def control(self) -> str:
         """Written to core/user_N/<name>/control before enable."""
-        return (f"nl_reply_supported=-1,hw_block_size={self.block_size},"
-                f"max_data_area_mb={self.max_data_area_mb}")
+        ctl = (f"nl_reply_supported=-1,hw_block_size={self.block_size},"
+               f"max_data_area_mb={self.max_data_area_mb}")
+        if self.cmd_ring_size_mb is not None:
+            ctl += f",cmd_ring_size_mb={self.cmd_ring_size_mb}"
+        return ctl
 
     @property
     def effective_cmd_time_out(self) -> int:

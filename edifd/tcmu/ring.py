@@ -218,6 +218,7 @@ class Ring:
         self._tail = mb.cmd_tail  # our copy of mb->cmd_tail; only we write it
         self._live: dict[int, RingCommand] = {}
         self._notify = False
+        self.pads = 0  # PAD entries seen: how often the kernel wrapped the ring
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -285,6 +286,7 @@ class Ring:
             if length > (head - pos) % self.size:
                 raise RingError(f"entry at {pos} (length {length}) runs past cmd_head {head}")
             if op == Op.PAD:
+                self.pads += 1
                 self._next = (pos + length) % self.size
                 self._skip_fetched_non_cmd()
                 continue

@@ -123,12 +123,13 @@ def test_spec_validation() -> None:
     assert SPEC.attributes == {"cmd_time_out": 30, "qfull_time_out": 30, "tmr_notification": 1}
     bad = [dict(name="a/b"), dict(cfg="x:y"), dict(cfg="a,b"), dict(size=1000), dict(block_size=520),
            dict(cmd_time_out=5), dict(cmd_time_out=-1), dict(qfull_time_out=-2), dict(park_time=0),
-           dict(max_data_area_mb=0), dict(subtype="")]
+           dict(max_data_area_mb=0), dict(subtype=""), dict(cmd_ring_size_mb=9)]
     for kw in bad:
         args = dict(name="n", subtype="s", cfg="c", size=1 << 20) | kw
         with pytest.raises(ValueError):
             BackstoreSpec(**args)
     assert BackstoreSpec("n", "s", "c", 1 << 20, cmd_time_out=0).attributes["cmd_time_out"] == 0
+    assert BackstoreSpec("n", "s", "c", 1 << 20, cmd_ring_size_mb=1).control.endswith(",cmd_ring_size_mb=1")
 
 
 def test_export_spec_validation() -> None:

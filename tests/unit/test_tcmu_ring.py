@@ -97,20 +97,17 @@ def test_out_of_order_completion_steals_the_tail_slot() -> None:
 def test_pad_at_the_wrap_is_skipped() -> None:
     k = FakeKernel(cmdr_size=1024, data_blocks=256)
     ring = Ring(k.buf)
-    seen = 0
-    for _ in range(40):  # 40 x 128-byte entries through a 1 KiB ring: wraps several times
-        cid = k.queue_cmd(READ10, data_in_len=512)
+    for i in range(40):  # 120- and 128-byte entries through a 1 KiB ring: wraps with PADs
+        read = i % 3 != 0
+        cid = k.queue_cmd(READ10, data_in_len=512) if read else k.queue_cmd(TUR)
         (c,) = ring.fetch()
-        assert c.cmd_id == cid
-        ring.write_data(c, b"x" * 512)
+        assert c.cmd_id == cid and c.cdb == (READ10 if read else TUR)
+        if read:
+            ring.write_data(c, bytes([i]) * 512)
         ring.complete(cid, 0)
-        k.handle_completions()
-        seen += 1
-    k.queue_cmd(TUR)  # 120 bytes: needs padding at some head positions
-    (t,) = ring.fetch()
-    ring.complete(t.cmd_id, 0)
-    k.handle_completions()
-    assert seen == 40 and ring.drained and not k.broken and len(k.completions) == 41
+        (done,) = k.handle_completions()
+        assert done.cmd_id == cid and done.data == (bytes([i]) * 512 if read else b"")
+    assert ring.pads >= 3 and ring.drained and not k.broken and len(k.completions) == 40
 
 
 def test_wrap_with_pad_and_commands_outstanding() -> None:
@@ -126,7 +123,7 @@ def test_wrap_with_pad_and_commands_outstanding() -> None:
     d = k.queue_cmd(READ10, data_in_len=512)  # 360..488
     e = k.queue_cmd(TUR)  # does not fit in 24 bytes: PAD 488..512, then 0..120
     items = ring.fetch()
-    assert [i.cmd_id for i in items] == [d, e]
+    assert [i.cmd_id for i in items] == [d, e] and ring.pads == 1 and k.head == 120
     for cmd in items:
         if cmd.cmd_id == d:
             ring.write_data(cmd, b"d" * 512)
