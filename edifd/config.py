@@ -23,7 +23,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 EXPORTS = ("none", "loopback", "iscsi", "vhost")
-LUN_TYPES = ("file",)
+LUN_TYPES = ("file", "control")  # file: data LUN on a backing file; control: the EDIF VM channel
 
 
 class ConfigError(ValueError):

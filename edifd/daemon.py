@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edifd.channel.control_lun import ControlLun, HeartbeatTicker
 from edifd.config import Config, LunConfig
 from edifd.scsi import FileMedium, Identity, ScsiDisk
 from edifd.tcmu.device import TcmuHandler
@@ -49,7 +50,7 @@ class ServedLun:
 
     config: LunConfig
     disk: ScsiDisk
-    medium: FileMedium
+    medium: FileMedium | ControlLun
     backstore: Backstore | None = None
     handler: TcmuHandler | None = None
     export: Export | None = None
@@ -103,6 +104,7 @@ class Daemon:
         self.lio = lio or Lio()
         self._open_handler = open_handler or (lambda uio, disk: TcmuHandler.open(uio, disk))
         self.luns: list[ServedLun] = []
+        self._ticker: HeartbeatTicker | None = None
 
     def start(self) -> None:
         """Serve every LUN, or raise DaemonError having undone what this call did."""
@@ -114,10 +116,16 @@ class Daemon:
                 self.luns.append(self._serve(lun))
         except (TcmuError, OSError, ValueError) as e:
             raise DaemonError(str(e)) from None
+        self._ticker = HeartbeatTicker([s.medium for s in self.luns if isinstance(s.medium, ControlLun)])
+        self._ticker.start()
 
     def _serve(self, lun: LunConfig) -> ServedLun:
-        lun.path.parent.mkdir(parents=True, exist_ok=True)
-        medium = FileMedium(lun.path, lun.size, lun.block_size)
+        medium: FileMedium | ControlLun
+        if lun.type == "control":
+            medium = ControlLun(lun.size, lun.block_size, park_time=self.config.daemon.park_time)
+        else:
+            lun.path.parent.mkdir(parents=True, exist_ok=True)
+            medium = FileMedium(lun.path, lun.size, lun.block_size)
         identity = Identity(vendor=lun.vendor, product=lun.product, revision=lun.revision,
                             serial=lun.serial)
         disk = ScsiDisk(medium, identity)
@@ -140,9 +148,11 @@ class Daemon:
                 served.backstore, served.handler, served.export = self.lio.setup(
                     spec, ex, lambda bs: self._start_handler(bs, disk))
         except BaseException:
-            medium.close()
+            if isinstance(medium, FileMedium):
+                medium.close()
             raise
-        log.info("lun %s: %d MiB %s, %s", lun.name, lun.size >> 20, lun.path, self._where(served))
+        what = "control LUN" if lun.type == "control" else str(lun.path)
+        log.info("lun %s: %d MiB %s, %s", lun.name, lun.size >> 20, what, self._where(served))
         return served
 
     def _start_handler(self, bs: Backstore, disk: ScsiDisk) -> TcmuHandler:
@@ -166,8 +176,14 @@ class Daemon:
 
     def stop(self, *, teardown: bool = False) -> None:
         """Complete everything in flight, drain the rings; with teardown also remove LIO objects."""
+        if self._ticker is not None:
+            self._ticker.stop()
         for served in reversed(self.luns):
             name = served.config.name
+            if isinstance(served.medium, ControlLun):
+                # A parked READ ends as an ordinary "nothing" completion, not as an error.
+                n = served.medium.release_all()
+                log.info("lun %s: completed %d parked READ(s) with the heartbeat", name, n)
             if served.handler is not None:
                 drained = served.handler.stop()
                 stats = served.handler.stats
@@ -181,5 +197,6 @@ class Daemon:
                     log.info("lun %s: removed from LIO", name)
                 except TcmuError as e:
                     log.error("lun %s: teardown: %s", name, e)
-            served.medium.close()
+            if isinstance(served.medium, FileMedium):
+                served.medium.close()
         self.luns.clear()
