@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument(
         "--backend",
         choices=("fileio", "edifd"),
-        default="fileio",
+        default="edifd",
         help="fileio: a LIO fileio LUN (plumbing only); edifd: python3 -m edifd run in the guest",
     )
     u.add_argument("--port", type=int, default=3260)

@@ -54,7 +54,7 @@ def _our_pid() -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
-    return pid if any(_tag().encode() in a for a in cmdline) else None
+    return pid if not _gone(pid) and any(_tag().encode() in a for a in cmdline) else None
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -66,7 +66,7 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def up(
-    backend: str = "fileio", port: int = 3260, iqn: str = DEFAULT_IQN, timeout: float = 300, log: Log = print
+    backend: str = "edifd", port: int = 3260, iqn: str = DEFAULT_IQN, timeout: float = 300, log: Log = print
 ) -> dict[str, Any]:
     """Boots VM-H detached, waits until its export is ready, writes and returns endpoints.json's content."""
     if backend not in BACKENDS:
@@ -113,13 +113,21 @@ def up(
     return ep
 
 
+def _gone(pid: int) -> bool:
+    # A zombie has exited; its parent (the `up` process, if still alive) just has not reaped it yet.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
+        if _gone(pid):
             return True
         time.sleep(0.2)
-    return not Path(f"/proc/{pid}").exists()
+    return _gone(pid)
 
 
 def down(timeout: float = 60, log: Log = print) -> dict[str, Any]:

@@ -8,7 +8,6 @@ fileio)
     exec python3 -m lab.guest.iscsi_export
     ;;
 edifd)
-    python3 -m lab.guest.probe > /lab/probe.log 2>&1
     python3 -m edifd run --config /lab/edifd.toml --ready-file /lab/ready &
     pid=$!
     while [ ! -e /lab/stop ] && kill -0 "$pid" 2>/dev/null; do sleep 0.5; done

@@ -267,6 +267,46 @@ def test_detached_vm_survives_parent(
     assert _wait_dead(qpid)
 
 
+def test_up_status_down_with_fake_qemu(
+    fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.control as control
+
+    monkeypatch.setenv("FAKE_QEMU", "serve")
+    monkeypatch.setenv("EDIF_LAB_OUT", str(tmp_path / "out"))
+    monkeypatch.setattr(control, "ensure_image", lambda log: image)
+    monkeypatch.setattr(control, "VM_NAME", f"u-up-{os.getpid()}")
+    port = free_port()
+    ep = control.up(backend="fileio", port=port, iqn="iqn.2003-01.org.x:t", timeout=20, log=lambda s: None)
+    try:
+        assert ep["url"] == f"iscsi://127.0.0.1:{port}/iqn.2003-01.org.x:t/0"
+        assert json.loads((tmp_path / "out/endpoints.json").read_text()) == ep
+        st = control.status()
+        assert st["up"] is True and st["pid"] == ep["pid"] and st["stray_qemu"] == []
+        argv = json.loads((tmp_path / "out" / control.VM_NAME / "argv.json").read_text())
+        assert f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:3260" in argv
+        assert "/src/lab/guest/serve.sh fileio" in (tmp_path / "out" / control.VM_NAME / "run.sh").read_text()
+        with pytest.raises(LabError, match="already up"):
+            control.up(backend="fileio", port=free_port(), timeout=5, log=lambda s: None)
+    finally:
+        res = control.down(timeout=20, log=lambda s: None)
+    assert res["was_up"] and res["clean_stop"] and res["remaining"] == []
+    assert not _alive(ep["pid"])
+    assert control.status()["up"] is False
+    assert not (tmp_path / "out/endpoints.json").exists()
+
+
+def test_up_rejects_unknown_backend_before_touching_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.control as control
+
+    monkeypatch.setenv("EDIF_LAB_OUT", str(tmp_path / "out"))
+    with pytest.raises(LabError, match="unknown backend"):
+        control.up(backend="tgt", log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
 # -- image cache ---------------------------------------
 
 
