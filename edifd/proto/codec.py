@@ -150,12 +150,13 @@ def decode(data: object, key: object) -> Message:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError("decode() takes bytes")
     try:
-        buf = bytes(data)
+        view = memoryview(data)
+        size = view.nbytes
     except (ValueError, TypeError, BufferError):  # e.g. a released memoryview
         raise ProtocolError("decode() takes readable bytes") from None
-
-    if len(buf) > MAX_MESSAGE_SIZE:
-        raise OversizedError(f"buffer of {len(buf)} bytes exceeds MAX_MESSAGE_SIZE {MAX_MESSAGE_SIZE}")
+    if size > MAX_MESSAGE_SIZE:  # checked before copying anything
+        raise OversizedError(f"buffer of {size} bytes exceeds MAX_MESSAGE_SIZE {MAX_MESSAGE_SIZE}")
+    buf = view.tobytes()
     if buf[:4] != MAGIC[: len(buf)]:
         raise BadMagicError("buffer does not start with the channel magic")
     if len(buf) < HEADER_SIZE:

@@ -10,8 +10,7 @@ from .body import Body, EmptyBody, register
 from .catalogue import MessageType
 from .codes import ELS_MAX_PAYLOAD, RoleFlags, SaDirection, SaFlags, SaStatus, ShutdownReason
 from .errors import MalformedBodyError
-from .ports import PortRef
-from .requests import _port_ref
+from .ports import PortRef, check_port_ref
 
 
 @register(MessageType.AUTH_NEEDED)
@@ -23,7 +22,7 @@ class AuthNeeded(Body):
     roles: RoleFlags = RoleFlags.TARGET
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         self._coerce("roles", check_flags(RoleFlags, self.roles, 8, "roles"))
 
     def pack(self) -> bytes:
@@ -50,7 +49,7 @@ class ElsRcvd(Body):
     _FMT = ">IHH"
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         check_uint(self.rx_exchange, 32, "rx_exchange")
         self._coerce("payload", check_payload(self.payload, 1, ELS_MAX_PAYLOAD, "payload"))
 
@@ -84,7 +83,7 @@ class SaUpdateCompl(Body):
     _FMT = ">IBBHHH"
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         check_uint(self.spi, 32, "spi")
         if self.spi == 0:
             raise MalformedBodyError("spi 0 is reserved (RFC 4303)")
@@ -115,7 +114,7 @@ class SessionShutdown(Body):
     reason: ShutdownReason
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         self._coerce("reason", check_enum(ShutdownReason, self.reason, "reason"))
 
     def pack(self) -> bytes:
@@ -134,7 +133,7 @@ class _PortEvent(Body):
     port: PortRef
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
 
     def pack(self) -> bytes:
         return self.port.pack()

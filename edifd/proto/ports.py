@@ -43,3 +43,10 @@ class PortRef:
         if pid_word >> 24:
             raise MalformedBodyError("reserved byte before port id must be zero")
         return cls(wwpn, pid_word, generation)
+
+
+def check_port_ref(value: object) -> PortRef:
+    """Body fields that name a remote port must hold a PortRef."""
+    if not isinstance(value, PortRef):
+        raise MalformedBodyError("port must be a PortRef")
+    return value

@@ -27,19 +27,13 @@ from .codes import (
     StopReason,
 )
 from .errors import MalformedBodyError
-from .ports import PortRef
+from .ports import PortRef, check_port_ref
 
 NONCE_SIZE = 32
 PROOF_SIZE = 32
 _ZERO32 = bytes(32)
 SA_KEY_FIELD = 32  # the key field is always 32 bytes; 128-bit keys use the first 16 (as qla2xxx)
 SA_SALT_SIZE = 4
-
-
-def _port_ref(value: object) -> PortRef:
-    if not isinstance(value, PortRef):
-        raise MalformedBodyError("port must be a PortRef")
-    return value
 
 
 @register(MessageType.APP_START)
@@ -150,7 +144,7 @@ class _PortOnly(Body):
     port: PortRef
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
 
     def pack(self) -> bytes:
         return self.port.pack()
@@ -179,7 +173,7 @@ class AuthFail(Body):
     reason: AuthFailReason = AuthFailReason.AUTH_FAILED
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         self._coerce("reason", check_enum(AuthFailReason, self.reason, "reason"))
 
     def pack(self) -> bytes:
@@ -203,7 +197,7 @@ class ElsSend(Body):
     payload: bytes
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         self._coerce("payload", check_payload(self.payload, 1, ELS_MAX_PAYLOAD, "payload"))
 
     def pack(self) -> bytes:
@@ -228,7 +222,7 @@ class ElsReply(Body):
     payload: bytes = b""
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         check_uint(self.rx_exchange, 32, "rx_exchange")
         self._coerce("action", check_enum(ElsReplyAction, self.action, "action"))
         lo, hi = (0, 0) if self.action is ElsReplyAction.TERMINATE else (1, ELS_MAX_PAYLOAD)
@@ -267,7 +261,7 @@ class SaUpdate(Body):
     _FMT = ">IBBH4s32s"
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         check_uint(self.spi, 32, "spi")
         if self.spi == 0:
             raise MalformedBodyError("spi 0 is reserved (RFC 4303)")
@@ -329,7 +323,7 @@ class EventAck(Body):
             raise MalformedBodyError(f"event_type {t.name} is not an event")
         self._coerce("event_type", t)
         check_uint(self.event_sequence, 64, "event_sequence")
-        _port_ref(self.port)
+        check_port_ref(self.port)
 
     def pack(self) -> bytes:
         return struct.pack(self._FMT, self.event_sequence, self.event_type, bytes(3)) + self.port.pack()

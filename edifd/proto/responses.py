@@ -23,8 +23,8 @@ from .codes import (
 )
 from .errors import MalformedBodyError
 from .framing import MAX_BODY_SIZE, MAX_MESSAGE_SIZE
-from .ports import PORT_REF_SIZE, PortRef
-from .requests import NONCE_SIZE, PROOF_SIZE, _port_ref
+from .ports import PORT_REF_SIZE, PortRef, check_port_ref
+from .requests import NONCE_SIZE, PROOF_SIZE
 
 
 @register(MessageType.RESPONSE)
@@ -179,7 +179,7 @@ class TargetEntry:
     SIZE = PORT_REF_SIZE + 4
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         object.__setattr__(self, "roles", check_flags(RoleFlags, self.roles, 8, "roles"))
         object.__setattr__(self, "state", check_enum(PortState, self.state, "state"))
         object.__setattr__(self, "auth", check_enum(AuthState, self.auth, "auth"))
@@ -206,7 +206,7 @@ class StatsEntry:
     SIZE = PORT_REF_SIZE + 24
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         check_uint(self.rekey_count, 64, "rekey_count")
         check_uint(self.tx_bytes, 64, "tx_bytes")
         check_uint(self.rx_bytes, 64, "rx_bytes")
@@ -287,7 +287,7 @@ class ElsResponse(Body):
     payload: bytes = b""
 
     def __post_init__(self) -> None:
-        _port_ref(self.port)
+        check_port_ref(self.port)
         self._coerce("result", check_enum(ElsResult, self.result, "result"))
         self._coerce("payload", check_payload(self.payload, 0, ELS_MAX_PAYLOAD, "payload"))
 

@@ -354,3 +354,10 @@ def test_heartbeat_exact_bytes() -> None:
     assert data[72:] == bytes(4096 - 72)
     msg = decode(data, KEY)
     assert msg.type is MessageType.HEARTBEAT and msg.sequence == 17
+
+
+def test_huge_and_multibyte_buffers() -> None:
+    with pytest.raises(OversizedError):
+        decode(bytes(10 * 1024 * 1024), KEY)
+    data = encode(sample(), KEY)  # 512 bytes: viewed as 128 32-bit items, still 512 bytes
+    assert decode(memoryview(data).cast("I"), KEY) == sample()

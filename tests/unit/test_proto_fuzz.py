@@ -35,6 +35,7 @@ from edifd.proto.strategies import messages
 _COMMON = {
     "deadline": None,  # a shared 2-core box: no timing in tests
     "database": None,  # keep the shared checkout free of example databases
+    "print_blob": True,  # without a database, a failure prints the blob that reproduces it
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 }
 settings.register_profile("edifd-proto-fuzz-ci", max_examples=10_000, **_COMMON)
