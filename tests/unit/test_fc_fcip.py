@@ -227,8 +227,11 @@ def test_stream_decoder_never_raises_on_mutated_records(
         rec = rec[: data.draw(st.integers(0, len(rec)))]
     dec = FcipStreamDecoder()
     events = dec.feed(bytes(rec)) + dec.feed_eof()
-    assert len(events) <= 1
-    if events and isinstance(events[0], LinkError):
-        assert dec.counters[events[0].reason] == 1 and dec.needs_reset
-    elif events:
-        assert events[0].pack_with_crc()[:-4] == bytes(rec[32:-8])  # accepted only if still consistent
+    errors = [ev for ev in events if isinstance(ev, LinkError)]
+    assert len(errors) <= 1 and (not errors or events[-1] is errors[0])
+    if errors:
+        assert dec.counters[errors[0].reason] == 1 and dec.needs_reset
+    for ev in events[: len(events) - len(errors)]:
+        # Anything accepted is self-consistent: it re-encodes to bytes present in the input
+        # (from the SOF word on; timestamp and encapsulation CRC are not checked on receipt).
+        assert isinstance(ev, Frame) and encode_frame(ev)[28:] in bytes(rec)

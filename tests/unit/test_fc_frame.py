@@ -174,3 +174,13 @@ def test_unpack_fc_raises_only_fc_error(data: bytes) -> None:
         Frame.unpack_fc(data, Sof.I3, Eof.T, check_crc=False)
     except FcError:
         pass
+
+
+def test_esp_aad_header_is_known_before_encryption() -> None:
+    # The ESP stage needs the protected header (fill bits included) as AAD before it has the
+    # ciphertext; a placeholder body of the final length gives exactly the header sent.
+    plain = Frame(FrameHeader(r_ctl=RCtl.FCP_DATA, d_id=1, s_id=2, type=FcType.FCP, f_ctl=0x880008), b"abcde")
+    esp = EspHeader(0x100, 7)
+    placeholder = plain.with_esp(esp, bytes(8 + len(plain.payload) + 16))
+    sent = plain.with_esp(esp, b"I" * 8 + b"CCCCC" + b"T" * 16)
+    assert placeholder.header == sent.header and sent.header.fill == 3
