@@ -200,3 +200,13 @@ def test_ethernet_fcip_trace_decodes(tshark: str, tmp_path: Path) -> None:
         words = (28 + 4 + len(fr.pack_with_crc()) + 4) // 4
         assert int(row["fcip.framelen"]) == words
         assert (int(row["fcip.sof"], 16), int(row["fcip.eof"], 16)) == (fr.sof, fr.eof)
+
+
+def test_linktype_224_trace_decodes(tshark: str, tmp_path: Path) -> None:
+    # FC_2 without delimiters and CRC: the same FC decode, no CRC verdict.
+    frames = scenario()
+    pcap = tmp_path / "edif-224.pcap"
+    write_pcap(str(pcap), frames, LinkType.FC_2)
+    rows = decode(tshark, pcap)
+    check_fc_fields(rows, frames)
+    assert all(row["fc.crc.status"] == "" for row in rows)
