@@ -60,6 +60,7 @@ from .events import (
     SessionShutdown,
     TargetGone,
 )
+from .exchange import ack_for, check_response, response_to
 from .framing import (
     BLOCK_SIZES,
     HEADER_SIZE,
@@ -111,6 +112,9 @@ from .responses import (
 )
 
 __all__ = [
+    "response_to",
+    "check_response",
+    "ack_for",
     "AppStart",
     "AppStartAnswer",
     "AppStartChallenge",

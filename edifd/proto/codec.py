@@ -104,6 +104,8 @@ def _mac(key: bytes, prefix: bytes, body: bytes) -> bytes:
 
 def encoded_size(msg: Message, *, block_size: int = 512) -> int:
     """The size encode() returns for msg (without pad_to)."""
+    if block_size not in BLOCK_SIZES:
+        raise ProtocolError(f"block_size must be one of {BLOCK_SIZES}")
     n = HEADER_SIZE + len(msg.body.pack())
     return -(-n // block_size) * block_size
 
