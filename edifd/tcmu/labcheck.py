@@ -7,7 +7,8 @@ in the medium); a parked READ aborted by the initiator's SCSI EH arrives as a TM
 retry is served; stopping the handler with a READ parked completes within seconds and the LUN then
 deletes cleanly; a handler started on a device that already has commands queued (the LUN scan that
 blocks without a handler) attaches, and the disk works; iSCSI (demo mode and ACL) and
-vhost-scsi exports are created and removed; the asyncio owner passes the same round trip and stop.
+vhost-scsi exports are created and removed; the asyncio owner passes the same round trip and stop;
+10,400 4 KiB reads, half completed out of order from another thread, wrap a 1 MiB ring and all match.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import logging
 import mmap
 import os
+import queue
+import random
 import sys
 import threading
 import time
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edifd.scsi.command import Pending, ScsiCommand
+from edifd.scsi.command import Pending, ScsiCommand, ScsiResponse, Status
 from edifd.scsi.disk import ScsiDisk
 from edifd.scsi.identity import Identity
 from edifd.scsi.medium import IoRequest, MemoryMedium
@@ -109,6 +112,92 @@ def _start(disk: ScsiDisk) -> Callable[[Backstore], TcmuHandler]:
         h.start()
         return h
     return start
+
+
+class ShufflingMedium(MemoryMedium):
+    """Odd 4 KiB blocks are answered later, from another thread, in shuffled order: real
+    out-of-order completion while the ring wraps."""
+
+    def __init__(self) -> None:
+        super().__init__(SIZE // BS, BS)
+        self.buf[:] = os.urandom(SIZE)
+        self.q: queue.Queue[tuple[Pending, bytes] | None] = queue.Queue()
+        self.deferred = 0
+
+    def read(self, req: IoRequest) -> bytes | Pending:  # type: ignore[override]
+        data = super().read(req)
+        if (req.lba // 8) % 2:
+            p = Pending(req.command)
+            self.deferred += 1
+            self.q.put((p, data))
+            return p
+        return data
+
+    def resolver(self) -> None:
+        rng = random.Random(1)
+        held: list[tuple[Pending, bytes]] = []
+        while True:
+            try:
+                item: tuple[Pending, bytes] | None | bool = self.q.get(timeout=0.005)
+            except queue.Empty:
+                item = False  # idle: release one held answer so no reader waits forever
+            if item is None:
+                break
+            if isinstance(item, tuple):
+                held.append(item)
+            if held and (len(held) >= 3 or item is False):
+                p, data = held.pop(rng.randrange(len(held)))
+                p.resolve(ScsiResponse(Status.GOOD, data))
+        for p, data in held:
+            p.resolve(ScsiResponse(Status.GOOD, data))
+
+
+def _ooo_check(lio: Lio, n_threads: int = 4, per_thread: int = 2600) -> dict[str, Any]:
+    """4 KiB O_DIRECT reads from several threads through a 1 MiB ring (8191 READ entries per lap),
+    half of them completed out of order from another thread."""
+    medium = ShufflingMedium()
+    disk = ScsiDisk(medium, Identity(vendor="EDIF", product="LABCHECK5", serial="LABCHK05"))
+    spec = BackstoreSpec("edifchk4", "edif", "chk4", SIZE, wwn="LABCHK05", cmd_ring_size_mb=1)
+    bs, h, exp = lio.setup(spec, LoopbackExport(), _start(disk))
+    dev = loopback_disk(exp, timeout=60)
+    Path("/sys/block", dev.name, "queue", "nomerges").write_text("2")
+    res = threading.Thread(target=medium.resolver, daemon=True)
+    res.start()
+    bad: list[int] = []
+    done: list[int] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        try:
+            for _ in range(per_thread):
+                off = rng.randrange(SIZE // 4096) * 4096
+                os.preadv(fd, [buf], off)
+                if buf[:] != medium.buf[off:off + 4096]:
+                    bad.append(off)
+                done.append(1)
+        finally:
+            os.close(fd)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    secs = time.monotonic() - t0
+    medium.q.put(None)
+    res.join(10)
+    out = {"reads": len(done), "mismatches": len(bad), "deferred_out_of_order": medium.deferred,
+           "ring_size": (bs.path / "info").read_text().split("CmdRingSizeMB:")[-1].split()[0] + " MiB",
+           "ring_wraps_pads": h.ring_pads, "seconds": round(secs, 2),
+           "reads_per_s": round(len(done) / secs, 1) if secs else None}
+    out["stop_drained"] = h.stop()
+    out["stats"] = vars(h.stats)
+    lio.unexport(exp)
+    lio.remove_backstore(bs)
+    return out
 
 
 async def _async_check(lio: Lio) -> dict[str, Any]:
@@ -267,6 +356,12 @@ def main() -> int:
         h3.stop()
         lio.unexport(exp3)
         lio.remove_backstore(bs3)
+    # 7. out-of-order completion across ring wraps (1 MiB ring) --------------------------------
+    ooo = _ooo_check(lio)
+    fig["ooo_wrap"] = ooo
+    ok &= ooo["mismatches"] == 0 and ooo["reads"] == 4 * 2600 and ooo["ring_wraps_pads"] >= 1
+    ok &= ooo["stats"]["failures"] == 0 and ooo["stop_drained"]
+
     # 6. the asyncio owner: export, round trip, stop with a parked READ, delete ------------------
     asy = asyncio.run(_async_check(lio))
     fig["asyncio"] = asy
