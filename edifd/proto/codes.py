@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-# FC-LS: the largest ELS payload qla2xxx relays (ELS_MAX_PAYLOAD), AUTH_ELS included.
+# The FC-FS maximum frame data field, and qla2xxx's ELS_MAX_PAYLOAD for relayed AUTH_ELS.
 ELS_MAX_PAYLOAD = 2112
 
 
