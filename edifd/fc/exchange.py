@@ -81,18 +81,17 @@ def response_frame(
 # --- ELS ----------------------------------------------------------------------------------------
 
 
-def els_request(*, s_id: int, d_id: int, ox_id: int, els: object, seq_id: int = 0) -> Frame:
-    """An ELS request frame (R_CTL 0x22, TYPE 0x01, F_CTL 0x290000); `els` has `pack()`."""
-    payload: bytes = els.pack()  # type: ignore[attr-defined]
+def els_request(*, s_id: int, d_id: int, ox_id: int, els: ElsPayload, seq_id: int = 0) -> Frame:
+    """An ELS request frame (R_CTL 0x22, TYPE 0x01, F_CTL 0x290000)."""
     return request_frame(
-        r_ctl=RCtl.ELS_REQ, type=FcType.ELS, s_id=s_id, d_id=d_id, ox_id=ox_id, payload=payload, seq_id=seq_id
+        r_ctl=RCtl.ELS_REQ, type=FcType.ELS, s_id=s_id, d_id=d_id, ox_id=ox_id,
+        payload=els.pack(), seq_id=seq_id,
     )
 
 
-def els_reply(request: Frame, els: object, *, rx_id: int, seq_id: int = 0) -> Frame:
+def els_reply(request: Frame, els: ElsPayload, *, rx_id: int, seq_id: int = 0) -> Frame:
     """LS_ACC / LS_RJT for `request` (R_CTL 0x23, F_CTL 0x990000)."""
-    payload: bytes = els.pack()  # type: ignore[attr-defined]
-    return response_frame(request, r_ctl=RCtl.ELS_REP, payload=payload, rx_id=rx_id, seq_id=seq_id)
+    return response_frame(request, r_ctl=RCtl.ELS_REP, payload=els.pack(), rx_id=rx_id, seq_id=seq_id)
 
 
 # --- FCP ----------------------------------------------------------------------------------------
