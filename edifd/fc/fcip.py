@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import ErrorReason, FcError, FcipError, FrameError
 from .frame import FC_CRC_LEN, FC_HEADER_LEN, FC_MAX_DATA_FIELD, Eof, Frame, Sof
+
+D = TypeVar("D", Sof, Eof)
 
 FCIP_TCP_PORT = 3225
 FCIP_PROTOCOL = 1
@@ -100,7 +103,7 @@ def _check_header_words(buf: bytes | bytearray) -> int:
     return words * 4
 
 
-def _delimiter(word: bytes | bytearray, enum_cls: type[Sof] | type[Eof], reason: ErrorReason) -> Sof | Eof:
+def _delimiter(word: bytes | bytearray, enum_cls: type[D], reason: ErrorReason) -> D:
     code = word[0]
     if word[1] != code or word[2] != code ^ 0xFF or word[3] != code ^ 0xFF:
         raise FrameError(f"malformed delimiter word {bytes(word).hex()}", reason)
@@ -126,7 +129,7 @@ def decode_record(record: bytes) -> Frame:
 def _decode_body(record: bytes) -> Frame:
     sof = _delimiter(record[ENCAP_HEADER_LEN : ENCAP_HEADER_LEN + 4], Sof, ErrorReason.BAD_SOF)
     eof = _delimiter(record[-4:], Eof, ErrorReason.BAD_EOF)
-    return Frame.unpack_fc(record[ENCAP_HEADER_LEN + 4 : -4], Sof(sof), Eof(eof))
+    return Frame.unpack_fc(record[ENCAP_HEADER_LEN + 4 : -4], sof, eof)
 
 
 class FcipStreamDecoder:
