@@ -249,6 +249,14 @@ def _clean_stale_tmp(cache: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _prune(cache: Path, prefix: str, keep: int, current: Path) -> None:
+    """Drops all but the ``keep`` newest ``<prefix>*`` entries (never ``current``), so recipe changes do not
+    fill the disk. Only called with the lock held. A VM booted from a dropped image keeps its open file."""
+    entries = sorted((p for p in cache.glob(f"{prefix}*") if p != current), key=lambda p: p.stat().st_mtime)
+    for old in entries[: max(0, len(entries) - (keep - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def resolve_kernel_package() -> str:
     out = _run(["apt-cache", "depends", KERNEL_META])
     for line in out.splitlines():
@@ -441,5 +449,11 @@ def ensure_image(log: Log = print, cache: Path | None = None) -> GuestImage:
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for prefix, keep, cur in (
+            ("image-", 3, final),
+            ("base-", 2, base.parent),
+            ("kernel-", 2, kroot.parent),
+        ):
+            _prune(cache, prefix, keep, cur)
         sl.note(f"image {key} built in {sl.elapsed():.1f}s: {final}")
     return GuestImage.load(final)

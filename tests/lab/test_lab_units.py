@@ -371,6 +371,14 @@ def test_cache_lock_is_exclusive(tmp_path: Path) -> None:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the block
 
 
+def test_prune_keeps_newest_and_current(tmp_path: Path) -> None:
+    for i, name in enumerate(["image-a", "image-b", "image-c", "image-d", "base-x"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    image_mod._prune(tmp_path, "image-", 3, tmp_path / "image-a")  # the oldest is the one in use
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-x", "image-a", "image-c", "image-d"]
+
+
 def test_failed_build_command_reports_output_tail() -> None:
     with pytest.raises(LabError, match="rc=3") as ei:
         image_mod._run(["sh", "-c", "echo the-reason >&2; exit 3"])
