@@ -151,6 +151,12 @@ class FcipStreamDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def stats(self) -> dict[str, int]:
+        """Counters with string keys, for metrics and status output."""
+        out = {f"rx_error_{r.value}": n for r, n in self.counters.items()}
+        out.update(rx_frames=self.frames_decoded, rx_bytes_discarded=self.bytes_discarded)
+        return out
+
     def reset(self) -> None:
         """Start over on a new connection (keeps the counters)."""
         self._buf.clear()
@@ -175,10 +181,11 @@ class FcipStreamDecoder:
                     self._need = _check_header_words(buf[pos : pos + 16])
                 if avail < self._need:
                     break
-                record = bytes(buf[pos : pos + self._need])
+                frame = _decode_body(bytes(buf[pos : pos + self._need]))
+                # Consume only after a successful decode, so a rejected record counts as discarded.
                 pos += self._need
                 self._need = None
-                events.append(_decode_body(record))
+                events.append(frame)
                 self.frames_decoded += 1
         except FcError as e:
             del buf[:pos]

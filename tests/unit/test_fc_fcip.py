@@ -167,6 +167,9 @@ def test_bad_record_gives_error_event_counter_and_reset(name: str) -> None:
     dec.reset()
     assert dec.feed(good) == [ABTS]
     assert dec.counters[reason] == 1  # counters survive the reset
+    stats = dec.stats()
+    assert stats[f"rx_error_{reason.value}"] == 1 and stats["rx_frames"] == 2
+    assert stats["rx_bytes_discarded"] == len(record) + 2 * len(good)
 
 
 def test_garbage_is_rejected_at_its_first_byte() -> None:
