@@ -89,10 +89,18 @@ class _Slot:
 
 
 def build_command(ring_cmd: RingCommand, data_out: bytes) -> ScsiCommand:
-    return ScsiCommand(cdb=ring_cmd.cdb, data_out=data_out,
-                       data_in_len=ring_cmd.bidi_len if ring_cmd.bidi_iovecs else
-                       (0 if data_out or ring_cmd.cdb[0] in DATA_OUT_OPCODES else ring_cmd.data_len),
-                       tag=ring_cmd.cmd_id)
+    """The ScsiCommand for a ring command whose Data-Out (if any) was already copied out.
+
+    BIDI: Data-In is the bidi iovecs. Data-out opcodes: no Data-In at all. Anything else: the
+    whole buffer is Data-In, and the answer must fill it.
+    """
+    if ring_cmd.bidi_iovecs:
+        data_in_len = ring_cmd.bidi_len
+    elif data_out or ring_cmd.cdb[0] in DATA_OUT_OPCODES:
+        data_in_len = 0
+    else:
+        data_in_len = ring_cmd.data_len
+    return ScsiCommand(cdb=ring_cmd.cdb, data_out=data_out, data_in_len=data_in_len, tag=ring_cmd.cmd_id)
 
 
 class RingDispatcher:

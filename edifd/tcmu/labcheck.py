@@ -245,12 +245,15 @@ def main() -> int:
     medium = ParkingMedium()
     disk = ScsiDisk(medium, Identity(vendor="EDIF", product="LABCHECK", serial="LABCHK01"))
     t0 = time.monotonic()
-    bs, h, exp = lio.setup(BackstoreSpec("edifchk0", "edif", "chk0", SIZE, wwn="LABCHK01"),
-                           LoopbackExport(), _start(disk))
+    spec1 = BackstoreSpec("edifchk0", "edif", "chk0", SIZE, wwn="LABCHK01")
+    bs, h, exp = lio.setup(spec1, LoopbackExport(), _start(disk))
     dev = loopback_disk(exp, timeout=60)
     fig["setup_to_disk_s"] = round(time.monotonic() - t0, 3)
     fig["disk"] = str(dev)
     fig["uio_name"] = bs.uio_name
+    found = lio.find_backstore(spec1)
+    fig["find_backstore_matches"] = found is not None and found.uio_name == bs.uio_name
+    ok &= fig["find_backstore_matches"]
     fig["attrib"] = {a: (bs.path / "attrib" / a).read_text().strip()
                      for a in ("cmd_time_out", "qfull_time_out", "tmr_notification")}
     pattern = os.urandom(MIB)

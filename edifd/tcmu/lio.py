@@ -332,6 +332,25 @@ class Lio:
             raise LioError(f"unexpected backstore path {path}")
         return Backstore(spec, int(m.group(1)), path, so)
 
+    def find_backstore(self, spec: BackstoreSpec) -> Backstore | None:
+        """The user backstore an earlier edifd left for `spec` (to re-attach after a restart),
+        or None. One with the same name but another config or size raises LioError: serving the
+        wrong disk is worse than not starting."""
+        self.prepare()
+        root = self._call("reading LIO state", self.rts.RTSRoot)
+        for so in self._call("listing storage objects", lambda: list(root.storage_objects)):
+            if getattr(so, "plugin", None) != "user" or so.name != spec.name:
+                continue
+            path = Path(so.path)
+            m = re.fullmatch(r"user_(\d+)", path.parent.name)
+            config, size = self._call(f"reading {spec.name}", lambda so=so: (so.config, int(so.size)))
+            if config != spec.config or size != spec.size or not m:
+                raise LioError(f"LIO already has a user backstore {spec.name!r} ({config}, {size} bytes) "
+                               f"that does not match ({spec.config}, {spec.size} bytes); remove it or "
+                               f"choose another name")
+            return Backstore(spec, int(m.group(1)), path, so)
+        return None
+
     def export(self, backstore: Backstore, spec: ExportSpec) -> Export:
         """Export the backstore. Start the ring handler first: the LUN scan needs it."""
         self.prepare([spec.fabric])

@@ -83,7 +83,19 @@ def fake_rtslib(log: list[tuple], fail: str | None = None) -> types.ModuleType:
         def __init__(self, acl, mlun, lun):
             rec("mlun", mlun)
 
-    for c in (UserBackedStorageObject, FabricModule, Target, TPG, LUN, NetworkPortal, NodeACL, MappedLUN):
+    class Existing:
+        plugin = "user"
+
+        def __init__(self, name, config, size, hba=3):
+            self.name, self.config, self.size = name, config, size
+            self.path = f"/sys/kernel/config/target/core/user_{hba}/{name}"
+
+    class RTSRoot:
+        storage_objects = [Existing("edisk0", "edif/ctl0", 64 << 20), Existing("other", "edif/x", 1 << 20)]
+
+    m.Existing = Existing
+    for c in (UserBackedStorageObject, FabricModule, Target, TPG, LUN, NetworkPortal, NodeACL, MappedLUN,
+              RTSRoot):
         setattr(m, c.__name__, c)
     return m
 
@@ -279,3 +291,12 @@ def test_loopback_disk_found_from_the_tpg_address(tmp_path: Path) -> None:
     assert loopback_disk(exp, cfs, sysfs, timeout=0) == Path("/dev/sdb")
     with pytest.raises(LioError):
         loopback_disk(Export(Fabric.LOOPBACK, "naa.5001405000000002", 1, 0, None, None), cfs, sysfs, 0)
+
+
+def test_find_backstore_for_reattach(env) -> None:
+    lio, log, _, _ = env
+    bs = lio.find_backstore(SPEC)
+    assert bs is not None and bs.uio_name == "tcm-user/3/edisk0/edif/ctl0"
+    assert lio.find_backstore(BackstoreSpec("absent", "edif", "ctl0", 1 << 20)) is None
+    with pytest.raises(LioError, match="does not match"):
+        lio.find_backstore(BackstoreSpec("other", "edif", "y", 1 << 20))
