@@ -85,12 +85,12 @@ def cmd_probe(a: argparse.Namespace) -> int:
 
 def cmd_scenario(a: argparse.Namespace) -> int:
     """The two-VM iSCSI path without pytest (lab.pair): prints a JSON summary, exit 1 on any problem."""
-    from .control import out_dir
+    from .control import run_dir
     from .image import ensure_image
     from .pair import run_iscsi_pair
 
     img = ensure_image(log=_log)
-    res = run_iscsi_pair(img, out_dir() / "scenario", timeout=a.timeout, log=_log)
+    res = run_iscsi_pair(img, run_dir("scenario"), timeout=a.timeout, log=_log)
     print(json.dumps(res.summary(), indent=2))
     for p in res.problems():
         _err(f"lab scenario: {p}")

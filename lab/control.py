@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -55,6 +56,33 @@ def _our_pid() -> int | None:
     except OSError:
         return None
     return pid if not _gone(pid) and any(_tag().encode() in a for a in cmdline) else None
+
+
+def _strays() -> list[int]:
+    """Lab VM-H QEMUs of *this* out dir (another checkout's `lab up` on the same machine is not ours)."""
+    share = f"path={out_dir() / VM_NAME},".encode()
+    found = []
+    for pid in pids_with_tag(_tag()):
+        try:
+            if share in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return [p for p in found if not _gone(p)]
+
+
+def run_dir(kind: str) -> Path:
+    """A fresh ``lab/out/<kind>/<pid>/`` for one run's VM shares (kept for inspection and CI artifacts).
+    Directories of runs whose process is gone are removed, so concurrent runs never share one."""
+    base = out_dir() / kind
+    base.mkdir(parents=True, exist_ok=True)
+    for d in base.iterdir():
+        if d.is_dir() and d.name.isdigit() and not Path(f"/proc/{d.name}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+    mine = base / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return mine
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -144,13 +172,13 @@ def down(timeout: float = 60, log: Log = print) -> dict[str, Any]:
             os.kill(pid, signal.SIGKILL)
             res["killed"].append(pid)
             _wait_gone(pid, 10)
-    # Leftovers from an interrupted `up` whose pid file was lost: same tag, started by this tool.
-    for stray in pids_with_tag(_tag()):
+    # Leftovers from an interrupted `up` whose pid file was lost: same tag and this checkout's share.
+    for stray in _strays():
         log(f"killing leftover lab QEMU pid {stray}")
         os.kill(stray, signal.SIGKILL)
         res["killed"].append(stray)
         _wait_gone(stray, 10)
-    res["remaining"] = pids_with_tag(_tag())
+    res["remaining"] = _strays()
     _pid_file().unlink(missing_ok=True)
     _endpoints_file().unlink(missing_ok=True)
     if res["remaining"]:
@@ -171,5 +199,5 @@ def status() -> dict[str, Any]:
         st["last_markers"] = [
             line[5:] for line in console.read_text(errors="replace").splitlines() if line.startswith("LAB: ")
         ][-3:]
-    st["stray_qemu"] = [p for p in pids_with_tag(_tag()) if p != pid]
+    st["stray_qemu"] = [p for p in _strays() if p != pid]
     return st

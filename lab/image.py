@@ -93,6 +93,9 @@ HOST_PACKAGES: tuple[str, ...] = (
     "libiscsi-bin",  # iscsi-inq on the host
 )
 
+# Wait for apt/dpkg locks held by others (unattended-upgrades, a parallel job) instead of failing at once.
+APT_WAIT = ("-o", "DPkg::Lock::Timeout=300")
+
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 LABINIT = GUEST_DIR / "labinit.sh"
 INITRAMFS_INIT = GUEST_DIR / "initramfs-init.sh"
@@ -211,8 +214,8 @@ def ensure_host_packages(log: StepLog) -> None:
     if not missing:
         return
     with log.step(f"apt-get install {' '.join(missing)}"):
-        _run(["apt-get", "update", "-q"])
-        _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing])
+        _run(["apt-get", "update", "-q", *APT_WAIT])
+        _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_WAIT, *missing])
 
 
 @contextmanager
@@ -395,17 +398,20 @@ def ensure_image(log: Log = print, cache: Path | None = None) -> GuestImage:
     key = image_key()
     final = cache / f"image-{key}"
     sl = StepLog(log)
+    # Checked on the cached path too: CI may restore the cache onto a fresh machine without QEMU.
+    if missing_host_packages():
+        with _locked(cache, sl):
+            ensure_host_packages(sl)
     if (final / "manifest.json").exists():
         sl.note(f"image {key}: cached in {final}")
         return GuestImage.load(final)
-    ensure_host_packages(sl)
     with _locked(cache, sl):
         if (final / "manifest.json").exists():  # built by whoever held the lock before us
             sl.note(f"image {key}: built meanwhile by another process")
             return GuestImage.load(final)
         _clean_stale_tmp(cache)
         with sl.step("apt-get update"):
-            _run(["apt-get", "update", "-q"])
+            _run(["apt-get", "update", "-q", *APT_WAIT])
         kpkg = resolve_kernel_package()
         kver = kpkg.removeprefix("linux-image-")
         kroot = _kernel_stage(cache, kpkg, sl) / "x"

@@ -79,6 +79,7 @@ def _tie_to_parent() -> None:  # runs in the child between fork and exec
 _live: set[VM] = set()
 _live_lock = threading.Lock()
 _hooks_installed = False
+_atexit_installed = False
 
 
 def _kill_all() -> None:
@@ -102,12 +103,14 @@ _prev_handlers: dict[int, object] = {}
 
 
 def _install_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    atexit.register(_kill_all)
-    if threading.current_thread() is threading.main_thread():
+    global _atexit_installed, _hooks_installed
+    if not _atexit_installed:
+        _atexit_installed = True
+        atexit.register(_kill_all)
+    # Signal handlers can only be set from the main thread; a VM started elsewhere gets them at the next
+    # start from the main thread (pdeathsig and atexit still cover it meanwhile).
+    if not _hooks_installed and threading.current_thread() is threading.main_thread():
+        _hooks_installed = True
         for s in (signal.SIGINT, signal.SIGTERM):
             _prev_handlers[s] = signal.getsignal(s)
             signal.signal(s, _on_signal)

@@ -5,7 +5,7 @@ python packages, ``import edifd`` from the read-only source share), then exports
 (demo mode) with its port 3260 forwarded to a free host port. The host runs ``iscsi-inq`` against it; VM-S
 maps the LUN through QEMU's iSCSI initiator as ``scsi-block``, reads the LIO identity with ``sg_inq`` and does
 a 1 MiB O_DIRECT round trip; after the host stops VM-H, VM-H reports the hash of the backing-file range.
-The VM shares (console.log, out.log, dmesg.log, result.json) stay in lab/out/smoke/ for inspection or CI
+The VM shares (console.log, out.log, dmesg.log, result.json) stay in lab/out/smoke/<pid>/ for inspection or CI
 upload.
 """
 
@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from lab.control import out_dir
+from lab.control import run_dir
 from lab.guest.iscsi_initiator import IO_LEN
 from lab.image import GuestImage
 from lab.pair import PairResult, run_iscsi_pair
@@ -33,7 +33,7 @@ def _ver(v: str) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def pair(lab_image: GuestImage) -> PairResult:
-    res = run_iscsi_pair(lab_image, out_dir() / "smoke", timeout=300)
+    res = run_iscsi_pair(lab_image, run_dir("smoke"), timeout=300)
     print("lab pair:", json.dumps(res.summary()))
     return res
 

@@ -344,10 +344,25 @@ def test_cached_image_needs_no_commands(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     monkeypatch.setattr(image_mod, "_run", boom)
     monkeypatch.setattr(image_mod, "ensure_host_packages", boom)
+    monkeypatch.setattr(image_mod, "missing_host_packages", lambda: [])
     logs: list[str] = []
     img = image_mod.ensure_image(log=logs.append, cache=tmp_path)
     assert img.root == final and img.kernel_version == "6.1.0-9-amd64"
     assert any("cached" in line for line in logs)
+
+
+def test_cached_image_still_installs_missing_host_tools(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    final = tmp_path / f"image-{image_mod.image_key()}"
+    final.mkdir()
+    (final / "manifest.json").write_text(json.dumps({"key": "k", "kernel_version": "6.1.0-9-amd64"}))
+    ran: list[list[str]] = []
+    monkeypatch.setattr(image_mod, "missing_host_packages", lambda: ["qemu-block-extra"] if not ran else [])
+    monkeypatch.setattr(image_mod, "_run", lambda argv, **kw: ran.append(argv) or "")
+    image_mod.ensure_image(log=lambda s: None, cache=tmp_path)
+    assert [a[:2] for a in ran] == [["apt-get", "update"], ["apt-get", "install"]]
+    assert ran[1][-1] == "qemu-block-extra"
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
