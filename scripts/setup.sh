@@ -12,7 +12,7 @@ VENV=${VENV:-.venv}
 APT_PACKAGES="python3 python3-venv python3-pip make git
  qemu-system-x86 qemu-utils qemu-block-extra debootstrap busybox-static cpio kmod e2fsprogs
  libiscsi-bin sg3-utils tshark
- strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins libstrongswan-extra-plugins"
+ strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libstrongswan-extra-plugins"
 
 apt_stamp=/var/lib/edifd-dev/apt.stamp
 want=$(echo $APT_PACKAGES | tr ' ' '\n' | sort | tr '\n' ' ')

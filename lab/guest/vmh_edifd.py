@@ -3,14 +3,17 @@
 Run as ``python3 -m lab.guest.vmh_edifd`` (Debian's python3, project source on PYTHONPATH). Phases, each
 recorded in ``result.json``:
 
-1. edifd starts with a tcm_loop data LUN (``loop0``) and an iSCSI data LUN (``disk0``, demo mode, 0.0.0.0:3260);
+1. edifd starts with a tcm_loop data LUN (``loop0``) and an iSCSI data LUN
+   (``disk0``, demo mode, 0.0.0.0:3260);
 2. ``loop0`` appears as /dev/sdX with our INQUIRY identity (sg_inq), and a 1 MiB O_DIRECT round trip matches,
    in the backing file too;
 3. edifd is killed with SIGKILL and restarted while a writer loops over ``loop0``: the writer must see no
    error and every block must verify;
-4. ``ready``: the host now uses ``disk0`` over iSCSI (iscsi-inq, iscsi-test-cu, VM-S) until it touches ``stop``;
+4. ``ready``: the host now uses ``disk0`` over iSCSI (iscsi-inq, iscsi-test-cu, VM-S) until it
+   touches ``stop``;
 5. parked READs: readers block on the control LUN ``ctl0`` (its READs park until the heartbeat); edifd is
-   stopped with SIGTERM and must exit within 10 s having completed them; then every LUN is deleted from LIO.
+   stopped with SIGTERM and must exit within 10 s having completed them; ``ctl0`` is then deleted from LIO,
+   and a last edifd run with ``--teardown`` removes everything else.
 
 Environment: ``LAB_IQN`` (iSCSI name of disk0), ``LAB_HOLD_S`` (give up waiting for stop; default 900).
 """
@@ -87,12 +90,22 @@ class Edifd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90) -> float:
+    def start(self, timeout: float = 90, extra: list[str] | None = None) -> float:
         READY.unlink(missing_ok=True)
         t0 = time.monotonic()
         logf = open("/lab/edifd.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edifd", "run", "--config", str(CONFIG), "--ready-file", str(READY)],
+            [
+                sys.executable,
+                "-m",
+                "edifd",
+                "run",
+                "--config",
+                str(CONFIG),
+                "--ready-file",
+                str(READY),
+                *(extra or []),
+            ],
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
@@ -286,13 +299,24 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
         r.join(10)
     res["readers"] = outcomes
     res["readers_stuck"] = sum(r.is_alive() for r in readers)
-    # The LUNs must now delete without hanging (a parked command would block the configfs rmdir).
-    t = time.monotonic()
+    # The control LUN must now delete without hanging: a parked command would block the configfs rmdir.
+    # (The data LUNs are left alone here: removing their /dev/sdX sends SYNCHRONIZE CACHE, which only a
+    # running edifd can answer; edifd's own teardown below removes them.)
     from rtslib_fb import RTSRoot
 
-    RTSRoot().clear_existing(confirm=True)
-    res["lio_clear_s"] = round(time.monotonic() - t, 2)
+    t = time.monotonic()
+    for so in RTSRoot().storage_objects:
+        if so.name == "ctl0":
+            so.delete()
+    res["ctl0_delete_s"] = round(time.monotonic() - t, 2)
+    # edifd again, this time removing everything it serves on exit.
+    t = time.monotonic()
+    edifd.start(extra=["--teardown"])
+    edifd.signal(signal.SIGTERM)
+    res["teardown_rc"] = edifd.wait(60)
+    res["teardown_s"] = round(time.monotonic() - t, 2)
     res["uio_left"] = sorted(p.name for p in Path("/sys/class/uio").glob("uio*"))
+    res["backstores_left"] = sorted(so.name for so in RTSRoot().storage_objects)
     return res
 
 
