@@ -11,10 +11,8 @@ process held come back to the initiator as BUSY and are retried, so a guest sees
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edifd.channel.control_lun import ControlLun, HeartbeatTicker
@@ -76,27 +74,6 @@ def export_spec(lun: LunConfig) -> ExportSpec | None:
     return None
 
 
-def find_backstore(lio: Lio, spec: BackstoreSpec) -> Backstore | None:
-    """The user backstore an earlier edifd created for `spec`, or None.
-
-    A backstore of that name with another dev_config or size is not ours to reuse: refuse rather
-    than serve the wrong disk.
-    """
-    rts = lio.rts
-    for so in rts.RTSRoot().storage_objects:
-        if so.plugin != "user" or so.name != spec.name:
-            continue
-        path = Path(so.path)
-        m = re.fullmatch(r"user_(\d+)", path.parent.name)
-        if so.config != spec.config or int(so.size) != spec.size or not m:
-            raise DaemonError(
-                f"LIO already has a user backstore {spec.name!r} ({so.config}, {so.size} bytes) that does "
-                f"not match the configuration ({spec.config}, {spec.size} bytes); remove it "
-                f"(targetcli /backstores/user:{SUBTYPE} delete {spec.name}) or rename the LUN")
-        return Backstore(spec, int(m.group(1)), path, so)
-    return None
-
-
 class Daemon:
     def __init__(self, config: Config, *, lio: Lio | None = None,
                  open_handler: Callable[[str, ScsiDisk], TcmuHandler] | None = None) -> None:
@@ -131,7 +108,7 @@ class Daemon:
         disk = ScsiDisk(medium, identity)
         served = ServedLun(lun, disk, medium)
         spec = backstore_spec(lun, self.config)
-        existing = find_backstore(self.lio, spec)
+        existing = self.lio.find_backstore(spec)
         try:
             if existing is not None:
                 # An earlier edifd left it (crash, restart): keep the exports guests are using.
