@@ -8,7 +8,8 @@ retry is served; stopping the handler with a READ parked completes within second
 deletes cleanly; a handler started on a device that already has commands queued (the LUN scan that
 blocks without a handler) attaches, and the disk works; iSCSI (demo mode and ACL) and
 vhost-scsi exports are created and removed; the asyncio owner passes the same round trip and stop;
-10,400 4 KiB reads, half completed out of order from another thread, wrap a 1 MiB ring and all match.
+10,400 4 KiB reads, half completed out of order from another thread, wrap a 1 MiB ring and all match;
+a handler process that dies with a READ in flight is replaced by a new one that serves the retry.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import mmap
 import os
 import queue
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -200,6 +202,53 @@ def _ooo_check(lio: Lio, n_threads: int = 4, per_thread: int = 2600) -> dict[str
     return out
 
 
+def _crash_child(uio_name: str) -> None:
+    """Serve the ring until a READ is parked, then die without completing it (an edifd crash)."""
+    medium = ParkingMedium()
+    medium.parking = True
+    disk = ScsiDisk(medium, Identity(vendor="EDIF", product="LABCHECK6", serial="LABCHK06"))
+    h = TcmuHandler.open(uio_name, disk)
+    h.start()
+    print("ready", flush=True)
+    while not medium.parked:
+        time.sleep(0.02)
+    print("parked", flush=True)
+    os._exit(3)  # no stop(): the kernel closes the uio fd, the READ stays on the ring
+
+
+def _restart_check(lio: Lio) -> dict[str, Any]:
+    """A handler process dies with a READ fetched but not completed; a new handler attaches
+    (block_dev, reset_ring: the READ fails with BUSY, sd retries it) and serves the retry."""
+    spec = BackstoreSpec("edifchk5", "edif", "chk5", SIZE, wwn="LABCHK06")
+    bs = lio.create_backstore(spec)
+    child = subprocess.Popen([sys.executable, "-m", "edifd.tcmu.labcheck", "--crash-child", bs.uio_name],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    out: dict[str, Any] = {"child_ready": child.stdout.readline().strip() == "ready"}
+    exp = lio.export(bs, LoopbackExport())
+    dev = loopback_disk(exp, timeout=60)
+    r: dict[str, Any] = {}
+    t = threading.Thread(target=_reader, args=(dev, r), daemon=True)
+    t.start()
+    out["child_parked"] = child.stdout.readline().strip() == "parked"
+    out["child_exit"] = child.wait(30)
+    time.sleep(1.0)
+    out["reader_blocked_after_crash"] = t.is_alive()
+    medium = ParkingMedium()  # a fresh edifd: same (zero) content, no parking
+    disk = ScsiDisk(medium, Identity(vendor="EDIF", product="LABCHECK6", serial="LABCHK06"))
+    t0 = time.monotonic()
+    h = TcmuHandler.open(lio.find_backstore(spec).uio_name, disk)  # type: ignore[union-attr]
+    h.start()
+    t.join(60)
+    out["reader_done_after_restart_s"] = round(time.monotonic() - t0, 3)
+    out["reader"] = r.get("result")
+    out["data_ok"] = r.get("data") == bytes(4096)
+    out["stop_drained"] = h.stop()
+    lio.unexport(exp)
+    lio.remove_backstore(bs)
+    return out
+
+
 async def _async_check(lio: Lio) -> dict[str, Any]:
     """Blocking calls (configfs writes that wait for the LUN scan, O_DIRECT I/O) run in worker
     threads, so the loop keeps serving the ring meanwhile."""
@@ -365,6 +414,11 @@ def main() -> int:
     ok &= ooo["mismatches"] == 0 and ooo["reads"] == 4 * 2600 and ooo["ring_wraps_pads"] >= 1
     ok &= ooo["stats"]["failures"] == 0 and ooo["stop_drained"]
 
+    # 8. edifd dies with a READ in flight; a new handler attaches and serves the retry ----------
+    rs = _restart_check(lio)
+    fig["restart"] = rs
+    ok &= rs["reader"] == "ok" and rs["data_ok"] and rs["reader_blocked_after_crash"] and rs["stop_drained"]
+
     # 6. the asyncio owner: export, round trip, stop with a parked READ, delete ------------------
     asy = asyncio.run(_async_check(lio))
     fig["asyncio"] = asy
@@ -375,4 +429,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--crash-child":
+        _crash_child(sys.argv[2])
     sys.exit(main())
