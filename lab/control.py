@@ -21,7 +21,7 @@ from .errors import LabError
 from .guest.iscsi_export import DEFAULT_IQN
 from .image import ensure_image
 from .scenario import guest_shell, guest_vm
-from .vm import PROJECT_ROOT, HostFwd, pids_with_tag
+from .vm import PROJECT_ROOT, HostFwd, exited, pids_with_tag
 
 VM_NAME = "vm-h"
 BACKENDS = ("fileio", "edifd")
@@ -55,7 +55,7 @@ def _our_pid() -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
-    return pid if not _gone(pid) and any(_tag().encode() in a for a in cmdline) else None
+    return pid if not exited(pid) and any(_tag().encode() in a for a in cmdline) else None
 
 
 def _strays() -> list[int]:
@@ -68,7 +68,7 @@ def _strays() -> list[int]:
                 found.append(pid)
         except OSError:
             pass
-    return [p for p in found if not _gone(p)]
+    return [p for p in found if not exited(p)]
 
 
 def run_dir(kind: str) -> Path:
@@ -141,21 +141,13 @@ def up(
     return ep
 
 
-def _gone(pid: int) -> bool:
-    # A zombie has exited; its parent (the `up` process, if still alive) just has not reaped it yet.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _gone(pid):
+        if exited(pid):
             return True
         time.sleep(0.2)
-    return _gone(pid)
+    return exited(pid)
 
 
 def down(timeout: float = 60, log: Log = print) -> dict[str, Any]:

@@ -338,7 +338,15 @@ class VM:
         return self.exited_at - self.started_at
 
 
+def exited(pid: int) -> bool:
+    """True once ``pid`` has exited, zombie included (an orphaned QEMU waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def pids_with_tag(tag: str) -> list[int]:
     """Pids of running QEMU processes whose command line carries ``tag`` (as pgrep -f would find them)."""
     p = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64 -name {tag},"], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
+    return [pid for pid in (int(x) for x in p.stdout.split()) if not exited(pid)]
