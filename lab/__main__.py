@@ -84,17 +84,28 @@ def cmd_probe(a: argparse.Namespace) -> int:
 
 
 def cmd_scenario(a: argparse.Namespace) -> int:
-    """The two-VM iSCSI path without pytest (lab.pair): prints a JSON summary, exit 1 on any problem."""
-    from .control import run_dir
-    from .image import ensure_image
-    from .pair import run_iscsi_pair
+    """The main job: edifd on a real kernel in VM-H, used from VM-H, the host and VM-S (lab.edifd_lab).
 
-    img = ensure_image(log=_log)
-    res = run_iscsi_pair(img, run_dir("scenario"), timeout=a.timeout, log=_log)
-    print(json.dumps(res.summary(), indent=2))
-    for p in res.problems():
+    Prints each phase as it happens, then a table; writes lab/out/summary.json; exit 1 on any problem."""
+    from .control import run_dir
+    from .edifd_lab import run_edifd_lab, verdicts
+    from .image import ensure_image
+
+    t0 = time.monotonic()
+    print("== building or finding the cached guest image (Debian kernel + debootstrap root)", flush=True)
+    img = ensure_image(log=lambda m: print(m, flush=True))
+    print(f"== guest image ready after {time.monotonic() - t0:.0f} s; running the edifd scenario", flush=True)
+    res = run_edifd_lab(img, run_dir("scenario"), timeout=a.timeout, log=lambda m: print(m, flush=True))
+    out = PROJECT_ROOT / "lab" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print("\n== summary (full details in lab/out/summary.json)")
+    for name, ok, detail in verdicts(res):
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<44} {detail}")
+    print(f"  total {time.monotonic() - t0:.0f} s")
+    for p in res["problems"]:
         _err(f"lab scenario: {p}")
-    return 1 if res.problems() else 0
+    return 1 if res["problems"] else 0
 
 
 def cmd_smoke(a: argparse.Namespace) -> int:
@@ -135,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("probe", help="boot once, print what the guest offers (kernel, LIO, packages)")
     pr.add_argument("--timeout", type=float, default=180)
     pr.set_defaults(fn=cmd_probe)
-    sc = sub.add_parser("scenario", help="two VMs: LIO iSCSI export in VM-H, scsi-block + O_DIRECT in VM-S")
-    sc.add_argument("--timeout", type=float, default=300)
+    sc = sub.add_parser("scenario", help="the main job: edifd in VM-H, used over tcm_loop, iSCSI, from VM-S")
+    sc.add_argument("--timeout", type=float, default=600)
     sc.set_defaults(fn=cmd_scenario)
     sub.add_parser("smoke", help="run the lab smoke tests (pytest -m lab tests/lab)").set_defaults(
         fn=cmd_smoke

@@ -241,3 +241,44 @@ def problems(summary: dict[str, Any]) -> list[str]:
     if summary.get("vm_h_rc") != 0:
         out.append(f"VM-H run rc={summary.get('vm_h_rc')}: {summary.get('vm_h_error')}")
     return out
+
+
+def verdicts(summary: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """One line per phase for the final table: (what, passed, figures)."""
+    ph = summary.get("phases", {})
+    probs = summary.get("problems", [])
+
+    def ok(prefix: str) -> bool:
+        return not any(p.startswith(prefix) for p in probs)
+
+    lb, kr = ph.get("vmh_loopback", {}), ph.get("kill_restart", {})
+    io = lb.get("loop_io") or {}
+    suites = ph.get("iscsi_test_cu") or {}
+    passed = sum(r.get("passed", 0) for r in suites.values())
+    ran = sum(r.get("ran", 0) for r in suites.values())
+    vs, ps = ph.get("vms_iscsi", {}), ph.get("parked_stop", {})
+    return [
+        (
+            "tcm_loop LUN: our INQUIRY, 1 MiB O_DIRECT",
+            ok("tcm_loop"),
+            f"{lb.get('loop_dev')} {io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r",
+        ),
+        (
+            "SIGKILL + restart under a write loop",
+            ok("SIGKILL"),
+            f"{kr.get('ops_total')} ops, {len(kr.get('io_errors') or [])} errors, "
+            f"restart {kr.get('restart_s')} s",
+        ),
+        ("host iscsi-inq over the forwarded portal", ok("host iscsi-inq"), f"port {summary.get('port')}"),
+        ("libiscsi iscsi-test-cu, 10 SCSI suites", ok("iscsi-test-cu"), f"{passed}/{ran} tests passed"),
+        (
+            "VM-S: scsi-block via QEMU iSCSI, O_DIRECT",
+            ok("VM-S") and ok("the data VM-S"),
+            f"sees {(vs.get('sg_inq') or {}).get('vendor')}/{(vs.get('sg_inq') or {}).get('product')}",
+        ),
+        (
+            "stop with 4 parked READs, then delete LUNs",
+            ok("stop with parked"),
+            f"edifd exit {ps.get('edifd_stop_s')} s, readers {ps.get('readers')}",
+        ),
+    ]
