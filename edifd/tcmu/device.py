@@ -135,9 +135,9 @@ class UioFile:
         try:
             self.buffer = mmap.mmap(self._fd, info.map_size, mmap.MAP_SHARED,
                                     mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             os.close(self._fd)
-            raise DeviceError(f"cannot map {info.map_size:#x} bytes of {info.node}: {exc.strerror}") from None
+            raise DeviceError(f"cannot map {info.map_size:#x} bytes of {info.node}: {exc}") from None
 
     def fileno(self) -> int:
         return self._fd
@@ -152,8 +152,12 @@ class UioFile:
         os.write(self._fd, _EVENT)  # runs tcmu_handle_completions in this syscall
 
     def close(self) -> None:
-        self.buffer.close()
-        os.close(self._fd)
+        try:
+            self.buffer.close()
+        except BufferError:  # a view is still alive somewhere; the fd must be released anyway
+            log.error("%s: mapping still referenced at close", self._fd)
+        finally:
+            os.close(self._fd)
 
 
 class ConfigfsControl:
@@ -252,8 +256,8 @@ class _RingOwner:
         log.info("%s: attached, ring %d bytes", self.name, ring.size)
 
     def _step(self) -> None:
-        """Serve the ring once; on the first step after a stop request block the device; while
-        stopping, force every in-flight command. Ends with one write(4) if the tail moved."""
+        """Serve the ring once (a RingError resets it); while stopping, force every in-flight
+        command with stop_response. Ends with one write(4) if the tail moved."""
         assert self._port is not None and self._dispatcher is not None
         disp = self._dispatcher
         try:

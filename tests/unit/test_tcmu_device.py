@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edifd.scsi.command import Pending, ScsiCommand, ScsiResponse, Status
-from edifd.tcmu.device import ConfigfsControl, TcmuHandler, UioName, find_uio, wait_for_uio
+from edifd.tcmu.device import ConfigfsControl, TcmuHandler, UioFile, UioInfo, UioName, find_uio, wait_for_uio
 from edifd.tcmu.errors import DeviceError
 from edifd.tcmu.fakekernel import FakeControl, FakeKernel, FakeUio
 
@@ -198,3 +198,16 @@ def test_unblock_on_stop_option() -> None:
     h.start()
     assert h.stop()
     assert ctl.log[-2:] == ["block", "unblock"]
+
+
+def test_uio_file_maps_exactly_the_given_size(tmp_path: Path) -> None:
+    node = tmp_path / "uio9"
+    node.write_bytes(bytes(8192))
+    name = UioName.parse("tcm-user/0/d/s/c")
+    f = UioFile(UioInfo(name, node, 8192))
+    assert len(f.buffer) == 8192 and f.fileno() >= 0
+    f.close()
+    with pytest.raises(DeviceError, match="cannot map"):
+        UioFile(UioInfo(name, node, 1 << 20))
+    with pytest.raises(DeviceError, match="cannot open"):
+        UioFile(UioInfo(name, tmp_path / "absent", 8192))
