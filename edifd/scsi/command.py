@@ -46,10 +46,27 @@ class ScsiResponse:
     status: Status
     data: bytes = b""
     sense: bytes = b""
+    # Added for residual reporting (ScsiDisk fills it): how many leading bytes of `data` the command
+    # really returned; the rest is zero padding. None = all of `data`. Not part of equality, so
+    # responses built without it compare as before. A transport that can report an underflow may
+    # transfer only these bytes (TCMU: UFlag.READ_LEN with rsp.read_len = data_len; FCP: FCP_RESID_UNDER
+    # of `residual`): libiscsi's Inquiry suite checks that VPD pages arrive with their own length.
+    data_len: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status == Status.GOOD
+
+    @property
+    def valid_len(self) -> int:
+        """Bytes of `data` that are command data (data_len, bounded by len(data))."""
+        n = len(self.data)
+        return n if self.data_len is None else max(0, min(self.data_len, n))
+
+    @property
+    def residual(self) -> int:
+        """Underflow residual: padding bytes at the end of `data`."""
+        return len(self.data) - self.valid_len
 
 
 @dataclass(eq=False)

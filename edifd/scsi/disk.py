@@ -2,7 +2,8 @@
 
 Rules every response follows (transports rely on them):
 - `data` is exactly `cmd.data_in_len` bytes: the command's data, truncated to its allocation
-  length, then truncated or zero-filled to the buffer. No stale byte ever leaves.
+  length, then truncated or zero-filled to the buffer. No stale byte ever leaves. `data_len` says
+  how many leading bytes are real data (0 on errors), for transports that report residuals.
 - Errors are CHECK CONDITION with 18 bytes of fixed-format sense; nothing raises out of `execute`.
 - READ data longer than the buffer is truncated: the transport's buffer size is authoritative (the
   medium can see `req.command.data_in_len` if truncation matters to it, as for the control LUN).
@@ -153,11 +154,12 @@ class ScsiDisk:
 
     @staticmethod
     def _good(cmd: ScsiCommand, data: bytes) -> ScsiResponse:
-        return ScsiResponse(Status.GOOD, fit_data_in(data, cmd.data_in_len))
+        out = fit_data_in(data, cmd.data_in_len)
+        return ScsiResponse(Status.GOOD, out, data_len=min(len(data), len(out)))
 
     def _check(self, cmd: ScsiCommand, sense_data: bytes) -> ScsiResponse:
         self._sense = sense_data
-        return ScsiResponse(Status.CHECK_CONDITION, fit_data_in(b"", cmd.data_in_len), sense_data)
+        return ScsiResponse(Status.CHECK_CONDITION, fit_data_in(b"", cmd.data_in_len), sense_data, data_len=0)
 
     def _internal(self, cmd: ScsiCommand) -> ScsiResponse:
         # A bug in a medium or here: tell the initiator 04/44/00, log the first traceback only.
@@ -200,7 +202,7 @@ class ScsiDisk:
         status = Status(resp.status)
         if status == Status.CHECK_CONDITION:
             self._sense = bytes(resp.sense)
-        return ScsiResponse(status, fit_data_in(b"", cmd.data_in_len), bytes(resp.sense))
+        return ScsiResponse(status, fit_data_in(b"", cmd.data_in_len), bytes(resp.sense), data_len=0)
 
     # --- SPC commands -----------------------------------------------------------------------------
 

@@ -74,5 +74,6 @@ def respond_report_luns(cmd: ScsiCommand, luns: Iterable[int]) -> ScsiResponse:
     try:
         data = report_luns_payload(cmd.cdb, luns)
     except CheckCondition as e:
-        return ScsiResponse(Status.CHECK_CONDITION, fit_data_in(b"", cmd.data_in_len), e.sense)
-    return ScsiResponse(Status.GOOD, fit_data_in(data, cmd.data_in_len))
+        return ScsiResponse(Status.CHECK_CONDITION, fit_data_in(b"", cmd.data_in_len), e.sense, data_len=0)
+    out = fit_data_in(data, cmd.data_in_len)
+    return ScsiResponse(Status.GOOD, out, data_len=min(len(data), len(out)))

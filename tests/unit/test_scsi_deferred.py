@@ -84,6 +84,7 @@ def test_read_completes_later_padded(disk: ScsiDisk, medium: DeferringMedium) ->
     medium.complete_next()
     assert len(got) == 1 and got[0].status == Status.GOOD
     assert got[0].data == b"\x5a" * (2 * BS) + bytes(2 * BS)
+    assert got[0].data_len == 2 * BS and got[0].residual == 2 * BS
 
 
 def test_medium_short_or_long_data_is_normalised(disk: ScsiDisk, medium: DeferringMedium) -> None:

@@ -24,11 +24,14 @@ def cdbs() -> st.SearchStrategy[bytes]:
 def check_response(r: ScsiResponse, data_in_len: int) -> None:
     assert isinstance(r.status, Status)
     assert isinstance(r.data, bytes) and len(r.data) == data_in_len
+    # data_len marks where the command's data ends; everything after it is zero padding
+    assert r.data_len is not None and 0 <= r.data_len <= data_in_len
+    assert r.data[r.valid_len :] == bytes(r.residual)
     if r.status == Status.CHECK_CONDITION:
         assert len(r.sense) == 18
         sd = SenseData.parse(r.sense)
         assert sd.key != 0x04  # no internal target failure: every input is handled on purpose
-        assert r.data == bytes(data_in_len)
+        assert r.data == bytes(data_in_len) and r.data_len == 0
     else:
         assert r.status == Status.GOOD and r.sense == b""
 
