@@ -103,6 +103,9 @@ class BackstoreSpec:
             raise ValueError(f"max_data_area_mb {self.max_data_area_mb} outside 1..2048")
         if self.cmd_ring_size_mb is not None and not 1 <= self.cmd_ring_size_mb <= 8:
             raise ValueError(f"cmd_ring_size_mb {self.cmd_ring_size_mb} outside 1..8")
+        if self.wwn is not None and not (0 < len(self.wwn) <= 254 and self.wwn.isascii()
+                                         and self.wwn.isprintable()):
+            raise ValueError("unit serial (wwn) must be 1-254 printable ASCII characters")
         if self.hw_max_sectors is not None and self.hw_max_sectors <= 0:
             raise ValueError("hw_max_sectors must be positive")
         if self.cmd_time_out is not None and 0 < self.cmd_time_out <= self.park_time:
@@ -151,6 +154,10 @@ class LoopbackExport:
     lun: int = 0
     wwn: str | None = None  # naa.; generated if None
     fabric = Fabric.LOOPBACK
+
+    def __post_init__(self) -> None:
+        if self.wwn is not None and not _NAA_RE.match(self.wwn):
+            raise ValueError(f"tcm_loop WWN {self.wwn!r} must be 'naa.' + 16 hex digits")
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,8 @@ def test_spec_validation() -> None:
     assert SPEC.attributes == {"cmd_time_out": 30, "qfull_time_out": 30, "tmr_notification": 1}
     bad = [dict(name="a/b"), dict(cfg="x:y"), dict(cfg="a,b"), dict(size=1000), dict(block_size=520),
            dict(cmd_time_out=5), dict(cmd_time_out=-1), dict(qfull_time_out=-2), dict(park_time=0),
-           dict(max_data_area_mb=0), dict(subtype=""), dict(cmd_ring_size_mb=9)]
+           dict(max_data_area_mb=0), dict(subtype=""), dict(cmd_ring_size_mb=9), dict(wwn="a\nb"),
+           dict(wwn="x" * 255), dict(wwn="")]
     for kw in bad:
         args = dict(name="n", subtype="s", cfg="c", size=1 << 20) | kw
         with pytest.raises(ValueError):
@@ -147,6 +148,8 @@ def test_spec_validation() -> None:
 def test_export_spec_validation() -> None:
     with pytest.raises(ValueError):
         VhostExport("naa.123")
+    with pytest.raises(ValueError):
+        LoopbackExport(wwn="iqn.2003-01.org.example:x")
     with pytest.raises(ValueError):
         IscsiExport("not-an-iqn")
     with pytest.raises(ValueError):
