@@ -127,15 +127,20 @@ class ScsiDisk:
         """Run one command. Returns the response, or a Pending the medium resolves later (the
         Pending resolves with a response that already follows all the rules above)."""
         try:
-            spec = lookup(bytes(cmd.cdb))
-            result = self._handlers[spec.opcode](cmd)
-        except CheckCondition as e:
-            return self._check(cmd, e.sense)
+            try:
+                spec = lookup(bytes(cmd.cdb))
+                result = self._handlers[spec.opcode](cmd)
+            except CheckCondition as e:
+                return self._check(cmd, e.sense)
+            except Exception:
+                return self._internal(cmd)
+            if isinstance(result, ScsiResponse | Pending):
+                return result
+            return self._good(cmd, result)
         except Exception:
-            return self._internal(cmd)
-        if isinstance(result, ScsiResponse | Pending):
-            return result
-        return self._good(cmd, result)
+            # Only a malformed ScsiCommand (e.g. data_in_len not an int) gets here: a transport bug.
+            log.error("malformed ScsiCommand from the transport: %s", type(cmd).__name__)
+            return ScsiResponse(Status.CHECK_CONDITION, b"", _INTERNAL, data_len=0)
 
     def abort(self, cmd: ScsiCommand) -> None:
         """The transport ended a command we left Pending (TMR abort, stop, ring reset): its data
@@ -164,7 +169,7 @@ class ScsiDisk:
     def _internal(self, cmd: ScsiCommand) -> ScsiResponse:
         # A bug in a medium or here: tell the initiator 04/44/00, log the first traceback only.
         self.internal_errors += 1
-        op = cmd.cdb[0] if len(cmd.cdb) else -1
+        op = cmd.cdb[0] if isinstance(cmd.cdb, bytes | bytearray) and cmd.cdb else -1
         if self.internal_errors == 1:
             log.exception("internal target failure on opcode %#x (further ones logged at debug)", op)
         else:

@@ -28,10 +28,18 @@ def _check_ascii(name: str, value: str, maxlen: int, *, allow_empty: bool = Fals
         raise ValueError(f"{name} {value!r} must be printable ASCII (0x20-0x7E)")
 
 
-def derive_naa6(seed: bytes, oui: int = DEFAULT_OUI) -> int:
-    """A stable 128-bit NAA-6 identifier: 6h | OUI | 100 bits of SHA-256(seed)."""
+def derive_naa6(seed: bytes | int, oui: int = DEFAULT_OUI) -> int:
+    """A stable 128-bit NAA-6 identifier: 6h | OUI | 100 bits of SHA-256(seed).
+
+    seed: bytes, or a non-negative int of up to 128 bits (e.g. a port WWPN), hashed as 16 big-endian
+    bytes. Use as `Identity(naa=derive_naa6(wwpn))` to tie the LU identifier to a port.
+    """
     if not 0 <= oui <= 0xFFFFFF:
         raise ValueError(f"OUI {oui:#x} does not fit 24 bits")
+    if isinstance(seed, int):
+        if not 0 <= seed < 1 << 128:
+            raise ValueError("integer seed must be 0..2^128-1")
+        seed = seed.to_bytes(16, "big")
     digest = int.from_bytes(hashlib.sha256(seed).digest()[:13], "big") >> 4  # 100 bits
     return (6 << 124) | (oui << 100) | digest
 

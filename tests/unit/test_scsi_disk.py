@@ -299,6 +299,20 @@ def test_medium_returning_wrong_type_is_internal_failure() -> None:
     assert (sd.key, sd.asc) == (0x04, 0x44)
 
 
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ScsiCommand(None, b"", 16),  # type: ignore[arg-type]
+        ScsiCommand(b"\x12\x00\x00\x00\x60\x00", b"", None),  # type: ignore[arg-type]
+        ScsiCommand(b"\x28" + bytes(9), None, 512),  # type: ignore[arg-type]
+        ScsiCommand("text", b"", 8),  # type: ignore[arg-type]
+    ],
+)
+def test_malformed_scsi_command_never_raises(disk: ScsiDisk, cmd: ScsiCommand) -> None:
+    r = disk.execute(cmd)
+    assert isinstance(r, ScsiResponse) and r.status in (Status.GOOD, Status.CHECK_CONDITION)
+
+
 def test_constructor_validates() -> None:
     with pytest.raises(ValueError):
         ScsiDisk(MemoryMedium(8), max_transfer_bytes=1000)

@@ -97,6 +97,10 @@ def test_derive_naa6_layout() -> None:
     assert v >> 124 == 6 and (v >> 100) & 0xFFFFFF == 0x123456 and v < 1 << 128
     with pytest.raises(ValueError):
         derive_naa6(b"seed", 1 << 24)
+    assert derive_naa6(WWPN) == derive_naa6(WWPN.to_bytes(16, "big")) != derive_naa6(WWPN + 1)
+    assert Identity(naa=derive_naa6(WWPN)).naa_bytes() == derive_naa6(WWPN).to_bytes(16, "big")
+    with pytest.raises(ValueError):
+        derive_naa6(-1)
 
 
 def test_given_naa_is_used_verbatim() -> None:
