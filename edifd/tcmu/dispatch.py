@@ -232,14 +232,19 @@ class RingDispatcher:
             status = int(response.status)
             sense = bytes(response.sense[:SENSE_BUFFER_SIZE])
             data = bytes(response.data)
+            valid = response.valid_len if response.data_len is not None else None
             if not 0 <= status <= 0xFF:
                 raise ValueError(status)
         except Exception:
             self.stats.failures += 1
             log.error("malformed response for opcode %#04x (cmd_id %d)", rc.cdb[0], rc.cmd_id)
-            status, sense, data = _INTERNAL_FAILURE.status, _INTERNAL_FAILURE.sense, b""
+            status, sense, data, valid = _INTERNAL_FAILURE.status, _INTERNAL_FAILURE.sense, b"", 0
+        read_len = None
         if not slot.data_out:
-            # Always fill the whole Data-In buffer, even on error: pages are reused.
+            # Always fill the whole Data-In buffer, even on error: pages are reused. The kernel
+            # still transfers only read_len bytes and reports the rest as residual underflow
+            # (what initiators such as libiscsi's tests expect of a short INQUIRY or VPD page).
             self.ring.write_data(rc, data, bidi=slot.bidi)
-        self.ring.complete(rc.cmd_id, status, sense)
+            read_len = valid
+        self.ring.complete(rc.cmd_id, status, sense, read_len=read_len)
         self.stats.completed += 1

@@ -193,6 +193,9 @@ class FakeKernel:
                 status = self.buf[off + r.RSP_SCSI_STATUS]
                 sense = bytes(self.buf[off + r.RSP_SENSE:off + r.RSP_SENSE + r.SENSE_BUFFER_SIZE])
                 data = b"".join(bytes(self.buf[b:b + ln]) for b, ln in kc.in_iovs)
+                if uflags & r.UFlag.READ_LEN:  # the initiator gets read_len bytes, the rest is residual
+                    (read_len,) = struct.unpack_from("<I", self.buf, off + r.RSP_READ_LEN)
+                    data = data[:read_len]
                 out.append(Completion(cmd_id, status, sense, data, kc.aborted))
                 self._release(kc)
                 self.last_cleaned = (self.last_cleaned + (len_op & ~r.OP_MASK)) % self.cmdr_size

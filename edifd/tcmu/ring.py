@@ -368,8 +368,11 @@ class Ring:
             pos += len(chunk)
 
     # -- complete ---------------------------------------------------------------------------------
-    def complete(self, cmd_id: int, status: int, sense: bytes = b"") -> None:
+    def complete(self, cmd_id: int, status: int, sense: bytes = b"", *, read_len: int | None = None) -> None:
         """Complete an outstanding command (tcmulib_command_complete, out of order).
+
+        read_len: bytes of Data-In that are command data; with it the entry carries
+        TCMU_UFLAG_READ_LEN and the kernel reports the rest of the buffer as residual.
 
         The response goes into the slot at cmd_tail, which may belong to another (already
         copied-out) command. Raises RingError for an id that is not outstanding and ValueError
@@ -379,6 +382,8 @@ class Ring:
             raise ValueError(f"SCSI status {status} does not fit a byte")
         if len(sense) > SENSE_BUFFER_SIZE:
             raise ValueError(f"sense of {len(sense)} bytes exceeds the {SENSE_BUFFER_SIZE}-byte buffer")
+        if read_len is not None and not 0 <= read_len <= 0xFFFFFFFF:
+            raise ValueError(f"read_len {read_len} does not fit 32 bits")
         if cmd_id not in self._live:
             raise RingError(f"cmd_id {cmd_id} is not outstanding")
         pos = self._tail
@@ -393,8 +398,8 @@ class Ring:
         del self._live[cmd_id]
         mv = self._mv
         _U16.pack_into(mv, off + ENT_CMD_ID, cmd_id)  # "steal" the slot for this command
-        mv[off + ENT_UFLAGS] = 0
-        _RSP.pack_into(mv, off + RSP_SCSI_STATUS, status, 0, 0, 0)
+        mv[off + ENT_UFLAGS] = 0 if read_len is None else UFlag.READ_LEN
+        _RSP.pack_into(mv, off + RSP_SCSI_STATUS, status, 0, 0, read_len or 0)
         mv[off + RSP_SENSE : off + RSP_SENSE + SENSE_BUFFER_SIZE] = sense.ljust(SENSE_BUFFER_SIZE, b"\0")
         self._set_tail((pos + (len_op & ~OP_MASK)) % self.size)
         self._skip_fetched_non_cmd()

@@ -78,6 +78,19 @@ def test_fetch_copies_cdb_and_data_and_completes_in_order() -> None:
     assert ring.drained and not k.broken and k.free_blocks_untouched()
 
 
+def test_read_len_limits_the_transfer_but_the_buffer_is_still_zero_filled() -> None:
+    k = FakeKernel()
+    ring = Ring(k.buf)
+    rid = k.queue_cmd(READ10, data_in_len=1024)
+    (rd,) = ring.fetch()
+    ring.write_data(rd, b"i" * 36)
+    # the data area past the 36 bytes is zeroed even though only 36 bytes will be transferred
+    assert bytes(k.buf[rd.iovecs[0].offset + 36:rd.iovecs[0].offset + 1024]) == bytes(988)
+    ring.complete(rid, 0, read_len=36)
+    (done,) = k.handle_completions()
+    assert done.data == b"i" * 36
+
+
 def test_out_of_order_completion_steals_the_tail_slot() -> None:
     k = FakeKernel()
     ring = Ring(k.buf)
