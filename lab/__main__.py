@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,11 +72,12 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def cmd_probe(a: argparse.Namespace) -> int:
     """One boot running lab.guest.probe; prints result.json. Handy to check a fresh image by hand."""
+    from .control import run_dir
     from .image import ensure_image
     from .scenario import guest_python, run_guest
 
     img = ensure_image(log=_log)
-    share = Path(tempfile.mkdtemp(prefix="edifd-lab-probe-"))
+    share = run_dir("probe")
     run = run_guest(img, f"probe-{os.getpid()}", share, guest_python("lab.guest.probe"), timeout=a.timeout)
     print(json.dumps({"wall_s": run.wall_s, "rc": run.rc, "markers": run.markers, **run.result}, indent=2))
     return 0 if run.rc == 0 else 1

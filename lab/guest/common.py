@@ -51,10 +51,10 @@ def wait_stop(timeout: float = 0.0, poll: float = 0.25) -> bool:
     return True
 
 
-def run(argv: list[str], timeout: float = 60) -> dict[str, Any]:
+def run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Runs a command and returns rc/stdout/stderr (never raises for a non-zero rc)."""
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)
+        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, env=env)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"rc": -1, "stdout": "", "stderr": f"{type(e).__name__}: {e}"}
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}

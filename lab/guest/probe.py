@@ -66,8 +66,7 @@ def probe() -> dict[str, Any]:
     res["imports"] = imports
     # Exactly how scenarios will run our code: Debian's python3 with the read-only source share on the path.
     env = {**os.environ, "PYTHONPATH": "/src", "PYTHONDONTWRITEBYTECODE": "1"}
-    os.environ.update(env)
-    r = run([sys.executable, "-c", "import edifd, sys; print(edifd.__file__)"])
+    r = run([sys.executable, "-c", "import edifd, sys; print(edifd.__file__)"], env=env)
     res["import_edifd"] = {"rc": r["rc"], "file": r["stdout"].strip(), "stderr": r["stderr"][-2000:]}
     res["src_readonly"] = not os.access("/src", os.W_OK) or _write_fails("/src/.lab-write-test")
     return res

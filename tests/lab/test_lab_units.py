@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lab.image as image_mod
 from lab.config import edifd_lab_config
@@ -106,6 +108,14 @@ def test_run_sh_quotes_env_and_command() -> None:
     assert text.rstrip().endswith("exec /bin/sh /src/lab/guest/serve.sh 'a b'")
     out = subprocess.run(["sh", "-n"], input=text, text=True, capture_output=True)
     assert out.returncode == 0, out.stderr
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+def test_run_sh_env_values_reach_the_command_unchanged(value: str) -> None:
+    text = run_sh(["printenv", "LAB_V"], {"LAB_V": value})
+    out = subprocess.run(["sh", "-c", text], capture_output=True)
+    assert out.stdout == value.encode() + b"\n"
 
 
 def test_run_sh_rejects_bad_env_name() -> None:
