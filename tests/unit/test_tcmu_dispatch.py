@@ -172,3 +172,19 @@ def test_bidi_gets_data_out_and_answers_into_the_bidi_iovecs() -> None:
     flush(k, d)
     assert d.executor.seen[0].data_in_len == 512
     assert k.completions[0].cmd_id == cid and k.completions[0].data == (bytes(range(256)) * 2)[::-1]
+
+
+def test_response_data_len_becomes_read_len() -> None:
+    """A response that says only 36 of its bytes are data: the buffer is still zero-filled, the
+    kernel transfers 36 bytes (TCMU_UFLAG_READ_LEN) and reports the rest as residual."""
+    k = FakeKernel()
+
+    class Short:
+        def execute(self, cmd: ScsiCommand) -> ScsiResponse:
+            return ScsiResponse(Status.GOOD, b"S" * 36 + bytes(cmd.data_in_len - 36), data_len=36)
+
+    d = RingDispatcher(Ring(k.buf), Short())
+    k.queue_cmd(INQUIRY, data_in_len=96)
+    d.service()
+    flush(k, d)
+    assert k.completions[0].data == b"S" * 36 and not k.broken
