@@ -12,8 +12,8 @@ recorded in ``result.json``:
 4. ``ready``: the host now uses ``disk0`` over iSCSI (iscsi-inq, iscsi-test-cu, VM-S) until it
    touches ``stop``;
 5. parked READs: readers block on the control LUN ``ctl0`` (its READs park until the heartbeat); edifd is
-   stopped with SIGTERM and must exit within 10 s having completed them; ``ctl0`` is then deleted from LIO,
-   and a last edifd run with ``--teardown`` removes everything else.
+   stopped with SIGTERM and must exit within 10 s having completed them; ``ctl0`` is then deleted from LIO.
+   (The data LUNs stay: removing their /dev/sdX sends SYNCHRONIZE CACHE, which needs a running edifd.)
 
 Environment: ``LAB_IQN`` (iSCSI name of disk0), ``LAB_HOLD_S`` (give up waiting for stop; default 900).
 """
@@ -301,7 +301,7 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
     res["readers_stuck"] = sum(r.is_alive() for r in readers)
     # The control LUN must now delete without hanging: a parked command would block the configfs rmdir.
     # (The data LUNs are left alone here: removing their /dev/sdX sends SYNCHRONIZE CACHE, which only a
-    # running edifd can answer; edifd's own teardown below removes them.)
+    # running edifd can answer.)
     from rtslib_fb import RTSRoot
 
     t = time.monotonic()
@@ -309,12 +309,6 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
         if so.name == "ctl0":
             so.delete()
     res["ctl0_delete_s"] = round(time.monotonic() - t, 2)
-    # edifd again, this time removing everything it serves on exit.
-    t = time.monotonic()
-    edifd.start(extra=["--teardown"])
-    edifd.signal(signal.SIGTERM)
-    res["teardown_rc"] = edifd.wait(60)
-    res["teardown_s"] = round(time.monotonic() - t, 2)
     res["uio_left"] = sorted(p.name for p in Path("/sys/class/uio").glob("uio*"))
     res["backstores_left"] = sorted(so.name for so in RTSRoot().storage_objects)
     return res
