@@ -1,3 +1,6 @@
-"""edifd: FC-SP-2 EDIF for virtualized hosts, with the security software in a VM reached through an emulated disk."""
+"""edifd: FC-SP-2 EDIF for virtualized hosts.
+
+The security software runs in a VM that the host reaches through an emulated SCSI disk.
+"""
 
 __version__ = "0.1.0"

@@ -151,6 +151,16 @@ class Daemon:
             return f"iSCSI {ex.wwn} LUN {ex.lun} on {host}:{port}"
         return f"vhost-scsi {ex.wwn} (libvirt <hostdev type='scsi_host'> wwpn)"
 
+    def _remove_luns(self, served: ServedLun) -> None:
+        try:
+            if served.export is not None:
+                self.lio.unexport(served.export)
+            elif served.backstore is not None:  # adopted: the exports came from an earlier edifd
+                for lun in list(served.backstore.so.attached_luns):
+                    lun.delete()
+        except Exception as e:  # rtslib raises RTSLibError/OSError; teardown goes on with the rest
+            log.error("lun %s: removing its LUNs: %s", served.config.name, e)
+
     def stop(self, *, teardown: bool = False) -> None:
         """Complete everything in flight, drain the rings; with teardown also remove LIO objects."""
         if self._ticker is not None:
@@ -159,18 +169,19 @@ class Daemon:
             name = served.config.name
             if isinstance(served.medium, ControlLun):
                 # A parked READ ends as an ordinary "nothing" completion, not as an error.
-                n = served.medium.release_all()
+                n = served.medium.close()
                 log.info("lun %s: completed %d parked READ(s) with the heartbeat", name, n)
+            if teardown:
+                # Remove the LUNs while the ring is still served: an initiator removing its disk
+                # sends SYNCHRONIZE CACHE, which only a running handler can answer.
+                self._remove_luns(served)
             if served.handler is not None:
                 drained = served.handler.stop()
                 stats = served.handler.stats
                 log.info("lun %s: ring %s; %s", name, "drained" if drained else "NOT drained", stats)
-            if teardown:
+            if teardown and served.backstore is not None:
                 try:
-                    if served.export is not None:
-                        self.lio.unexport(served.export)
-                    if served.backstore is not None:
-                        self.lio.remove_backstore(served.backstore)
+                    self.lio.remove_backstore(served.backstore)
                     log.info("lun %s: removed from LIO", name)
                 except TcmuError as e:
                     log.error("lun %s: teardown: %s", name, e)

@@ -36,6 +36,7 @@ class ControlLun:
         self._lock = threading.Lock()
         self.parked = ParkedReads(park_time)
         self.writes_refused = 0
+        self._closing = False
 
     @property
     def block_size(self) -> int:
@@ -47,6 +48,8 @@ class ControlLun:
 
     def read(self, req: IoRequest) -> bytes | Pending:
         with self._lock:
+            if self._closing:  # shutting down: nothing parks any more, so LUN removal cannot wait on it
+                return self.parked.heartbeat
             return self.parked.park(req, self._block_size, self._clock())
 
     def write(self, req: IoRequest, data: bytes) -> None:
@@ -67,6 +70,12 @@ class ControlLun:
 
     def release_all(self) -> int:
         with self._lock:
+            return self.parked.release_all()
+
+    def close(self) -> int:
+        """Stop parking: complete what is parked and answer later READs at once."""
+        with self._lock:
+            self._closing = True
             return self.parked.release_all()
 
 

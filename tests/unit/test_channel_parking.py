@@ -102,3 +102,11 @@ def test_take_returns_oldest_first():
 def test_park_time_must_be_positive():
     with pytest.raises(ValueError):
         ParkedReads(0)
+
+
+def test_close_completes_parked_and_stops_parking(lun):
+    disk, medium, clock = lun
+    parked = disk.execute(read10(0))
+    assert medium.close() == 1 and parked.done
+    r = disk.execute(read10(8))
+    assert not isinstance(r, Pending) and r.status == Status.GOOD and r.data == bytes(8 * 512)
