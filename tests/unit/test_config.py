@@ -80,7 +80,9 @@ def test_unreadable_and_invalid_toml(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("v,n", [("4096", 4096), ("1K", 1024), ("64MiB", 64 << 20), ("2G", 2 << 30), (512, 512)])
+@pytest.mark.parametrize(
+    "v,n", [("4096", 4096), ("1K", 1024), ("64MiB", 64 << 20), ("2G", 2 << 30), (512, 512)]
+)
 def test_parse_size(v, n):
     assert parse_size(v) == n
 
