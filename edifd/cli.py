@@ -92,18 +92,34 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: s
         log.error("cannot start: %s", e)
         daemon.stop(teardown=True)
         sys.exit(1)
+    from edifd.status import STATUS_FILE, collect
+
+    status_path = cfg.daemon.state_dir / STATUS_FILE
+    _write_status(status_path, collect(daemon))
     if ready_file:
         ready_file.write_text("ready\n")
     _notify_systemd("READY=1")
-    log.info("serving %d LUN(s)", len(cfg.luns))
+    log.info("serving %d LUN(s); status in %s", len(cfg.luns), status_path)
     try:
         while not stop.wait(1.0):
             _notify_systemd("WATCHDOG=1")
+            _write_status(status_path, collect(daemon))
     finally:
         log.info("stopping (teardown=%s)", teardown)
         _notify_systemd("STOPPING=1")
+        final = collect(daemon, state="stopped")
         daemon.stop(teardown=teardown)
+        _write_status(status_path, final)
         log.info("stopped")
+
+
+def _write_status(path: Path, data: dict) -> None:
+    from edifd.status import write_status
+
+    try:
+        write_status(path, data)
+    except OSError as e:  # a full or read-only state dir must not take the data path down
+        log.warning("cannot write %s: %s", path, e.strerror)
 
 
 def _notify_systemd(state: str) -> None:
@@ -121,3 +137,56 @@ def _notify_systemd(state: str) -> None:
             s.sendto(state.encode(), addr)
         except OSError:
             pass
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="/etc/edifd/edifd.toml", show_default=True,
+              help="edifd configuration (its daemon.state_dir holds the status file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status JSON.")
+def edifctl_main(config_path: Path, as_json: bool) -> None:
+    """Show what a running edifd serves: LUNs, exports, ring and channel counters.
+
+    edifd rewrites DAEMON.STATE_DIR/status.json about once a second; this reads it. The file
+    holds names and counters only, never keys.
+    """
+    import json
+    import time
+
+    from edifd.status import STATUS_FILE, read_status
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"{config_path}: {p}", err=True)
+        sys.exit(2)
+    path = cfg.daemon.state_dir / STATUS_FILE
+    try:
+        st = read_status(path)
+    except FileNotFoundError:
+        click.echo(f"edifctl: no {path}: edifd has not run with this configuration", err=True)
+        sys.exit(3)
+    except (OSError, ValueError) as e:
+        click.echo(f"edifctl: cannot read {path}: {e}", err=True)
+        sys.exit(3)
+    if as_json:
+        click.echo(json.dumps(st, indent=1, sort_keys=True))
+        return
+    age = time.time() - float(st.get("time", 0))
+    stale = st.get("state") == "running" and age > 5
+    click.echo(f"edifd pid {st.get('pid')}: {st.get('state')}"
+               + (f" (status {age:.0f} s old: edifd may have died)" if stale else ""))
+    for lun in st.get("luns", []):
+        ex = lun.get("export") or {}
+        click.echo(f"  {lun['name']:<12} {lun['type']:<8} {lun['size'] >> 20} MiB  "
+                   f"{ex.get('fabric')} {ex.get('wwn') or ''}  {lun.get('uio') or ''}"
+                   + ("  (re-attached)" if lun.get("adopted") else ""))
+        for what in ("ring", "medium"):
+            counters = lun.get(what)
+            if counters:
+                click.echo(f"      {what}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+        if "parked_reads" in lun:
+            click.echo(f"      parked READs now: {lun['parked_reads']}")
+    if stale:
+        sys.exit(1)

@@ -1,0 +1,63 @@
+"""What edifd reports about itself: a JSON status file that `edifctl status` reads.
+
+The daemon rewrites it atomically about once a second and on exit. It holds names, counters and
+states only; nothing in it is secret (channel keys stay in their files, SA keys never leave the HBA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+
+
+def _counters(obj: Any) -> dict[str, Any] | None:
+    """Counters an object exposes as a dict or a dataclass (`counters` or `stats`), else None."""
+    for attr in ("counters", "stats"):
+        value = getattr(obj, attr, None)
+        if callable(value):
+            value = value()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items() if isinstance(v, (int, float, str, bool))}
+    return None
+
+
+def collect(daemon: Any, *, state: str = "running") -> dict[str, Any]:
+    luns = []
+    for served in daemon.luns:
+        cfg = served.config
+        ex = served.export
+        entry: dict[str, Any] = {
+            "name": cfg.name,
+            "type": cfg.type,
+            "size": cfg.size,
+            "block_size": cfg.block_size,
+            "export": {"fabric": cfg.export.fabric, "wwn": ex.wwn if ex is not None else None},
+            "uio": served.backstore.uio_name if served.backstore is not None else None,
+            "adopted": served.adopted,
+            "ring": _counters(served.handler) if served.handler is not None else None,
+            "medium": _counters(served.medium),
+        }
+        parked = getattr(served.medium, "parked", None)
+        if parked is not None and hasattr(parked, "__len__"):
+            entry["parked_reads"] = len(parked)
+        luns.append(entry)
+    return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns}
+
+
+def write_status(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

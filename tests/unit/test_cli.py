@@ -1,0 +1,79 @@
+"""edifd check-config, the status file and edifctl status, without a kernel."""
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from click.testing import CliRunner
+
+from edifd.cli import edifctl_main, edifd_main
+from edifd.config import parse_config
+from edifd.status import collect, read_status, write_status
+
+CONF = """
+[daemon]
+state_dir = "{state}"
+[[lun]]
+name = "disk0"
+size = "64MiB"
+[lun.export]
+fabric = "iscsi"
+demo_mode = true
+"""
+
+
+@dataclass
+class Stats:
+    fetched: int = 7
+    completed: int = 7
+
+
+def _daemon(cfg):
+    lun = cfg.luns[0]
+    served = SimpleNamespace(
+        config=lun, export=SimpleNamespace(wwn="iqn.2026-11.io.edifd:disk0"),
+        backstore=SimpleNamespace(uio_name="tcm-user/0/disk0/edif/file"), adopted=False,
+        handler=SimpleNamespace(stats=Stats()), medium=SimpleNamespace(counters={"heartbeats": 3}))
+    return SimpleNamespace(luns=[served])
+
+
+def test_check_config_ok_and_bad(tmp_path):
+    p = tmp_path / "edifd.toml"
+    p.write_text(CONF.format(state=tmp_path))
+    r = CliRunner().invoke(edifd_main, ["check-config", "--config", str(p)])
+    assert r.exit_code == 0 and "1 LUN(s)" in r.output and "iSCSI iqn.2026-11.io.edifd:disk0" in r.output
+    p.write_text("[[lun]]\nname='x'\n")
+    r = CliRunner().invoke(edifd_main, ["check-config", "--config", str(p)])
+    assert r.exit_code == 2 and "lun[0].size: required" in r.output
+
+
+def test_status_file_round_trip_and_edifctl(tmp_path):
+    p = tmp_path / "edifd.toml"
+    p.write_text(CONF.format(state=tmp_path))
+    import tomllib
+    cfg = parse_config(tomllib.loads(p.read_text()))
+    st = collect(_daemon(cfg))
+    write_status(tmp_path / "status.json", st)
+    back = read_status(tmp_path / "status.json")
+    assert back["luns"][0]["ring"] == {"fetched": 7, "completed": 7}
+    assert back["luns"][0]["medium"] == {"heartbeats": 3}
+    r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
+    assert r.exit_code == 0, r.output
+    assert "disk0" in r.output and "fetched=7" in r.output and "heartbeats=3" in r.output
+    r = CliRunner().invoke(edifctl_main, ["--config", str(p), "--json"])
+    assert json.loads(r.output)["luns"][0]["name"] == "disk0"
+
+
+def test_edifctl_without_status_file(tmp_path):
+    p = tmp_path / "edifd.toml"
+    p.write_text(CONF.format(state=tmp_path))
+    r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
+    assert r.exit_code == 3 and "has not run" in r.output
+
+
+def test_edifctl_flags_a_stale_status(tmp_path):
+    p = tmp_path / "edifd.toml"
+    p.write_text(CONF.format(state=tmp_path))
+    (tmp_path / "status.json").write_text(json.dumps({"pid": 1, "state": "running", "time": 0, "luns": []}))
+    r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
+    assert r.exit_code == 1 and "may have died" in r.output
