@@ -1,0 +1,36 @@
+"""The software HBA: initiator ports linked over TCP (FCIP) to target ports, sans-IO login and
+FCP initiator state machines (`session`), thin asyncio edges (`port`, `hba`), the remote-LUN
+executor for the TCMU data path (`remote_lun`), and the per-session hooks EDIF fills (`transform`).
+See docs/hba.md.
+"""
+
+from .counters import PortCounters, RemotePortCounters
+from .hba import Hba, HbaError, parse_report_luns
+from .port import InitiatorPort, PortConfig, PortStatus, Timers
+from .session import (
+    SENSE_IO_TIMEOUT,
+    SENSE_PROTOCOL_ERROR,
+    SENSE_TARGET_GONE,
+    Completed,
+    ElsReceived,
+    InitiatorSession,
+    ResetLink,
+    SessionState,
+    StateChanged,
+)
+from .transform import (
+    AllowAll,
+    FrameTransform,
+    IdentityTransform,
+    LoginPolicy,
+    PeerInfo,
+    RequireAuthWhenSecure,
+)
+
+__all__ = [
+    "SENSE_IO_TIMEOUT", "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll", "Completed",
+    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
+    "InitiatorSession", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
+    "RemotePortCounters", "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers",
+    "parse_report_luns",
+]
