@@ -176,6 +176,7 @@ class InitiatorSession:
         self.transform: FrameTransform = transform or IdentityTransform()
         self.login_timeout, self.abts_timeout = login_timeout, abts_timeout
         self.state = SessionState.DOWN
+        self.relay_auth_els = False  # EDIF sets this: AUTH_ELS requests become ElsReceived events
         self.counters = RemotePortCounters()
         self.peer: PeerInfo | None = None
         self.remote_wwpn: int | None = None
@@ -544,6 +545,8 @@ class InitiatorSession:
                 return out + self._revalidate(now, "RSCN names it")
             return out
         if isinstance(req, AuthEls):
+            if not self.relay_auth_els:  # no security application attached: not supported
+                return self._reject(frame, LsRjtReason.NOT_SUPPORTED, LsRjtExplanation.NONE)
             self._events.append(ElsReceived(frame))  # the EDIF relay answers it
             return []
         if isinstance(req, Prli):
