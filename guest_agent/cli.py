@@ -1,0 +1,448 @@
+"""edif-agent: the EDIF VM's end of the control-disk channel to edifd.
+
+Exit codes (scripts and the lab rely on them):
+
+  0  done, and for ping: every request answered once, in order
+  1  ping finished but something was lost, duplicated or out of order
+  2  usage error (click)
+  3  no usable control disk (discovery, --port, --device)
+  4  the channel key file was refused
+  5  the channel did not come up (no handshake within --timeout, or the host refused us)
+  6  I/O error on the control disk, or the state file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edifd.proto import ChannelKeyError, Keepalive, Kind, MessageType, load_channel_key
+
+from .discovery import (
+    DEFAULT_PRODUCT,
+    DEFAULT_VENDOR,
+    ControlDisk,
+    DiscoveryError,
+    discover,
+    disk_for_device,
+    format_wwpn,
+    parse_wwpn,
+    select,
+)
+from .disk import ControlDiskEndpoint
+from .ping import PingTally
+from .state import StateFile, StateFileError
+
+EXIT_OK, EXIT_PING_PROBLEMS, EXIT_NO_DISK, EXIT_KEY, EXIT_NOT_ESTABLISHED, EXIT_IO = 0, 1, 3, 4, 5, 6
+
+
+class AgentExit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def make_client(key: Any, *, port_index: int, block_size: int, capacity_blocks: int, parked_reads: int,
+                state: bytes | None) -> Any:
+    """The sans-IO channel client (guest_agent.client); a seam for tests."""
+    from .client import ChannelClient
+
+    return ChannelClient(key, port_index=port_index, block_size=block_size, capacity_blocks=capacity_blocks,
+                         parked_reads=parked_reads, state=state)
+
+
+# -- shared plumbing ---------------------------------------------------------------------------------
+
+
+def _find_disk(device: str | None, port: str | None, vendor: str, product: str, sys_root: str) -> ControlDisk:
+    wwpn = parse_wwpn(port) if port else None
+    if device:
+        d = disk_for_device(device, sys_root=sys_root)
+        if wwpn is not None and d.wwpn not in (None, wwpn):
+            raise DiscoveryError(f"{device} reports port {d.wwpn_text}, not {format_wwpn(wwpn)}")
+        return d
+    return select(discover(vendor, product, sys_root=sys_root), wwpn=wwpn, vendor=vendor, product=product,
+                  where=os.path.join(sys_root, "block"))
+
+
+def _load_key(path: str) -> Any:
+    try:
+        return load_channel_key(path)
+    except ChannelKeyError as e:
+        raise AgentExit(EXIT_KEY, str(e)) from None
+
+
+def _open_endpoint(disk: ControlDisk, key: Any, *, port_index: int, parked: int, direct: bool,
+                   state_path: str | None) -> ControlDiskEndpoint:
+    state = StateFile(state_path) if state_path else None
+    try:
+        saved = state.load() if state else None
+    except StateFileError as e:
+        raise AgentExit(EXIT_IO, str(e)) from None
+    client = make_client(key, port_index=port_index, block_size=disk.block_size,
+                         capacity_blocks=disk.capacity_blocks, parked_reads=parked, state=saved)
+    ep = ControlDiskEndpoint(client, disk.devnode, block_size=disk.block_size, parked=parked, direct=direct,
+                             persist=state.save if state else None)
+    try:
+        ep.open()
+    except OSError as e:
+        raise AgentExit(EXIT_IO, str(e)) from None
+    return ep
+
+
+def _is_response(msg: Any) -> bool:
+    return getattr(msg, "kind", None) is Kind.RESPONSE
+
+
+def _is_heartbeat(msg: Any) -> bool:
+    return getattr(msg, "type", None) is MessageType.HEARTBEAT
+
+
+def _establish(ep: ControlDiskEndpoint, timeout: float, on_msg: Callable[[Any], None]) -> None:
+    """Run the APP_START handshake unless the restored state is already established."""
+    if not ep.call(lambda c: c.established):
+        ep.call(lambda c: c.start())
+    deadline = time.monotonic() + timeout
+    while not ep.call(lambda c: c.established):
+        if ep.fatal:
+            raise AgentExit(EXIT_NOT_ESTABLISHED, f"channel failed: {ep.fatal}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            st = ep.status()
+            raise AgentExit(
+                EXIT_NOT_ESTABLISHED,
+                f"no APP_START answer from edifd on {ep.path} within {timeout:g} s "
+                f"(wrong key? edifd not serving this LUN?) edge={st['edge']} last_error={st['last_error']}",
+            )
+        _pump(ep, min(left, 0.2), on_msg)
+
+
+def _pump(ep: ControlDiskEndpoint, wait: float, on_msg: Callable[[Any], None]) -> None:
+    """Hand every delivered upstream message to on_msg; block up to ``wait`` for the first."""
+    try:
+        on_msg(ep.inbox.get(timeout=wait))
+        while True:
+            on_msg(ep.inbox.get_nowait())
+    except queue.Empty:
+        return
+
+
+class _Stopper:
+    """SIGTERM/SIGINT end the current command cleanly (the endpoint's threads are stopped)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stopper:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--key", "key_path", metavar="FILE", envvar="EDIF_AGENT_KEY",
+                     help="Channel key file (32 raw bytes or 64 hex digits, not readable by others); "
+                          "the same key edifd has for this VM.  [env EDIF_AGENT_KEY]"),
+        click.option("--port", metavar="WWPN", help="Use the control disk of this HBA port "
+                     "(e.g. 50:01:43:80:12:34:56:78); needed when the VM has several."),
+        click.option("--device", metavar="DEV", help="Use this block device, skipping discovery."),
+        click.option("--vendor", default=DEFAULT_VENDOR, show_default=True,
+                     help="INQUIRY vendor to look for."),
+        click.option("--product", default=DEFAULT_PRODUCT, show_default=True,
+                     help="INQUIRY product to look for."),
+        click.option("--port-index", default=0, show_default=True, type=click.IntRange(0, 0xFFFF),
+                     help="Port index the host gave this control LUN."),
+        click.option("--parked", default=4, show_default=True, type=click.IntRange(1, 64),
+                     help="READs kept parked on the host (K >= 4 lets several messages arrive at once)."),
+        click.option("--state", "state_path", metavar="FILE",
+                     help="Keep the channel state here, so a restarted agent resumes without loss or "
+                          "duplicates."),
+        click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
+                     help="Seconds to wait for the handshake, and for each reply."),
+        click.option("--no-direct", is_flag=True, hidden=True, help="Open without O_DIRECT (tests)."),
+        click.option("--sys-root", default="/sys", hidden=True, help="sysfs root (tests)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _run(body: Callable[[], int]) -> None:
+    try:
+        code = body()
+    except AgentExit as e:
+        click.echo(f"edif-agent: {e}", err=True)
+        sys.exit(e.code)
+    except DiscoveryError as e:
+        click.echo(f"edif-agent: {e}", err=True)
+        sys.exit(EXIT_NO_DISK)
+    sys.exit(code)
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The EDIF VM's agent: talks to edifd over the emulated control disk.
+
+    Each HBA port on the host appears in this VM as one SCSI disk with INQUIRY vendor EDIF, product
+    CTRL, and the port's WWPN in VPD page 0x83. Messages to the host are WRITEs to that disk; the host
+    answers through READs the agent keeps parked. Both sides share a per-VM channel key.
+
+    \b
+    Examples:
+      edif-agent status                       list control disks and their ports
+      edif-agent ping --key /etc/edif/channel.key --count 100
+      edif-agent run --key /etc/edif/channel.key --state /var/lib/edif-agent/state
+
+    Exit codes: 0 ok, 1 ping saw loss/duplicates/reordering, 2 usage, 3 no control disk,
+    4 key refused, 5 channel not established, 6 disk or state file I/O error.
+    """
+
+
+@main.command()
+@_common
+@click.option("--count", "-c", default=10, show_default=True, type=click.IntRange(1),
+              help="KEEPALIVE requests to send, one at a time.")
+@click.option("--interval", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Pause between requests, in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--report", "report_path", metavar="FILE",
+              help="Also keep the running report here (atomically updated; resumed with --state).")
+def ping(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
+         port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
+         sys_root: str, count: int, interval: float, as_json: bool, report_path: str | None) -> None:
+    """Round trips to edifd: send KEEPALIVE requests and time the replies.
+
+    Prints RTT p50/p99/max and the counts: sent, received, in order, duplicates, lost. With
+    --state and --report, a killed and restarted ping continues the same count.
+    """
+
+    def body() -> int:
+        if not key_path:
+            raise click.UsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
+        key = _load_key(key_path)
+        disk = _find_disk(device, port, vendor, product, sys_root)
+        tally = _load_tally(report_path)
+        ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
+                            state_path=state_path)
+        with _Stopper() as stopper:
+            ep.start()
+            try:
+                return _ping(ep, disk, tally, count, interval, timeout, stopper.event, as_json, report_path)
+            finally:
+                ep.stop(timeout=2.0)
+
+    _run(body)
+
+
+def _load_tally(path: str | None) -> PingTally:
+    if not path or not os.path.exists(path):
+        return PingTally()
+    try:
+        with open(path) as fh:
+            return PingTally.from_dict(json.load(fh)["tally"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AgentExit(EXIT_IO, f"cannot resume from report {path}: {e}") from None
+
+
+def _save_report(path: str, tally: PingTally, extra: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"report": tally.report(), "tally": tally.to_dict(), **extra}, fh)
+    os.replace(tmp, path)
+
+
+def _ping(ep: ControlDiskEndpoint, disk: ControlDisk, tally: PingTally, count: int, interval: float,
+          timeout: float, stop: threading.Event, as_json: bool, report_path: str | None) -> int:
+    def on_msg(msg: Any) -> None:
+        if _is_heartbeat(msg):
+            return
+        tally.on_upstream(msg.epoch, msg.sequence)
+        if _is_response(msg):
+            tally.on_response(msg.request_id, time.monotonic())
+
+    _establish(ep, timeout, on_msg)
+    while tally.sent < count and not stop.is_set():
+        rid = ep.call(lambda c: c.request(Keepalive()))
+        tally.on_sent(rid, time.monotonic())
+        deadline = time.monotonic() + timeout
+        while not tally.answered(rid) and not stop.is_set():
+            if ep.fatal:
+                raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break  # counted as lost; go on with the next one
+            _pump(ep, min(left, 0.2), on_msg)
+        if report_path:
+            _save_report(report_path, tally, {"device": disk.devnode})
+        if interval:
+            stop.wait(interval)
+    # A late answer still counts (and a second one shows up as a duplicate).
+    _pump(ep, 0.2, on_msg)
+    rep = tally.report()
+    if report_path:
+        _save_report(report_path, tally, {"device": disk.devnode})
+    st = ep.status()
+    if as_json:
+        click.echo(json.dumps({**rep, "device": disk.devnode, "port": disk.wwpn_text, **st}, sort_keys=True))
+    else:
+        r = rep["rtt_ms"]
+        click.echo(f"ping {disk.devnode} (port {disk.wwpn_text}): {rep['sent']} sent, "
+                   f"{rep['received']} received, {rep['in_order']} in order, "
+                   f"{rep['duplicates']} duplicates, {rep['lost']} lost")
+        click.echo(f"rtt ms: p50 {r['p50']} p99 {r['p99']} max {r['max']} (n={r['n']})")
+    ok = (rep["lost"] == 0 and rep["duplicates"] == 0 and rep["out_of_order"] == 0 and rep["unexpected"] == 0
+          and rep["sent"] == count)
+    return EXIT_OK if ok else EXIT_PING_PROBLEMS
+
+
+@main.command()
+@_common
+@click.option("--probe", is_flag=True, help="Also open the chosen disk, run the handshake and one KEEPALIVE, "
+              "and print the channel counters (needs --key).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
+           port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
+           sys_root: str, probe: bool, as_json: bool) -> None:
+    """List the control disks (device, port WWPN, serial, block size); --probe adds the channel counters."""
+
+    def body() -> int:
+        if device:
+            disks = [disk_for_device(device, sys_root=sys_root)]
+        else:
+            disks = discover(vendor, product, sys_root=sys_root)
+        out: dict[str, Any] = {"disks": [_disk_dict(d) for d in disks]}
+        code = EXIT_OK if disks else EXIT_NO_DISK
+        if probe:
+            if not key_path:
+                raise click.UsageError("--probe needs --key FILE")
+            key = _load_key(key_path)
+            disk = _find_disk(device, port, vendor, product, sys_root)
+            ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
+                                state_path=state_path)
+            ep.start()
+            try:
+                tally = PingTally()
+
+                def on_msg(msg: Any) -> None:
+                    if _is_response(msg):
+                        tally.on_response(msg.request_id, time.monotonic())
+
+                _establish(ep, timeout, on_msg)
+                rid = ep.call(lambda c: c.request(Keepalive()))
+                tally.on_sent(rid, time.monotonic())
+                deadline = time.monotonic() + timeout
+                while not tally.answered(rid) and time.monotonic() < deadline:
+                    _pump(ep, 0.2, on_msg)
+                out["probe"] = {"device": disk.devnode, "keepalive": tally.report()["rtt_ms"], **ep.status()}
+            finally:
+                ep.stop(timeout=2.0)
+        if as_json:
+            click.echo(json.dumps(out, sort_keys=True))
+        else:
+            if not disks:
+                click.echo(f"no EDIF control disk (vendor {vendor} product {product}) on "
+                           f"{os.path.join(sys_root, 'block')}")
+            for d in disks:
+                click.echo(f"{d.devnode:<12} port {d.wwpn_text:<23} serial {d.serial or '-':<20} "
+                           f"{d.block_size} B x {d.capacity_blocks} (found via {d.source})")
+            if "probe" in out:
+                p = out["probe"]
+                click.echo(f"probe {p['device']}: established={p['established']} keepalive rtt ms "
+                           f"{p['keepalive']['max']}")
+                for k, v in sorted({**p.get("channel", {}), **p["edge"]}.items()):
+                    click.echo(f"  {k:<24} {v}")
+        return code
+
+    _run(body)
+
+
+def _disk_dict(d: ControlDisk) -> dict[str, Any]:
+    return {"device": d.devnode, "name": d.name, "port": d.wwpn_text, "serial": d.serial, "vendor": d.vendor,
+            "model": d.model, "block_size": d.block_size, "capacity_blocks": d.capacity_blocks,
+            "source": d.source}
+
+
+@main.command()
+@_common
+@click.option("--keepalive", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between KEEPALIVE requests.")
+@click.option("--status-file", metavar="FILE", help="Write the counters here (JSON) after every keepalive.")
+def run(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
+        port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
+        sys_root: str, keepalive: float, status_file: str | None) -> None:
+    """Serve the channel until SIGTERM: handshake, keep READs parked, send KEEPALIVEs, log events.
+
+    Under systemd (Type=notify) it reports READY=1 once the handshake is done.
+    """
+
+    def body() -> int:
+        if not key_path:
+            raise click.UsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
+        key = _load_key(key_path)
+        disk = _find_disk(device, port, vendor, product, sys_root)
+        ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
+                            state_path=state_path)
+
+        def on_msg(msg: Any) -> None:
+            if not _is_heartbeat(msg) and not _is_response(msg):
+                click.echo(f"event {msg.type.name} seq {msg.sequence}", err=True)
+
+        with _Stopper() as stopper:
+            ep.start()
+            try:
+                _establish(ep, timeout, on_msg)
+                click.echo(f"edif-agent: channel up on {disk.devnode} (port {disk.wwpn_text})", err=True)
+                sd_notify("READY=1")
+                while not stopper.event.is_set() and not ep.fatal:
+                    ep.call(lambda c: c.request(Keepalive()))
+                    until = time.monotonic() + keepalive
+                    while time.monotonic() < until and not stopper.event.is_set():
+                        _pump(ep, 0.5, on_msg)
+                    if status_file:
+                        tmp = f"{status_file}.tmp"
+                        with open(tmp, "w") as fh:
+                            json.dump({"device": disk.devnode, "port": disk.wwpn_text, **ep.status()}, fh)
+                        os.replace(tmp, status_file)
+                sd_notify("STOPPING=1")
+            finally:
+                ep.stop(timeout=2.0)
+        if ep.fatal:
+            raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
+        return EXIT_OK
+
+    _run(body)
+
+
+def sd_notify(state: str) -> None:
+    """systemd's notify protocol (a datagram to $NOTIFY_SOCKET); a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError:
+        pass  # notification is best effort; the unit's timeout catches a silent agent

@@ -1,0 +1,208 @@
+"""edif-agent CLI: --help, error paths and exit codes, ping and status against the stand-in client."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_agent_discovery import WWPN_A, WWPN_B, make_disk
+from test_agent_support import FakeClient, parking_preadv
+
+from guest_agent import cli
+from guest_agent import disk as disk_mod
+from guest_agent.state import StateFile
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    p = tmp_path / "channel.key"
+    p.write_text("ab" * 32 + "\n")
+    p.chmod(0o600)
+    return p
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Path:
+    p = tmp_path / "ctl.img"
+    p.write_bytes(bytes(512 * 4096))
+    return p
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """make_client returns the stand-in; preadv parks briefly like the host. Options per test."""
+    made: list[FakeClient] = []
+    opts: dict = {}
+
+    def make_client(key, **kw):
+        kw.pop("parked_reads")
+        c = FakeClient(key, **kw, **opts)
+        made.append(c)
+        return c
+
+    monkeypatch.setattr(cli, "make_client", make_client)
+    monkeypatch.setattr(disk_mod.os, "preadv", parking_preadv(made))
+    return made, opts
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+
+
+def test_help_teaches():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for word in ("EDIF", "CTRL", "0x83", "ping", "status", "run", "Exit codes", "4 key refused"):
+        assert word in r.output
+    r = invoke("ping", "--help")
+    assert r.exit_code == 0
+    for opt in ("--count", "--port", "--key", "--device", "--state", "p50/p99/max", "WWPN"):
+        assert opt in r.output
+    assert "--no-direct" not in r.output  # test-only switches stay hidden
+    assert "--probe" in invoke("status", "--help").output
+
+
+def test_ping_requires_a_key(dev):
+    r = invoke("ping", "--device", str(dev), "--no-direct")
+    assert r.exit_code == 2 and "--key FILE is required" in r.output
+
+
+def test_ping_refuses_a_world_readable_key(key, dev):
+    key.chmod(0o644)
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct")
+    assert r.exit_code == cli.EXIT_KEY
+    assert "accessible by other users" in r.output and "ab" * 4 not in r.output
+
+
+def test_ping_without_a_control_disk(key, tmp_path):
+    (tmp_path / "sys" / "block").mkdir(parents=True)
+    r = invoke("ping", "--key", str(key), "--sys-root", str(tmp_path / "sys"))
+    assert r.exit_code == cli.EXIT_NO_DISK
+    assert "no EDIF control disk found: looked for vendor EDIF product CTRL on" in r.output
+
+
+def test_ping_bad_port(key, tmp_path):
+    make_disk(tmp_path / "sys", "sdb")
+    r = invoke("ping", "--key", str(key), "--sys-root", str(tmp_path / "sys"), "--port", "xyz")
+    assert r.exit_code == cli.EXIT_NO_DISK and "bad WWPN 'xyz'" in r.output
+
+
+def test_ping_counts_and_rtt(host, key, dev):
+    made, _ = host
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--count", "25")
+    assert r.exit_code == 0, r.output
+    assert "25 sent, 25 received, 25 in order, 0 duplicates, 0 lost" in r.output
+    assert "rtt ms: p50 " in r.output and "(n=25)" in r.output
+    (c,) = made
+    assert c.answered == 25 and c.counters["requests"] == 25
+
+
+def test_ping_json(host, key, dev):
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "-c", "5", "--json")
+    assert r.exit_code == 0
+    rep = json.loads(r.output)
+    assert (rep["sent"], rep["received"], rep["lost"], rep["duplicates"], rep["seq_gaps"]) == (5, 5, 0, 0, 0)
+    assert rep["rtt_ms"]["n"] == 5 and rep["rtt_ms"]["p50"] <= rep["rtt_ms"]["p99"] <= rep["rtt_ms"]["max"]
+    assert rep["established"] is True and rep["edge"]["writes_ok"] == 6
+
+
+def test_ping_sees_duplicates_and_fails(host, key, dev):
+    _, opts = host
+    opts["duplicate_every"] = 3
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "-c", "9", "--json")
+    assert r.exit_code == cli.EXIT_PING_PROBLEMS
+    rep = json.loads(r.output)
+    assert rep["duplicates"] == 3 and rep["received"] == 9 and rep["seq_repeats"] == 3
+
+
+def test_ping_handshake_not_answered(host, key, dev):
+    _, opts = host
+    opts["accept"] = False
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--timeout", "0.3")
+    assert r.exit_code == cli.EXIT_NOT_ESTABLISHED
+    assert "no APP_START answer" in r.output and "wrong key?" in r.output
+
+
+def test_ping_resumes_from_state_and_report(host, key, dev, tmp_path):
+    made, _ = host
+    state, report = tmp_path / "agent.state", tmp_path / "ping.json"
+    common = ["--key", str(key), "--device", str(dev), "--no-direct", "--state", str(state),
+              "--report", str(report), "--json"]
+    r = invoke("ping", *common, "-c", "10")
+    assert r.exit_code == 0
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    assert json.loads(StateFile(state).load() or b"{}")["up_seq"] == 10
+    r = invoke("ping", *common, "-c", "30")  # a restarted agent continues the same count
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    counts = (rep["sent"], rep["received"], rep["in_order"], rep["duplicates"], rep["lost"])
+    assert counts == (30, 30, 30, 0, 0)
+    assert rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0
+    assert len(made) == 2 and made[1].started is False  # restored established state: no new handshake
+    assert json.loads(report.read_text())["report"]["sent"] == 30
+
+
+def test_ping_with_a_corrupt_report_file(host, key, dev, tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text("{")
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--report", str(bad))
+    assert r.exit_code == cli.EXIT_IO and "cannot resume from report" in r.output
+
+
+def test_ping_missing_device(host, key, tmp_path):
+    r = invoke("ping", "--key", str(key), "--device", str(tmp_path / "gone.img"), "--no-direct")
+    assert r.exit_code == cli.EXIT_NO_DISK and "not a whole block device" in r.output
+
+
+def test_status_lists_disks_and_ports(tmp_path):
+    sys_root = tmp_path / "sys"
+    make_disk(sys_root, "sdb", serial="CTL-A", wwpn=WWPN_A)
+    make_disk(sys_root, "sdc", serial="CTL-B", wwpn=WWPN_B)
+    make_disk(sys_root, "sda", vendor="QEMU", model="QEMU HARDDISK")
+    r = invoke("status", "--sys-root", str(sys_root))
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert len(lines) == 2
+    assert "/dev/sdb" in lines[0] and "50:01:43:80:12:34:56:7a" in lines[0] and "CTL-A" in lines[0]
+    assert "/dev/sdc" in lines[1] and "50:01:43:80:12:34:56:7b" in lines[1]
+    out = json.loads(invoke("status", "--sys-root", str(sys_root), "--json").output)
+    assert [d["port"] for d in out["disks"]] == ["50:01:43:80:12:34:56:7a", "50:01:43:80:12:34:56:7b"]
+
+
+def test_status_without_disks_exits_3(tmp_path):
+    (tmp_path / "block").mkdir()
+    r = invoke("status", "--sys-root", str(tmp_path))
+    assert r.exit_code == cli.EXIT_NO_DISK and "no EDIF control disk" in r.output
+
+
+def test_status_probe_shows_counters_but_no_key(host, key, dev):
+    r = invoke("status", "--device", str(dev), "--no-direct", "--probe", "--key", str(key))
+    assert r.exit_code == 0, r.output
+    assert "established=True" in r.output and "writes_ok" in r.output and "requests" in r.output
+    assert "ab" * 8 not in r.output
+    r = invoke("status", "--device", str(dev), "--probe")
+    assert r.exit_code == 2 and "--probe needs --key" in r.output
+
+
+def test_run_requires_a_key():
+    r = invoke("run")
+    assert r.exit_code == 2 and "--key FILE is required" in r.output
+
+
+def test_sd_notify_sends_a_datagram(tmp_path, monkeypatch):
+    import socket
+
+    path = str(tmp_path / "notify")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        cli.sd_notify("READY=1")
+        assert srv.recv(100) == b"READY=1"
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "absent"))
+        cli.sd_notify("READY=1")  # best effort: no error
+    finally:
+        srv.close()

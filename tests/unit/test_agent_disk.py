@@ -1,0 +1,290 @@
+"""guest_agent.disk: the reader/writer loops over a regular file (no O_DIRECT), with the stand-in client."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_agent_support import READ_BASE, FakeClient, parking_preadv
+
+from edifd.proto import Keepalive, MessageType
+from guest_agent import disk as disk_mod
+from guest_agent.backoff import Backoff
+from guest_agent.disk import AlignedBuffer, ControlDiskEndpoint
+
+BS = 512
+BLOCKS = 4096
+
+
+def wait_until(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[Path, bytes]:
+    data = random.Random(1).randbytes(BS * BLOCKS)
+    p = tmp_path / "ctl.img"
+    p.write_bytes(data)
+    return p, data
+
+
+@pytest.fixture
+def parked(monkeypatch):
+    """Patch the edge's preadv so an idle READ blocks briefly, as a parked READ on the host would."""
+    ref: list[FakeClient] = []
+
+    def install(client: FakeClient, eio_first: int = 0):
+        ref.append(client)
+        fn = parking_preadv(ref, eio_first=eio_first)
+        monkeypatch.setattr(disk_mod.os, "preadv", fn)
+        return fn
+
+    return install
+
+
+class Sleeps:
+    """Backoff sleeps recorded instead of slept (returns at once; True = stop was requested)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, ev: threading.Event, s: float) -> bool:
+        with self.lock:
+            self.delays.append(s)
+        return ev.is_set()
+
+
+def handshake_and_ping(ep: ControlDiskEndpoint, client: FakeClient, n: int) -> list:
+    ep.call(lambda c: c.start())
+    wait_until(lambda: client.established)
+    rids = [ep.call(lambda c: c.request(Keepalive())) for _ in range(n)]
+    got = []
+    while len(got) < n:
+        got.append(ep.inbox.get(timeout=10))
+    assert [m.request_id for m in got] == rids
+    return got
+
+
+def test_reads_come_from_the_requested_lbas_and_writes_land_whole_blocks(image, parked):
+    path, data = image
+    c = FakeClient(capacity_blocks=BLOCKS)
+    parked(c)
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=4, direct=False)
+    with ep:
+        msgs = handshake_and_ping(ep, c, 5)
+    assert [m.sequence for m in msgs] == [1, 2, 3, 4, 5]
+    assert all(m.type is MessageType.RESPONSE for m in msgs)
+    assert c.read_data, "no READ completed"
+    for lba, got in c.read_data:
+        assert lba >= READ_BASE
+        assert got == data[lba * BS : (lba + 8) * BS]
+    on_disk = path.read_bytes()
+    assert len(c.written) == 6  # APP_START + 5 requests
+    for lba, payload in c.written:
+        n = -(-len(payload) // BS) * BS
+        assert on_disk[lba * BS : lba * BS + n] == payload + bytes(n - len(payload))
+    assert ep.counters["writes_ok"] == 6 and ep.counters["messages_in"] == 5
+    assert ep.counters["read_errors"] == 0 and ep.fatal is None
+
+
+def test_keeps_k_reads_parked_at_distinct_lbas(image, parked):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    with ControlDiskEndpoint(c, str(path), block_size=BS, parked=6, direct=False) as ep:
+        wait_until(lambda: len(c.reads_out) == 6)
+        with ep.lock:
+            lbas = [r.lba for r in c.reads_out.values()]
+    assert len(set(lbas)) == 6
+
+
+def test_eio_on_a_read_is_reported_and_rearmed_with_growing_backoff(image, parked):
+    path, data = image
+    c = FakeClient()
+    fn = parked(c, eio_first=4)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=1, direct=False, sleep=sleeps,
+                             backoff=lambda: Backoff(initial=0.1, maximum=0.4))
+    with ep:
+        handshake_and_ping(ep, c, 2)
+    assert fn.calls["n"] > 4
+    assert len(c.failed_reads) == 4 and ep.counters["read_errors"] == 4
+    assert sleeps.delays[:4] == [0.1, 0.2, 0.4, 0.4]  # doubles, bounded by maximum
+    assert "Input/output error" in (ep.last_error or "")
+    # Once a READ succeeds again, data flows from the right place.
+    assert all(got == data[lba * BS : (lba + 8) * BS] for lba, got in c.read_data)
+
+
+def test_backoff_resets_after_a_success(image, parked, monkeypatch):
+    path, _ = image
+    c = FakeClient()
+    ref = [c]
+    calls = {"n": 0}
+    real = parking_preadv(ref)
+
+    def flaky(fd, bufs, off):  # fail, fail, succeed, fail
+        calls["n"] += 1
+        if calls["n"] in (1, 2, 4):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(disk_mod.os, "preadv", flaky)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=1, direct=False, sleep=sleeps,
+                             backoff=lambda: Backoff(initial=1.0, maximum=8.0))
+    with ep:
+        wait_until(lambda: calls["n"] >= 5)
+    assert sleeps.delays[:3] == [1.0, 2.0, 1.0]
+
+
+def test_short_read_past_the_end_is_a_failed_read(tmp_path, parked):
+    p = tmp_path / "tiny.img"
+    p.write_bytes(bytes(BS * 16))  # READs at LBA >= 1024 find nothing there
+    c = FakeClient()
+    parked(c)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(c, str(p), block_size=BS, parked=1, direct=False, sleep=sleeps)
+    with ep:
+        wait_until(lambda: len(c.failed_reads) >= 2)
+    assert ep.counters["short_reads"] >= 2
+    assert "0 of 4096 bytes" in (ep.last_error or "")
+    assert c.read_data == []
+
+
+def test_failed_write_is_retried_after_backoff(image, parked, monkeypatch):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    real = os.pwritev
+    calls = {"n": 0}
+
+    def flaky(fd, bufs, off):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(disk_mod.os, "pwritev", flaky)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=2, direct=False, sleep=sleeps,
+                             backoff=lambda: Backoff(initial=0.5, maximum=5))
+    with ep:
+        handshake_and_ping(ep, c, 1)
+    assert c.write_failures == 2 and ep.counters["write_errors"] == 2
+    assert [payload for _, payload in c.written][0] == b"APP_START"
+    assert 0.5 in sleeps.delays and 1.0 in sleeps.delays
+
+
+def test_state_is_persisted_before_messages_are_handed_over(image, parked):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    saved: list[bytes] = []
+    seen_at_delivery: list[int] = []
+
+    def persist(b: bytes) -> None:
+        saved.append(b)
+
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=2, direct=False, persist=persist)
+    with ep:
+        ep.call(lambda cl: cl.start())
+        wait_until(lambda: c.established)
+        for _ in range(3):
+            ep.call(lambda cl: cl.request(Keepalive()))
+            m = ep.inbox.get(timeout=10)
+            seen_at_delivery.append(len(saved))
+            assert m.sequence <= FakeClient(state=saved[-1]).up_seq  # the saved state covers it
+    assert saved and all(n > 0 for n in seen_at_delivery)
+    assert len(saved) == len(set(saved))  # only changes are written
+
+
+def test_persist_error_is_counted_not_fatal(image, parked):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+
+    def persist(b: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=2, direct=False, persist=persist)
+    with ep:
+        handshake_and_ping(ep, c, 2)
+    assert ep.counters["persist_errors"] >= 1 and ep.fatal is None
+    assert "No space left" in (ep.last_error or "")
+
+
+def test_a_client_error_stops_the_endpoint(image, parked):
+    path, _ = image
+
+    class Broken(FakeClient):
+        def next_read(self):
+            raise RuntimeError("cursor corrupted")
+
+    c = Broken()
+    parked(c)
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=2, direct=False)
+    ep.start()
+    wait_until(lambda: ep.stopping)
+    assert "cursor corrupted" in (ep.fatal or "")
+    assert ep.stop(timeout=5)
+
+
+def test_stop_joins_threads_and_closes_the_fd(image, parked):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=4, direct=False)
+    ep.start()
+    fd = ep._fd
+    assert fd is not None
+    assert ep.stop(timeout=5)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_open_error_names_the_path(tmp_path):
+    ep = ControlDiskEndpoint(FakeClient(), str(tmp_path / "missing"), direct=False)
+    with pytest.raises(OSError, match="cannot open control disk .*missing"):
+        ep.open()
+
+
+@pytest.mark.parametrize("bad", [{"parked": 0}, {"block_size": 0}, {"block_size": 1000}])
+def test_bad_arguments_are_refused(bad):
+    with pytest.raises(ValueError):
+        ControlDiskEndpoint(FakeClient(), "/dev/null", **bad)
+
+
+def test_aligned_buffer_is_page_aligned_and_grows():
+    b = AlignedBuffer(512)
+    v = b.view(4096)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(v))
+    assert addr % 4096 == 0 and len(v) == 4096
+    del addr
+    v.release()
+    v = b.view(3 * 4096 + 1)
+    assert ctypes.addressof(ctypes.c_char.from_buffer(v)) % 4096 == 0 and len(v) == 3 * 4096 + 1
+    v.release()
+    b.close()
+
+
+def test_status_reports_edge_and_channel_counters_without_secrets(image, parked):
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    with ControlDiskEndpoint(c, str(path), block_size=BS, parked=2, direct=False) as ep:
+        handshake_and_ping(ep, c, 1)
+        st = ep.status()
+    assert st["established"] is True
+    assert st["channel"]["requests"] == 1 and st["edge"]["writes_ok"] == 2
+    assert set(st) == {"path", "parked", "direct", "edge", "channel", "established", "last_error"}
