@@ -113,7 +113,12 @@ class TargetPort:
         if self._server is not None:
             self._server.close()
         for c in list(self._conns):
-            self._send(c, c.session.logout())
+            logo = c.session.logout()
+            if logo:
+                log.info("target port %s: LOGO sent to initiator %s", self.config.name,
+                         _wwn(c.session.initiator_wwpn))
+            self._send(c, logo)
+            c.session.take_events()
             try:
                 await asyncio.wait_for(c.writer.drain(), 1.0)
             except (TimeoutError, OSError):

@@ -86,7 +86,7 @@ class Execute:
 
 @dataclass(frozen=True)
 class LoginEvent:
-    what: str  # "plogi", "prli", "logo", "prlo", "flogi"
+    what: str  # "plogi", "prli", "prlo", "logout (<reason>)"
     wwpn: int | None
 
 
@@ -164,14 +164,17 @@ class TargetSession:
         log.debug("dropped a frame: %s", why)
         return []
 
-    def _logout(self, what: str) -> None:
+    def _logout(self, reason: str) -> None:
+        """Implicit or explicit logout: the image pair and every open exchange end."""
+        was = self.logged_in
         if self._exchanges:
             self.counters.aborts += len(self._exchanges)
         self._exchanges.clear()
         if self.image_pair:
             self.counters.logouts += 1
         self.logged_in = self.image_pair = False
-        self._events.append(LoginEvent(what, self.initiator_wwpn))
+        if was:
+            self._events.append(LoginEvent(f"logout ({reason})", self.initiator_wwpn))
 
     # --- initiated by us --------------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class TargetSession:
             return []
         frame = els_request(s_id=self.local_id, d_id=self.remote_id, ox_id=self._alloc_rx(),
                             els=Logo(self.local_id, self.wwpn), seq_id=self._next_seq())
-        self._logout("logo-sent")
+        self._logout("LOGO sent")
         return [frame]
 
     def go_offline(self) -> list[Frame]:
