@@ -253,8 +253,10 @@ class ChannelCore:
         resolutions: list[tuple[Pending, ScsiResponse]] = []
         with self._lock:
             if isinstance(msg.body, AppStart):
-                self._app_start(where, msg, mac)
-                resolutions = self._fill_parked()
+                if self._app_start(where, msg, mac):
+                    # READs parked now may be orphans of an agent that restarted: its handshake
+                    # answer must not vanish into one. They get a heartbeat; live agents re-arm.
+                    resolutions = self._heartbeat_all()
                 act = False
             elif msg.epoch == 0:
                 if msg.sequence != 0:
@@ -310,10 +312,14 @@ class ChannelCore:
     def release_all(self) -> int:
         """Complete every parked READ with the heartbeat now."""
         with self._lock:
-            resolutions = [(p.pending, self._good(self._heartbeat(p.length))) for p in self._parked.values()]
-            self._parked.clear()
+            resolutions = self._heartbeat_all()
         self._resolve(resolutions)
         return len(resolutions)
+
+    def _heartbeat_all(self) -> list[tuple[Pending, ScsiResponse]]:
+        out = [(p.pending, self._good(self._heartbeat(p.length))) for p in self._parked.values()]
+        self._parked.clear()
+        return out
 
     def close(self) -> int:
         """Stop parking: complete what is parked and answer later READs at once."""
@@ -376,7 +382,8 @@ class ChannelCore:
             raise self._reject_locked(where, Reject.REPLAY, f"sequence {s} of the previous epoch")
         raise self._reject_locked(where, Reject.STALE_EPOCH, "not the current epoch (run APP_START)")
 
-    def _app_start(self, where: str, msg: Message, mac: bytes) -> None:
+    def _app_start(self, where: str, msg: Message, mac: bytes) -> bool:
+        """Handshake step; True if it queued an answer (False: a recognised retry)."""
         body = msg.body
         assert isinstance(body, AppStart)
         if msg.epoch != 0 or msg.sequence != 0:
@@ -384,16 +391,16 @@ class ChannelCore:
         if body.phase is AppStartPhase.HELLO:
             if self._challenge is not None and self._challenge[0] == body.agent_nonce:
                 self.counters["retries"] += 1  # the same HELLO again: keep the challenge we sent
-                return
+                return False
             # A HELLO changes no session state: it only replaces the pending challenge.
             self._challenge = (body.agent_nonce, new_nonce())
             self._push_unseq(Message(AppStartChallenge(*self._challenge), self.port_index, 0, msg.request_id, 0))
             self.counters["handshakes"] += 1
-            return
+            return True
         pair = (body.agent_nonce, body.host_nonce)
         if pair == self._last_proof:
             self.counters["retries"] += 1
-            return
+            return False
         if self._challenge != pair:
             raise self._reject_locked(where, Reject.REPLAY, "PROOF for no pending challenge")
         if not verify_agent_proof(self._key, self.port_index, body.agent_nonce, body.host_nonce, body.proof):
@@ -413,6 +420,7 @@ class ChannelCore:
         self.counters["epochs"] += 1
         self._save()
         log.info("%s: channel established (port %d), upstream from %d", self.name, self.port_index, self._acked)
+        return True
 
     def _dispatch(self, msg: Message) -> None:
         body = msg.body
@@ -523,7 +531,7 @@ class ChannelCore:
             if p.cursor is None:
                 continue
             for e in self._queue.values():
-                if (e.seq > p.cursor and e.delivered_at is not None and e.delivered_at < p.since
+                if (e.seq > p.cursor and e.delivered_at is not None and e.delivered_at <= p.since
                         and now - e.delivered_at >= self.redeliver_after):
                     e.delivered_at = None
                     self.counters["redelivered"] += 1
@@ -560,11 +568,12 @@ class ChannelCore:
         return encode(msg, self._key, block_size=self.geometry.block_size, pad_to=length)
 
     def _fill_parked(self) -> list[tuple[Pending, ScsiResponse]]:
-        """Several queued messages complete several parked READs at once (oldest READ first)."""
+        """Several queued messages complete several parked READs at once. Newest READ first: the
+        oldest are the likeliest orphans of an agent that restarted, and the heartbeat recycles them."""
         out = []
         now = self._clock()
         while self._parked:
-            k, p = next(iter(self._parked.items()))
+            k, p = next(reversed(self._parked.items()))
             wire = self._next_wire(p.length, now)
             if wire is None:
                 break

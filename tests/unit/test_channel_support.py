@@ -1,0 +1,73 @@
+"""Shared pieces of the channel tests (no tests here): fake clock, counting handler, loopback builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edifd.channel import BasicHandler, ChannelCore, HostState, StaticState
+from edifd.channel.loopback import Loopback
+from edifd.proto import ChannelKey, Message
+from edifd.scsi import ScsiDisk
+from guest_agent.client import ChannelClient
+
+KEY = ChannelKey(bytes(range(1, 33)))
+OTHER_KEY = ChannelKey(bytes(range(101, 133)))
+N_BLOCKS = (16 << 20) // 512  # the lab's control LUN size
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class CountingHandler(BasicHandler):
+    """BasicHandler that records every request it acts on."""
+
+    def __init__(self) -> None:
+        super().__init__(StaticState(wwpn=0x2100_0024_FF00_0001, wwnn=0x2000_0024_FF00_0001))
+        self.handled: list[Message] = []
+
+    def handle(self, msg: Message):  # type: ignore[override]
+        self.handled.append(msg)
+        return super().handle(msg)
+
+
+@dataclass
+class Store:
+    """In-memory stand-in for StateFile."""
+
+    saved: list[HostState] = field(default_factory=list)
+
+    def save(self, s: HostState) -> None:
+        self.saved.append(s)
+
+    @property
+    def last(self) -> HostState:
+        return self.saved[-1]
+
+
+def make_core(clock: Clock, handler=None, store: Store | None = None, restored: HostState | None = None,
+              key: ChannelKey = KEY, **kw) -> ChannelCore:
+    return ChannelCore(key, num_blocks=kw.pop("num_blocks", N_BLOCKS), clock=clock, handler=handler,
+                       persist=store.save if store else None, restored=restored, **kw)
+
+
+def make_client(clock: Clock, key: ChannelKey = KEY, state: bytes | None = None, **kw) -> ChannelClient:
+    return ChannelClient(key, capacity_blocks=kw.pop("capacity_blocks", N_BLOCKS), clock=clock, state=state, **kw)
+
+
+def loop(core: ChannelCore, client: ChannelClient) -> Loopback:
+    return Loopback(ScsiDisk(core), client)
+
+
+def established(clock: Clock, handler=None, store: Store | None = None, **kw):
+    core = make_core(clock, handler, store, **kw)
+    client = make_client(clock, capacity_blocks=core.num_blocks)
+    lb = loop(core, client)
+    client.start()
+    lb.pump()
+    assert client.established and core.established
+    return lb, core, client
