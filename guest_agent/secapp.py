@@ -347,6 +347,7 @@ class SecurityApp:
     def _reset_all(self, detail: str, *, quiet: bool = False, reconnect: bool = False) -> None:
         for s in self.sessions.values():
             self._drop(s, detail, quiet=quiet)
+            s.failures = 0
             if reconnect:
                 s.retry_at = self._clock() + self.config.reconnect_delay
         self._stats_busy = False
@@ -362,7 +363,6 @@ class SecurityApp:
         s.deferred_needed = None
         s.state = SessionState.IDLE
         s.retry_at = None
-        s.failures = 0
         if not quiet and was is not SessionState.IDLE:
             self._emit(SessionDown(s.wwpn, detail))
 
