@@ -13,7 +13,7 @@ from edifd.fc import FcError, Frame
 
 from .counters import BlockReason, DropReason, EspCounters
 from .errors import EdifError
-from .esp import DF_CTL_ESP, ESP_OVERHEAD, is_protected_traffic, protect, split, unprotect
+from .esp import DF_CTL_ESP, ESP_OVERHEAD, is_protected_traffic, protect, split, unprotect, with_df_ctl
 from .events import Event, RekeyNeeded, TeardownReason, TeardownRequested
 from .replay import MAX_SEQ, ReplayVerdict
 from .sadb import SaDatabase
@@ -105,7 +105,7 @@ class EspTransform:
         h = frame.header
         # The header (already clear on the wire when protected) is kept so the exchange is
         # recognisable in traces; no byte of the payload goes out.
-        return Frame(h.replace(df_ctl=DF_CTL_ESP), bytes(8), frame.sof, frame.eof)
+        return Frame(with_df_ctl(h, DF_CTL_ESP), bytes(8), frame.sof, frame.eof)
 
     def _teardown(self, reason: TeardownReason, detail: str) -> None:
         if reason not in self._raised:
@@ -150,7 +150,7 @@ class EspTransform:
         self.consecutive_icv_failures = 0
         self._raised.discard(TeardownReason.ICV_FAILURES)
         try:
-            plain = frame.without_esp(clear)
+            plain = Frame(with_df_ctl(h, h.df_ctl & ~DF_CTL_ESP), clear, frame.sof, frame.eof)
         except FcError:  # authentic but inconsistent (e.g. DF_CTL announces missing headers)
             return self._drop(DropReason.MALFORMED)
         n = len(clear)
