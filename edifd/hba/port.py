@@ -18,10 +18,11 @@ from typing import BinaryIO
 
 from edifd.fc import FCIP_TCP_PORT, FcipStreamDecoder, Frame, LinkError, encode_frame
 from edifd.fc.pcap import LinkType, PcapWriter
-from edifd.scsi import ScsiCommand, ScsiResponse
+from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
 from .counters import PortCounters
 from .session import (
+    SENSE_TARGET_GONE,
     Completed,
     ElsReceived,
     InitiatorSession,
@@ -122,7 +123,7 @@ class InitiatorPort:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = False
-        self._callbacks: dict[int, Callable[[ScsiResponse], None]] = {}
+        self._callbacks: dict[int, tuple[Callable[[ScsiResponse], None], int]] = {}
         self._next_tag = 0
         self._state_waiters: list[asyncio.Future[None]] = []
         self._pcap_file: BinaryIO | None = None
@@ -159,17 +160,12 @@ class InitiatorPort:
         if self._timer is not None:
             self._timer.cancel()
         self.session.disconnected(self._now(), "port stopped")
-        for tag in list(self._callbacks):  # nothing will complete them now
-            self._finish(tag, self.session_fail_response(tag))
+        for tag, (_, n_in) in list(self._callbacks.items()):  # nothing will complete them now
+            gone = ScsiResponse(Status.CHECK_CONDITION, bytes(n_in), SENSE_TARGET_GONE, data_len=0)
+            self._finish(tag, gone)
         if self._pcap_file is not None:
             self._pcap_file.close()
             self._pcap_file = self._pcap = None
-
-    def session_fail_response(self, tag: int) -> ScsiResponse:
-        from edifd.scsi import Status
-
-        from .session import SENSE_TARGET_GONE
-        return ScsiResponse(Status.CHECK_CONDITION, b"", SENSE_TARGET_GONE, data_len=0)
 
     # --- the SCSI side (loop thread only) ---------------------------------------------------------
 
@@ -178,7 +174,7 @@ class InitiatorPort:
         """Queue `cmd` for `lun`; `done(response)` runs on the loop thread exactly once."""
         self._next_tag += 1
         tag = self._next_tag
-        self._callbacks[tag] = done
+        self._callbacks[tag] = (done, cmd.data_in_len)
         t = self.timers.io_timeout if timeout is None else timeout
         self._send(self.session.submit(tag, lun, cmd, self._now(), t))
         self._after()
@@ -332,10 +328,10 @@ class InitiatorPort:
         self._arm()
 
     def _finish(self, tag: int, resp: ScsiResponse) -> None:
-        cb = self._callbacks.pop(tag, None)
-        if cb is not None:
+        entry = self._callbacks.pop(tag, None)
+        if entry is not None:
             try:
-                cb(resp)
+                entry[0](resp)
             except Exception:  # noqa: BLE001 - a submitter's callback must not kill the link
                 log.exception("completion callback failed")
 
