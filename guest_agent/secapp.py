@@ -108,7 +108,8 @@ from .secapp_relay import (
 )
 from .secconfig import PeerPolicy, SecConfig, format_wwpn
 
-AUTH_OK_RETRY = 0.5  # seconds between AUTH_OK attempts answered RETRY_LATER
+RETRY_LATER_DELAY = 0.5  # seconds before repeating an AUTH_OK / SA_UPDATE answered RETRY_LATER
+MAX_OUTSTANDING = 4096  # bound on requests we remember (a host that never answers must not grow us)
 
 
 # --- events for the caller (logs, status); never any key material ----------------------------------------
@@ -205,7 +206,8 @@ class TargetSession:
     trigger: str = ""  # why `incoming` exists
     steps: deque[_Step] = field(default_factory=deque, repr=False)
     waiting: tuple | None = None  # what the head step waits for
-    retry_at: float | None = None  # IDLE/FAILED: when to SECURE_CONNECT again; AUTH_OK retry
+    retry_at: float | None = None  # IDLE/FAILED: when to SECURE_CONNECT again; else when to `resend`
+    resend: Body | None = None  # an AUTH_OK / SA_UPDATE the host answered RETRY_LATER
     failures: int = 0
     deferred_needed: PortRef | None = None  # AUTH_NEEDED that arrived during the failure backoff
     retx_data: bytes | None = field(default=None, repr=False)
@@ -280,12 +282,18 @@ class SecurityApp:
                 del self._unsent[i]
                 break
         self._pending[request_id] = body
+        while len(self._pending) > MAX_OUTSTANDING:  # dicts keep insertion order: forget the oldest
+            del self._pending[next(iter(self._pending))]
 
     def on_message(self, msg: Message) -> list[Body | AppEvent]:
         """A message delivered by the channel: a response to one of our requests, an event or a heartbeat."""
         self._last_heard = self._clock()
         if msg.kind is Kind.RESPONSE:
             return self.on_response(msg.request_id, msg)
+        if msg.type.needs_ack:
+            # Acked even when stopped: the host holds its teardown until it sees the ack (10 s in qla2xxx).
+            port = getattr(msg.body, "port", None)
+            self._emit(EventAck(msg.type, msg.sequence, port if isinstance(port, PortRef) else PortRef(0)))
         if self.running:
             self._on_event(msg)
         return self._flush()
@@ -332,6 +340,7 @@ class SecurityApp:
     def _emit(self, item: Body | AppEvent) -> None:
         if isinstance(item, Body) and item.TYPE.kind is Kind.REQUEST:
             self._unsent.append(item)
+            del self._unsent[:-MAX_OUTSTANDING]
         self._out.append(item)
 
     def _flush(self) -> list[Body | AppEvent]:
@@ -363,6 +372,7 @@ class SecurityApp:
         s.deferred_needed = None
         s.state = SessionState.IDLE
         s.retry_at = None
+        s.resend = None
         if not quiet and was is not SessionState.IDLE:
             self._emit(SessionDown(s.wwpn, detail))
 
@@ -392,8 +402,10 @@ class SecurityApp:
         if isinstance(request, SecureConnect):
             self._on_secure_connect_answer(request, body)
         elif isinstance(request, SaUpdate):
-            if body.status is not Status.OK:
-                s = self._session_for(request.port)
+            s = self._session_for(request.port)
+            if s is not None and s.waiting == self._sa_key(request) and body.status is Status.RETRY_LATER:
+                s.resend, s.retry_at = request, self._clock() + RETRY_LATER_DELAY
+            elif body.status is not Status.OK:
                 if s is not None and s.waiting == self._sa_key(request):
                     what = f"SA_UPDATE {request.direction.name} refused"
                     self._fail(s, AuthFailReason.AUTH_FAILED, f"{what}: {body.status.name}")
@@ -482,7 +494,7 @@ class SecurityApp:
                 self._emit(SessionSecure(s.wwpn, pair.spi_in, pair.spi_out, pair.cipher))
             self._advance(s)
         elif body.status is Status.RETRY_LATER:
-            s.retry_at = self._clock() + AUTH_OK_RETRY
+            s.resend, s.retry_at = request, self._clock() + RETRY_LATER_DELAY
         else:
             self._fail(s, AuthFailReason.AUTH_FAILED, f"AUTH_OK refused: {body.status.name}")
 
@@ -499,8 +511,7 @@ class SecurityApp:
         elif isinstance(ev, SaUpdateCompl):
             self._on_sa_compl(ev)
         elif isinstance(ev, SessionShutdown):
-            self._emit(EventAck(msg.type, msg.sequence, ev.port))
-            self._on_shutdown(ev)
+            self._on_shutdown(ev)  # acked in on_message
         elif isinstance(ev, TargetGone | PortOffline):
             s = self._session_for(ev.port)
             if s is not None:
@@ -752,9 +763,9 @@ class SecurityApp:
 
     def _tick_session(self, s: TargetSession, now: float) -> None:
         if s.retry_at is not None and now >= s.retry_at:
-            if s.waiting == ("auth_ok",):
-                s.retry_at = None
-                self._emit(AuthOk(s.port))
+            if s.resend is not None:
+                body, s.resend, s.retry_at = s.resend, None, None
+                self._emit(body)
             elif s.state in (SessionState.FAILED, SessionState.IDLE) and s.port is not None:
                 needed = s.deferred_needed
                 s.retry_at = None

@@ -152,6 +152,8 @@ class FakeHost:
         self.silent = False  # the host stops answering
         self.started = False
         self.link_up = True
+        self.auth_ok_busy = 0  # answer the next N AUTH_OKs with RETRY_LATER
+        self.sa_fail_next = False  # fail the next SA_UPDATE in the HBA (SA_UPDATE_COMPL FAILED)
 
     # -- driving the app --
 
@@ -233,6 +235,9 @@ class FakeHost:
         elif isinstance(body, AuthOk):
             table = self.sa[body.port.wwpn]
             both = {d for d, _ in table} == {SaDirection.RX, SaDirection.TX}
+            if self.auth_ok_busy:
+                self.auth_ok_busy -= 1
+                both = False
             self.respond(rid, ok if both else Response(body.TYPE, Status.RETRY_LATER))
         elif isinstance(body, GetStats):
             entries = tuple(StatsEntry(t.ref, 0, t.tx_bytes, t.rx_bytes) for t in self.targets.values())
@@ -271,6 +276,11 @@ class FakeHost:
     def sa_update(self, body: SaUpdate, rid: int) -> None:
         table = self.sa[body.port.wwpn]
         key = (body.direction, body.spi)
+        if self.sa_fail_next:
+            self.sa_fail_next = False
+            self.respond(rid, Response(body.TYPE, Status.OK))
+            self.event(SaUpdateCompl(body.port, body.spi, body.direction, SaStatus.FAILED, 0x66, body.flags))
+            return
         if SaFlags.DELETE in body.flags:
             table.pop(key, None)
         else:
@@ -661,6 +671,36 @@ def test_unknown_response_ids_and_garbage_events_are_harmless():
     host.inject(SaUpdateCompl(t.ref, 0x12345, SaDirection.RX))
     host.inject(TargetGone(PortRef(T2, 1, 1)))
     assert app.session(T1).state is SessionState.SECURE
+
+
+def test_auth_ok_retry_later_is_repeated_and_sa_failure_fails_the_session():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t], keepalive_interval=0)
+    host.auth_ok_busy = 2
+    host.start()
+    assert app.session(T1).state is SessionState.INSTALLING and len(host.down(AuthOk)) == 1
+    host.run_for(1, step=0.5)
+    assert len(host.down(AuthOk)) == 3 and app.session(T1).state is SessionState.SECURE
+    # An SA install the HBA fails: AUTH_FAIL, never AUTH_OK for it.
+    t2 = FakeTarget(T2, 0x020300, PSK2)
+    app2, host2 = setup({T2: PSK2}, [t2], keepalive_interval=0)
+    host2.sa_fail_next = True
+    host2.start()
+    assert [b.direction for b in host2.down(SaUpdate)] == [SaDirection.RX]
+    assert [f.reason for f in host2.down(AuthFail)] == [AuthFailReason.AUTH_FAILED]
+    assert host2.down(AuthOk) == [] and app2.session(T2).state is SessionState.FAILED
+
+
+def test_session_shutdown_acked_even_after_stop():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t])
+    host.start()
+    host.feed(app.stop())
+    n = len(host.down())
+    ev = host.inject(SessionShutdown(t.ref, ShutdownReason.APP_STOP))
+    acks = host.down(EventAck)
+    assert [(a.event_type, a.event_sequence) for a in acks] == [(MessageType.SESSION_SHUTDOWN, ev.sequence)]
+    assert host.down()[n:] == acks  # the ack and nothing else: a stopped app starts nothing
 
 
 # --- certificates -----------------------------------------------------------------------------------------
