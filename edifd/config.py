@@ -21,6 +21,8 @@ _IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[^\s]+)?$")
 _NAA_RE = re.compile(r"^naa\.[0-9a-fA-F]{16}$")
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_WWPN_RE = re.compile(r"^(0x)?[0-9a-fA-F]{16}$|^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}$")
+_CONTROL_KEYS = ("channel_key", "port_index", "wwpn", "queue_limit")
 
 EXPORTS = ("none", "loopback", "iscsi", "vhost")
 LUN_TYPES = ("file", "control")  # file: data LUN on a backing file; control: the EDIF VM channel
@@ -71,6 +73,11 @@ class LunConfig:
     revision: str = "0001"
     serial: str = ""
     export: ExportConfig = field(default_factory=ExportConfig)
+    # Control LUNs only (the EDIF VM channel of one HBA port):
+    channel_key: Path | None = None  # the per-EDIF-VM key file; None: every WRITE is refused
+    port_index: int = 0  # the HBA port this LUN represents (carried, MAC'd, in every message)
+    wwpn: int | None = None  # that port's WWPN: VPD 0x83 target-port designator and PORT_INFO
+    queue_limit: int = 64  # upstream messages held for the agent before EVENT_OVERFLOW
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class DaemonConfig:
     park_time: float = 5.0
     cmd_time_out: int | None = None  # None: the TCMU edge picks one that outlasts park_time
     log_level: str = "info"
+    redeliver_after: float = 1.0  # control channel: resend an unacknowledged message after this
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,7 @@ def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig
 
 def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | None:
     r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
-                  "serial", "export"}, where)
+                  "serial", "export", *_CONTROL_KEYS}, where)
     name = r.take(t, "name", where, str, "", required=True)
     if name and not _NAME_RE.match(name):
         r.problems.append(f"{where}.name: letters, digits, '_', '.', '-' only (LIO object name)")
@@ -176,14 +184,53 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
     revision = _ascii_field(r, r.take(t, "revision", where, str, "0001"), 4, f"{where}.revision")
     serial = _ascii_field(r, r.take(t, "serial", where, str, f"EDIF-{name}"), 32, f"{where}.serial")
     export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun")
-    return LunConfig(name, lun_type, size, path, block_size, vendor, product, revision, serial, export)
+    channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size,
+                                                                state_dir)
+    return LunConfig(name, lun_type, size, path, block_size, vendor, product, revision, serial, export,
+                     channel_key, port_index, wwpn, queue_limit)
+
+
+def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, block_size: int,
+                  state_dir: Path) -> tuple[Path | None, int, int | None, int]:
+    if lun_type != "control":
+        for key in _CONTROL_KEYS:
+            if key in t:
+                r.problems.append(f"{where}.{key}: only for type = \"control\"")
+        return None, 0, None, 64
+    raw_key = r.take(t, "channel_key", where, str)
+    key_path = None
+    if raw_key is not None:
+        key_path = Path(raw_key) if Path(raw_key).is_absolute() else state_dir / raw_key
+    port_index = r.take(t, "port_index", where, int, 0)
+    if not 0 <= port_index <= 0xFFFF:
+        r.problems.append(f"{where}.port_index: 0..65535")
+    wwpn = None
+    raw_wwpn = r.take(t, "wwpn", where, str)
+    if raw_wwpn is not None:
+        if not _WWPN_RE.match(raw_wwpn) or not int(raw_wwpn.replace(":", ""), 16):
+            r.problems.append(f"{where}.wwpn: 16 hex digits (0x optional) or xx:xx:...:xx, not zero")
+        else:
+            wwpn = int(raw_wwpn.replace(":", ""), 16)
+    queue_limit = r.take(t, "queue_limit", where, int, 64)
+    if size and block_size in (512, 4096):
+        from edifd.channel.lba import LANES, ChannelGeometry, GeometryError
+
+        try:
+            window = ChannelGeometry(block_size, size // block_size).window
+        except GeometryError as e:
+            r.problems.append(f"{where}.size: {e}")
+        else:
+            top = window // 4 - LANES
+            if not 2 <= queue_limit <= top:
+                r.problems.append(f"{where}.queue_limit: 2..{top} for a control LUN of this size")
+    return key_path, port_index, wwpn, queue_limit
 
 
 def parse_config(data: dict, source: str = "config") -> Config:
     r = _Reader()
     r.unknown(data, {"daemon", "lun"}, source)
     d = r.take(data, "daemon", "daemon", dict, {})
-    r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level"}, "daemon")
+    r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
     state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
     park_time = float(r.take(d, "park_time", "daemon", (int, float), 5.0))
     cmd_time_out = r.take(d, "cmd_time_out", "daemon", int, None)
@@ -196,7 +243,10 @@ def parse_config(data: dict, source: str = "config") -> Config:
             "so the kernel never times out a parked READ before our heartbeat completes it")
     if log_level not in ("debug", "info", "warning", "error"):
         r.problems.append("daemon.log_level: debug, info, warning or error")
-    daemon = DaemonConfig(state_dir, park_time, cmd_time_out, log_level)
+    redeliver_after = float(r.take(d, "redeliver_after", "daemon", (int, float), 1.0))
+    if not 0.05 <= redeliver_after <= 60:
+        r.problems.append("daemon.redeliver_after: seconds between 0.05 and 60")
+    daemon = DaemonConfig(state_dir, park_time, cmd_time_out, log_level, redeliver_after)
 
     luns: list[LunConfig] = []
     for i, t in enumerate(r.take(data, "lun", "lun", list, [])):
@@ -207,10 +257,15 @@ def parse_config(data: dict, source: str = "config") -> Config:
         if lun is not None:
             luns.append(lun)
     seen: set[str] = set()
+    ports: set[int] = set()
     for lun in luns:
         if lun.name in seen:
             r.problems.append(f"lun: duplicate name {lun.name!r}")
         seen.add(lun.name)
+        if lun.type == "control":
+            if lun.port_index in ports:
+                r.problems.append(f"lun: two control LUNs for port_index {lun.port_index} (one per HBA port)")
+            ports.add(lun.port_index)
     if r.problems:
         raise ConfigError(r.problems, source)
     return Config(daemon, tuple(luns))

@@ -11,13 +11,16 @@ process held come back to the initiator as BUSY and are retried, so a guest sees
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edifd.channel.control_lun import ControlLun, HeartbeatTicker
+from edifd.channel import ChannelCore, StateFile, StaticState
+from edifd.channel.control_lun import HeartbeatTicker
 from edifd.config import Config, LunConfig
-from edifd.scsi import FileMedium, Identity, ScsiDisk
+from edifd.proto import ChannelKey, load_channel_key
+from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status
 from edifd.tcmu.device import TcmuHandler
 from edifd.tcmu.errors import TcmuError
 from edifd.tcmu.lio import (
@@ -48,7 +51,7 @@ class ServedLun:
 
     config: LunConfig
     disk: ScsiDisk
-    medium: FileMedium | ControlLun
+    medium: FileMedium | ChannelCore
     backstore: Backstore | None = None
     handler: TcmuHandler | None = None
     export: Export | None = None
@@ -74,12 +77,24 @@ def export_spec(lun: LunConfig) -> ExportSpec | None:
     return None
 
 
+# A control LUN's READs that are still in flight when its ring owner stops end as an ordinary
+# "nothing" (GOOD, zero-filled, full length), never as BUSY: a BUSY READ would be retried by the
+# guest against a blocked device until the LUN disappears, and the reader would see ENODEV.
+_CONTROL_STOP = ScsiResponse(Status.GOOD)
+
+
+def _open_tcmu(uio: str, disk: ScsiDisk) -> TcmuHandler:
+    if isinstance(disk.medium, ChannelCore):
+        return TcmuHandler.open(uio, disk, stop_response=_CONTROL_STOP)
+    return TcmuHandler.open(uio, disk)
+
+
 class Daemon:
     def __init__(self, config: Config, *, lio: Lio | None = None,
                  open_handler: Callable[[str, ScsiDisk], TcmuHandler] | None = None) -> None:
         self.config = config
         self.lio = lio or Lio()
-        self._open_handler = open_handler or (lambda uio, disk: TcmuHandler.open(uio, disk))
+        self._open_handler = open_handler or _open_tcmu
         self.luns: list[ServedLun] = []
         self._ticker: HeartbeatTicker | None = None
 
@@ -93,20 +108,21 @@ class Daemon:
                 self.luns.append(self._serve(lun))
         except (TcmuError, OSError, ValueError) as e:
             raise DaemonError(str(e)) from None
-        self._ticker = HeartbeatTicker([s.medium for s in self.luns if isinstance(s.medium, ControlLun)])
+        self._ticker = HeartbeatTicker([s.medium for s in self.luns if isinstance(s.medium, ChannelCore)])
         self._ticker.start()
 
     def _serve(self, lun: LunConfig) -> ServedLun:
-        medium: FileMedium | ControlLun
+        medium: FileMedium | ChannelCore
+        extra: dict[str, Any] = {}
         if lun.type == "control":
-            medium = ControlLun(lun.size, lun.block_size, park_time=self.config.daemon.park_time)
+            medium = self._control_channel(lun, extra)
         else:
             lun.path.parent.mkdir(parents=True, exist_ok=True)
             medium = FileMedium(lun.path, lun.size, lun.block_size)
         identity = Identity(vendor=lun.vendor, product=lun.product, revision=lun.revision,
-                            serial=lun.serial)
+                            serial=lun.serial, port_wwpn=lun.wwpn if lun.type == "control" else None)
         disk = ScsiDisk(medium, identity)
-        served = ServedLun(lun, disk, medium)
+        served = ServedLun(lun, disk, medium, extra=extra)
         spec = backstore_spec(lun, self.config)
         existing = self.lio.find_backstore(spec)
         try:
@@ -127,10 +143,42 @@ class Daemon:
         except BaseException:
             if isinstance(medium, FileMedium):
                 medium.close()
+            self._close_extra(served)
             raise
         what = "control LUN" if lun.type == "control" else str(lun.path)
         log.info("lun %s: %d MiB %s, %s", lun.name, lun.size >> 20, what, self._where(served))
         return served
+
+    def _control_channel(self, lun: LunConfig, extra: dict[str, Any]) -> ChannelCore:
+        """The channel of one HBA port: its key, its state file (what survives a restart), its core."""
+        d = self.config.daemon
+        if lun.channel_key is None:
+            # Nobody holds a random key: READs still park and heartbeat, every WRITE is refused.
+            log.warning("lun %s: no channel_key configured; every WRITE will be refused", lun.name)
+            key = ChannelKey(secrets.token_bytes(32))
+        else:
+            key = load_channel_key(lun.channel_key)  # ChannelKeyError names the path, never the key
+            log.info("lun %s: channel key %s (fingerprint %s)", lun.name, lun.channel_key, key.fingerprint)
+        d.state_dir.mkdir(parents=True, exist_ok=True)
+        store = StateFile(d.state_dir / f"{lun.name}.channel-state")
+        extra["channel_state"] = store
+        restored = store.load()
+        try:
+            return ChannelCore(
+                key, num_blocks=lun.size // lun.block_size, block_size=lun.block_size,
+                port_index=lun.port_index, state=StaticState(wwpn=lun.wwpn or 0),
+                park_time=d.park_time, queue_limit=lun.queue_limit, redeliver_after=d.redeliver_after,
+                restored=restored if restored is not None and restored.port_index == lun.port_index else None,
+                persist=store.save, name=lun.name)
+        except BaseException:
+            store.close()
+            raise
+
+    @staticmethod
+    def _close_extra(served: ServedLun) -> None:
+        store = served.extra.pop("channel_state", None)
+        if store is not None:
+            store.close()
 
     def _start_handler(self, bs: Backstore, disk: ScsiDisk) -> TcmuHandler:
         handler = self._open_handler(bs.uio_name, disk)
@@ -167,7 +215,7 @@ class Daemon:
             self._ticker.stop()
         for served in reversed(self.luns):
             name = served.config.name
-            if isinstance(served.medium, ControlLun):
+            if isinstance(served.medium, ChannelCore):
                 # A parked READ ends as an ordinary "nothing" completion, not as an error.
                 n = served.medium.close()
                 log.info("lun %s: completed %d parked READ(s) with the heartbeat", name, n)
@@ -187,4 +235,5 @@ class Daemon:
                     log.error("lun %s: teardown: %s", name, e)
             if isinstance(served.medium, FileMedium):
                 served.medium.close()
+            self._close_extra(served)
         self.luns.clear()

@@ -180,7 +180,8 @@ class ChannelClient:
         self._outgoing = self._build(body, self._hs_rid, epoch=0, seq=0, handshake=True)
 
     def _check_handshake_timer(self) -> None:
-        if self.phase in (Phase.HELLO, Phase.PROOF) and self._clock() - self._hs_started >= self.handshake_timeout:
+        waiting = self.phase in (Phase.HELLO, Phase.PROOF)
+        if waiting and self._clock() - self._hs_started >= self.handshake_timeout:
             self.counters["handshake_retries"] += 1
             self._begin_handshake()
 
@@ -352,10 +353,12 @@ class ChannelClient:
     def _unsequenced(self, m: Message) -> list[Message]:
         body = m.body
         if isinstance(body, AppStartChallenge):
-            if self.phase is Phase.HELLO and m.request_id == self._hs_rid and body.agent_nonce == self._hs_nonce:
+            mine = m.request_id == self._hs_rid and body.agent_nonce == self._hs_nonce
+            if self.phase is Phase.HELLO and mine:
                 self._hs_host_nonce = body.host_nonce
                 proof = agent_proof(self._key, self.port_index, self._hs_nonce, body.host_nonce)
-                pbody = AppStart(AppStartPhase.PROOF, self._hs_nonce, body.host_nonce, proof, self.keepalive_ms)
+                pbody = AppStart(AppStartPhase.PROOF, self._hs_nonce, body.host_nonce, proof,
+                                 self.keepalive_ms)
                 self._outgoing = self._build(pbody, self._hs_rid, epoch=0, seq=0, handshake=True)
                 self.phase = Phase.PROOF
             else:

@@ -246,7 +246,8 @@ class ChannelCore:
         if msg.direction is not Direction.DOWNSTREAM:
             raise self._reject(where, Reject.MALFORMED, f"{msg.type.name} is not a downstream message")
         if msg.port_index != self.port_index:
-            raise self._reject(where, Reject.WRONG_PORT, f"port index {msg.port_index}, LUN is {self.port_index}")
+            raise self._reject(where, Reject.WRONG_PORT,
+                               f"port index {msg.port_index}, LUN is {self.port_index}")
         if residue != msg.sequence % self.geometry.window:
             raise self._reject(where, Reject.SLOT_MISMATCH, "WRITE slot does not match the header sequence")
         mac = bytes(data[_MAC])
@@ -394,7 +395,8 @@ class ChannelCore:
                 return False
             # A HELLO changes no session state: it only replaces the pending challenge.
             self._challenge = (body.agent_nonce, new_nonce())
-            self._push_unseq(Message(AppStartChallenge(*self._challenge), self.port_index, 0, msg.request_id, 0))
+            challenge = AppStartChallenge(*self._challenge)
+            self._push_unseq(Message(challenge, self.port_index, 0, msg.request_id, 0))
             self.counters["handshakes"] += 1
             return True
         pair = (body.agent_nonce, body.host_nonce)
@@ -419,7 +421,8 @@ class ChannelCore:
         self._push_unseq(Message(answer, self.port_index, 0, msg.request_id, self._acked))
         self.counters["epochs"] += 1
         self._save()
-        log.info("%s: channel established (port %d), upstream from %d", self.name, self.port_index, self._acked)
+        log.info("%s: channel established (port %d), upstream from %d", self.name, self.port_index,
+                 self._acked)
         return True
 
     def _dispatch(self, msg: Message) -> None:

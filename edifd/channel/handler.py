@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edifd.proto import MAX_TARGET_ENTRIES as _MAX_TARGETS
 from edifd.proto import (
     Body,
     GetPortInfo,
@@ -28,7 +29,6 @@ from edifd.proto import (
     TargetEntry,
     TargetList,
 )
-from edifd.proto import MAX_TARGET_ENTRIES as _MAX_TARGETS
 
 
 class Deferred:

@@ -47,7 +47,8 @@ class ChannelGeometry:
             raise GeometryError(f"block size {self.block_size} not in {BLOCK_SIZES}")
         if self.window < MIN_WINDOW:
             need = (2 * GUARD_BYTES + ((LANES + 1) * MIN_WINDOW + 1) * SLOT_BYTES) >> 20
-            raise GeometryError(f"control LUN of {self.num_blocks} blocks is too small (at least {need + 1} MiB)")
+            raise GeometryError(
+                f"control LUN of {self.num_blocks} blocks is too small (at least {need + 1} MiB)")
 
     @property
     def slot_blocks(self) -> int:

@@ -200,7 +200,8 @@ def test_deferred_response_resolved_from_another_thread(clock):
     lb.pump()
     assert client.response(rid) is None and len(h.pending) == 1
     core.post_event(LinkUp())  # the event overtakes the deferred response
-    t = threading.Thread(target=h.pending[0][1].resolve, args=(Response(MessageType.SECURE_CONNECT, Status.OK),))
+    ok = Response(MessageType.SECURE_CONNECT, Status.OK)
+    t = threading.Thread(target=h.pending[0][1].resolve, args=(ok,))
     t.start()
     t.join()
     msgs = lb.pump()

@@ -56,7 +56,8 @@ def make_core(clock: Clock, handler=None, store: Store | None = None, restored: 
 
 
 def make_client(clock: Clock, key: ChannelKey = KEY, state: bytes | None = None, **kw) -> ChannelClient:
-    return ChannelClient(key, capacity_blocks=kw.pop("capacity_blocks", N_BLOCKS), clock=clock, state=state, **kw)
+    blocks = kw.pop("capacity_blocks", N_BLOCKS)
+    return ChannelClient(key, capacity_blocks=blocks, clock=clock, state=state, **kw)
 
 
 def loop(core: ChannelCore, client: ChannelClient) -> Loopback:
