@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import sys
@@ -41,7 +40,7 @@ from .discovery import (
 )
 from .disk import ControlDiskEndpoint
 from .ping import PingTally
-from .state import StateFile, StateFileError
+from .state import StateFile, StateFileError, decode_state, encode_state
 
 EXIT_OK, EXIT_PING_PROBLEMS, EXIT_NO_DISK, EXIT_KEY, EXIT_NOT_ESTABLISHED, EXIT_IO = 0, 1, 3, 4, 5, 6
 
@@ -82,22 +81,70 @@ def _load_key(path: str) -> Any:
         raise AgentExit(EXIT_KEY, str(e)) from None
 
 
-def _open_endpoint(disk: ControlDisk, key: Any, *, port_index: int, parked: int, direct: bool,
-                   state_path: str | None) -> ControlDiskEndpoint:
-    state = StateFile(state_path) if state_path else None
-    try:
-        saved = state.load() if state else None
-    except StateFileError as e:
-        raise AgentExit(EXIT_IO, str(e)) from None
-    client = make_client(key, port_index=port_index, block_size=disk.block_size,
-                         capacity_blocks=disk.capacity_blocks, parked_reads=parked, state=saved)
-    ep = ControlDiskEndpoint(client, disk.devnode, block_size=disk.block_size, parked=parked, direct=direct,
-                             persist=state.save if state else None)
-    try:
-        ep.open()
-    except OSError as e:
-        raise AgentExit(EXIT_IO, str(e)) from None
-    return ep
+class Session:
+    """One endpoint plus the application's record, persisted together in the --state file."""
+
+    def __init__(self, disk: ControlDisk, key: Any, *, port_index: int, parked: int, direct: bool,
+                 state_path: str | None, app_key: str | None = None) -> None:
+        self.disk = disk
+        self.app_key = app_key
+        self.app: dict[str, Any] = {}
+        self.event = threading.Event()  # set on every delivery: wakes the application thread
+        self.handlers: list[Callable[[Any], None]] = []
+        self.state = StateFile(state_path) if state_path else None
+        saved: bytes | None = None
+        try:
+            raw = self.state.load() if self.state else None
+            if raw is not None:
+                saved, self.app = decode_state(raw)
+        except StateFileError as e:
+            raise AgentExit(EXIT_IO, str(e)) from None
+        self.record: Callable[[], dict[str, Any]] = lambda: {}
+        client = make_client(key, port_index=port_index, block_size=disk.block_size,
+                             capacity_blocks=disk.capacity_blocks, parked_reads=parked, state=saved)
+        self.ep = ControlDiskEndpoint(client, disk.devnode, block_size=disk.block_size, parked=parked,
+                                      direct=direct, persist=self._persist if self.state else None,
+                                      on_message=self._deliver)
+        try:
+            self.ep.open()
+        except OSError as e:
+            raise AgentExit(EXIT_IO, str(e)) from None
+
+    def _persist(self, snapshot: bytes) -> None:
+        assert self.state is not None
+        app = {self.app_key: self.record()} if self.app_key else {}
+        self.state.save(encode_state(snapshot, app))
+
+    def _deliver(self, msg: Any) -> None:  # reader thread, under the endpoint lock
+        for h in self.handlers:
+            h(msg)
+        self.event.set()
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout)
+        self.event.clear()
+
+    def locked(self, fn: Callable[[], Any]) -> Any:
+        with self.ep.lock:
+            return fn()
+
+    def establish(self, timeout: float) -> None:
+        """Run the APP_START handshake unless the restored state is already established."""
+        ep = self.ep
+        if not ep.call(lambda c: c.established):
+            ep.call(lambda c: c.start())
+        deadline = time.monotonic() + timeout
+        while not ep.call(lambda c: c.established):
+            if ep.fatal:
+                raise AgentExit(EXIT_NOT_ESTABLISHED, f"channel failed: {ep.fatal}")
+            if time.monotonic() > deadline:
+                st = ep.status()
+                raise AgentExit(
+                    EXIT_NOT_ESTABLISHED,
+                    f"no APP_START answer from edifd on {ep.path} within {timeout:g} s (wrong key? edifd "
+                    f"not serving this LUN?) edge={st['edge']} last_error={st['last_error']}",
+                )
+            self.wait(0.2)
 
 
 def _is_response(msg: Any) -> bool:
@@ -106,35 +153,6 @@ def _is_response(msg: Any) -> bool:
 
 def _is_heartbeat(msg: Any) -> bool:
     return getattr(msg, "type", None) is MessageType.HEARTBEAT
-
-
-def _establish(ep: ControlDiskEndpoint, timeout: float, on_msg: Callable[[Any], None]) -> None:
-    """Run the APP_START handshake unless the restored state is already established."""
-    if not ep.call(lambda c: c.established):
-        ep.call(lambda c: c.start())
-    deadline = time.monotonic() + timeout
-    while not ep.call(lambda c: c.established):
-        if ep.fatal:
-            raise AgentExit(EXIT_NOT_ESTABLISHED, f"channel failed: {ep.fatal}")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            st = ep.status()
-            raise AgentExit(
-                EXIT_NOT_ESTABLISHED,
-                f"no APP_START answer from edifd on {ep.path} within {timeout:g} s "
-                f"(wrong key? edifd not serving this LUN?) edge={st['edge']} last_error={st['last_error']}",
-            )
-        _pump(ep, min(left, 0.2), on_msg)
-
-
-def _pump(ep: ControlDiskEndpoint, wait: float, on_msg: Callable[[Any], None]) -> None:
-    """Hand every delivered upstream message to on_msg; block up to ``wait`` for the first."""
-    try:
-        on_msg(ep.inbox.get(timeout=wait))
-        while True:
-            on_msg(ep.inbox.get_nowait())
-    except queue.Empty:
-        return
 
 
 class _Stopper:
@@ -226,14 +244,15 @@ def main() -> None:
               help="Pause between requests, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--report", "report_path", metavar="FILE",
-              help="Also keep the running report here (atomically updated; resumed with --state).")
+              help="Also write the running report here (JSON, atomically replaced after every reply).")
 def ping(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
          port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
          sys_root: str, count: int, interval: float, as_json: bool, report_path: str | None) -> None:
     """Round trips to edifd: send KEEPALIVE requests and time the replies.
 
-    Prints RTT p50/p99/max and the counts: sent, received, in order, duplicates, lost. With
-    --state and --report, a killed and restarted ping continues the same count.
+    Prints RTT p50/p99/max and the counts: sent, received, in order, duplicates, lost. With --state,
+    a killed and restarted ping continues the same count: the tally is saved in the state file
+    together with the channel state, so no reply is lost or counted twice across the restart.
     """
 
     def body() -> int:
@@ -241,69 +260,78 @@ def ping(key_path: str | None, port: str | None, device: str | None, vendor: str
             raise click.UsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
         key = _load_key(key_path)
         disk = _find_disk(device, port, vendor, product, sys_root)
-        tally = _load_tally(report_path)
-        ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
-                            state_path=state_path)
+        s = Session(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
+                    state_path=state_path, app_key="ping")
+        try:
+            tally = PingTally.from_dict(s.app["ping"]) if "ping" in s.app else PingTally()
+        except ValueError as e:
+            raise AgentExit(EXIT_IO, f"cannot resume from {state_path}: {e}") from None
+        s.record = tally.to_dict
         with _Stopper() as stopper:
-            ep.start()
+            s.ep.start()
             try:
-                return _ping(ep, disk, tally, count, interval, timeout, stopper.event, as_json, report_path)
+                return _ping(s, tally, count, interval, timeout, stopper.event, as_json, report_path)
             finally:
-                ep.stop(timeout=2.0)
+                s.ep.stop(timeout=2.0)
 
     _run(body)
 
 
-def _load_tally(path: str | None) -> PingTally:
-    if not path or not os.path.exists(path):
-        return PingTally()
-    try:
-        with open(path) as fh:
-            return PingTally.from_dict(json.load(fh)["tally"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AgentExit(EXIT_IO, f"cannot resume from report {path}: {e}") from None
-
-
-def _save_report(path: str, tally: PingTally, extra: dict[str, Any]) -> None:
+def _save_report(path: str, report: dict[str, Any]) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
-        json.dump({"report": tally.report(), "tally": tally.to_dict(), **extra}, fh)
+        json.dump(report, fh, sort_keys=True)
     os.replace(tmp, path)
 
 
-def _ping(ep: ControlDiskEndpoint, disk: ControlDisk, tally: PingTally, count: int, interval: float,
-          timeout: float, stop: threading.Event, as_json: bool, report_path: str | None) -> int:
-    def on_msg(msg: Any) -> None:
+def _ping(s: Session, tally: PingTally, count: int, interval: float, timeout: float, stop: threading.Event,
+          as_json: bool, report_path: str | None) -> int:
+    ep, disk = s.ep, s.disk
+
+    def on_msg(msg: Any) -> None:  # under the endpoint lock, before the state is saved
         if _is_heartbeat(msg):
             return
         tally.on_upstream(msg.epoch, msg.sequence)
         if _is_response(msg):
             tally.on_response(msg.request_id, time.monotonic())
 
-    _establish(ep, timeout, on_msg)
-    while tally.sent < count and not stop.is_set():
-        rid = ep.call(lambda c: c.request(Keepalive()))
-        tally.on_sent(rid, time.monotonic())
+    s.handlers.append(on_msg)
+    s.establish(timeout)
+
+    def send() -> int:
+        with ep.lock:
+            rid = ep.client.request(Keepalive())
+            tally.on_sent(rid, time.monotonic())
+            ep.save()  # the queued request and our record of it, together
+        ep.kick()
+        return rid
+
+    def report() -> dict[str, Any]:
+        return s.locked(lambda: {**tally.report(), "device": disk.devnode, "port": disk.wwpn_text})
+
+    while s.locked(lambda: tally.sent) < count and not stop.is_set():
+        rid = send()
         deadline = time.monotonic() + timeout
-        while not tally.answered(rid) and not stop.is_set():
+        while not s.locked(lambda: tally.answered(rid)) and not stop.is_set():  # noqa: B023
             if ep.fatal:
                 raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if time.monotonic() > deadline:
                 break  # counted as lost; go on with the next one
-            _pump(ep, min(left, 0.2), on_msg)
+            s.wait(0.2)
         if report_path:
-            _save_report(report_path, tally, {"device": disk.devnode})
+            _save_report(report_path, report())
         if interval:
             stop.wait(interval)
-    # A late answer still counts (and a second one shows up as a duplicate).
-    _pump(ep, 0.2, on_msg)
-    rep = tally.report()
+    # Answers still outstanding (a restart resumed them) get until the timeout.
+    deadline = time.monotonic() + timeout
+    while s.locked(lambda: tally.lost) and time.monotonic() < deadline and not stop.is_set() and not ep.fatal:
+        s.wait(0.2)
+    s.wait(0.2)  # a duplicate would arrive right behind the answer
+    rep = report()
     if report_path:
-        _save_report(report_path, tally, {"device": disk.devnode})
-    st = ep.status()
+        _save_report(report_path, rep)
     if as_json:
-        click.echo(json.dumps({**rep, "device": disk.devnode, "port": disk.wwpn_text, **st}, sort_keys=True))
+        click.echo(json.dumps({**rep, **ep.status()}, sort_keys=True))
     else:
         r = rep["rtt_ms"]
         click.echo(f"ping {disk.devnode} (port {disk.wwpn_text}): {rep['sent']} sent, "
@@ -335,27 +363,8 @@ def status(key_path: str | None, port: str | None, device: str | None, vendor: s
         if probe:
             if not key_path:
                 raise click.UsageError("--probe needs --key FILE")
-            key = _load_key(key_path)
-            disk = _find_disk(device, port, vendor, product, sys_root)
-            ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
-                                state_path=state_path)
-            ep.start()
-            try:
-                tally = PingTally()
-
-                def on_msg(msg: Any) -> None:
-                    if _is_response(msg):
-                        tally.on_response(msg.request_id, time.monotonic())
-
-                _establish(ep, timeout, on_msg)
-                rid = ep.call(lambda c: c.request(Keepalive()))
-                tally.on_sent(rid, time.monotonic())
-                deadline = time.monotonic() + timeout
-                while not tally.answered(rid) and time.monotonic() < deadline:
-                    _pump(ep, 0.2, on_msg)
-                out["probe"] = {"device": disk.devnode, "keepalive": tally.report()["rtt_ms"], **ep.status()}
-            finally:
-                ep.stop(timeout=2.0)
+            out["probe"] = _probe(_load_key(key_path), _find_disk(device, port, vendor, product, sys_root),
+                                  port_index, parked, not no_direct, state_path, timeout)
         if as_json:
             click.echo(json.dumps(out, sort_keys=True))
         else:
@@ -374,6 +383,31 @@ def status(key_path: str | None, port: str | None, device: str | None, vendor: s
         return code
 
     _run(body)
+
+
+def _probe(key: Any, disk: ControlDisk, port_index: int, parked: int, direct: bool, state_path: str | None,
+           timeout: float) -> dict[str, Any]:
+    s = Session(disk, key, port_index=port_index, parked=parked, direct=direct, state_path=state_path)
+    tally = PingTally()
+
+    def on_msg(msg: Any) -> None:
+        if _is_response(msg):
+            tally.on_response(msg.request_id, time.monotonic())
+
+    s.handlers.append(on_msg)
+    s.ep.start()
+    try:
+        s.establish(timeout)
+        with s.ep.lock:
+            rid = s.ep.client.request(Keepalive())
+            tally.on_sent(rid, time.monotonic())
+        s.ep.kick()
+        deadline = time.monotonic() + timeout
+        while not s.locked(lambda: tally.answered(rid)) and time.monotonic() < deadline:
+            s.wait(0.2)
+        return {"device": disk.devnode, "keepalive": s.locked(tally.report)["rtt_ms"], **s.ep.status()}
+    finally:
+        s.ep.stop(timeout=2.0)
 
 
 def _disk_dict(d: ControlDisk) -> dict[str, Any]:
@@ -400,34 +434,33 @@ def run(key_path: str | None, port: str | None, device: str | None, vendor: str,
             raise click.UsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
         key = _load_key(key_path)
         disk = _find_disk(device, port, vendor, product, sys_root)
-        ep = _open_endpoint(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
-                            state_path=state_path)
+        s = Session(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
+                    state_path=state_path)
 
         def on_msg(msg: Any) -> None:
             if not _is_heartbeat(msg) and not _is_response(msg):
                 click.echo(f"event {msg.type.name} seq {msg.sequence}", err=True)
 
+        s.handlers.append(on_msg)
         with _Stopper() as stopper:
-            ep.start()
+            s.ep.start()
             try:
-                _establish(ep, timeout, on_msg)
+                s.establish(timeout)
                 click.echo(f"edif-agent: channel up on {disk.devnode} (port {disk.wwpn_text})", err=True)
                 sd_notify("READY=1")
-                while not stopper.event.is_set() and not ep.fatal:
-                    ep.call(lambda c: c.request(Keepalive()))
-                    until = time.monotonic() + keepalive
-                    while time.monotonic() < until and not stopper.event.is_set():
-                        _pump(ep, 0.5, on_msg)
+                while not stopper.event.is_set() and not s.ep.fatal:
+                    s.ep.call(lambda c: c.request(Keepalive()))
+                    stopper.event.wait(keepalive)
                     if status_file:
                         tmp = f"{status_file}.tmp"
                         with open(tmp, "w") as fh:
-                            json.dump({"device": disk.devnode, "port": disk.wwpn_text, **ep.status()}, fh)
+                            json.dump({"device": disk.devnode, "port": disk.wwpn_text, **s.ep.status()}, fh)
                         os.replace(tmp, status_file)
                 sd_notify("STOPPING=1")
             finally:
-                ep.stop(timeout=2.0)
-        if ep.fatal:
-            raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
+                s.ep.stop(timeout=2.0)
+        if s.ep.fatal:
+            raise AgentExit(EXIT_IO, f"channel failed: {s.ep.fatal}")
         return EXIT_OK
 
     _run(body)

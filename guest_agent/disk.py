@@ -5,7 +5,8 @@ The channel logic (cursor in the LBA, sequence numbers, handshake, MACs) lives i
 
 * K reader threads (default 4; the host keeps every READ parked until it has a message or the
   heartbeat is due), each looping ``client.next_read()`` -> ``os.preadv`` into a page-aligned buffer
-  -> ``client.read_done()`` -> the upstream messages go to ``inbox`` in delivery order;
+  -> ``client.read_done()`` -> the upstream messages go to the application in delivery order
+  (``on_message`` under the client lock, or the ``inbox`` queue);
 * one writer thread: ``client.next_write()`` -> ``os.pwritev`` -> ``client.write_done()``. One writer
   keeps downstream WRITEs in sequence order on the wire.
 
@@ -17,6 +18,13 @@ anonymous ``mmap`` (page aligned, which satisfies any logical block size up to 4
 An OSError on a READ (EIO: a host timer fired, the path is down, edifd restarting) is reported with
 ``client.read_failed``, then the READ is re-armed after a bounded exponential backoff. The client
 object is not assumed thread-safe: every call into it holds one lock.
+
+Restart safety: ``persist`` is called, under that lock, with the client's snapshot after every READ
+that delivered something and every WRITE that completed, and *after* ``on_message`` has seen the
+messages. An application that keeps its own state in the same file (``edif-agent ping`` does) thus
+always saves a consistent pair: a message is either consumed in the saved client state and recorded
+by the application, or neither, and a restart redelivers it. With the ``inbox`` instead, a message is
+persisted as consumed before the application takes it (at most once across a crash).
 """
 
 from __future__ import annotations
@@ -88,6 +96,7 @@ class ControlDiskEndpoint:
         direct: bool = True,
         backoff: Callable[[], Backoff] = Backoff,
         persist: Callable[[bytes], None] | None = None,
+        on_message: Callable[[Any], None] | None = None,
         sleep: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         if parked < 1:
@@ -101,6 +110,7 @@ class ControlDiskEndpoint:
         self.direct = direct
         self._backoff = backoff
         self._persist = persist
+        self._on_message = on_message
         self._sleep = sleep or (lambda ev, s: ev.wait(s))  # True = stop requested while waiting
         self.inbox: queue.Queue[Any] = queue.Queue()  # upstream messages, in delivery order
         self.lock = threading.RLock()  # guards the client and the counters
@@ -171,6 +181,11 @@ class ControlDiskEndpoint:
         self._wake.set()
         return result
 
+    def save(self) -> None:
+        """Persist now (e.g. right after queuing a request, so a restart re-sends it)."""
+        with self.lock:
+            self._persist_locked(force=True)
+
     def kick(self) -> None:
         """Tell the writer the client may have something to send."""
         self._wake.set()
@@ -190,11 +205,11 @@ class ControlDiskEndpoint:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    def _persist_locked(self) -> None:
+    def _persist_locked(self, force: bool = False) -> None:
         if self._persist is None:
             return
         snap = self.client.snapshot()
-        if snap == self._last_snapshot:
+        if snap == self._last_snapshot and not force:
             return
         try:
             self._persist(snap)
@@ -244,12 +259,16 @@ class ControlDiskEndpoint:
                 with self.lock:
                     self._count("reads_ok")
                     msgs = self.client.read_done(req.token, data)
-                    # Persist before handing over: after a crash the agent never sees a message twice
-                    # (the application owns what it was handed).
-                    self._persist_locked()
                     for m in msgs:
                         self._count("messages_in")
-                        self.inbox.put(m)
+                        if self._on_message is not None:
+                            self._on_message(m)
+                    # After the application recorded them (module docstring); forced, since its record
+                    # changed even when the client's snapshot did not.
+                    self._persist_locked(force=bool(msgs))
+                    if self._on_message is None:
+                        for m in msgs:
+                            self.inbox.put(m)
                 self._wake.set()  # a delivery may have queued a write (handshake step, ack)
         finally:
             buf.close()

@@ -8,9 +8,12 @@ after which the host re-handshakes anyway, so it is left out of the per-message 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+STATE_VERSION = 1
 MAX_STATE = 1 << 20  # a snapshot is small; refuse to load anything absurd
 
 
@@ -48,3 +51,24 @@ class StateFile:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def encode_state(client: bytes, app: dict[str, Any] | None = None) -> bytes:
+    """One file for the client snapshot and the application's own record, saved together so that
+    they always agree (see guest_agent.disk, "Restart safety")."""
+    return json.dumps({"version": STATE_VERSION, "client": client.hex(), "app": app or {}},
+                      sort_keys=True).encode()
+
+
+def decode_state(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """(client snapshot, application record); StateFileError if this is not our state file."""
+    try:
+        d = json.loads(data)
+        if not isinstance(d, dict) or d.get("version") != STATE_VERSION:
+            raise ValueError("unknown version")
+        client, app = bytes.fromhex(d["client"]), d["app"]
+        if not isinstance(app, dict):
+            raise ValueError("app record is not an object")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise StateFileError(f"not an edif-agent state file: {e}") from None
+    return client, app

@@ -13,7 +13,7 @@ from test_agent_support import FakeClient, parking_preadv
 
 from guest_agent import cli
 from guest_agent import disk as disk_mod
-from guest_agent.state import StateFile
+from guest_agent.state import StateFile, decode_state, encode_state
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_ping_handshake_not_answered(host, key, dev):
     assert "no APP_START answer" in r.output and "wrong key?" in r.output
 
 
-def test_ping_resumes_from_state_and_report(host, key, dev, tmp_path):
+def test_ping_resumes_from_its_state_file(host, key, dev, tmp_path):
     made, _ = host
     state, report = tmp_path / "agent.state", tmp_path / "ping.json"
     common = ["--key", str(key), "--device", str(dev), "--no-direct", "--state", str(state),
@@ -134,7 +134,8 @@ def test_ping_resumes_from_state_and_report(host, key, dev, tmp_path):
     r = invoke("ping", *common, "-c", "10")
     assert r.exit_code == 0
     assert os.stat(state).st_mode & 0o777 == 0o600
-    assert json.loads(StateFile(state).load() or b"{}")["up_seq"] == 10
+    client, app = decode_state(StateFile(state).load() or b"")
+    assert json.loads(client)["up_seq"] == 10 and app["ping"]["sent"] == 10
     r = invoke("ping", *common, "-c", "30")  # a restarted agent continues the same count
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
@@ -142,14 +143,17 @@ def test_ping_resumes_from_state_and_report(host, key, dev, tmp_path):
     assert counts == (30, 30, 30, 0, 0)
     assert rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0
     assert len(made) == 2 and made[1].started is False  # restored established state: no new handshake
-    assert json.loads(report.read_text())["report"]["sent"] == 30
+    assert json.loads(report.read_text())["sent"] == 30
 
 
-def test_ping_with_a_corrupt_report_file(host, key, dev, tmp_path):
-    bad = tmp_path / "r.json"
+def test_ping_with_a_corrupt_state_file(host, key, dev, tmp_path):
+    bad = tmp_path / "agent.state"
     bad.write_text("{")
-    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--report", str(bad))
-    assert r.exit_code == cli.EXIT_IO and "cannot resume from report" in r.output
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--state", str(bad))
+    assert r.exit_code == cli.EXIT_IO and "not an edif-agent state file" in r.output
+    bad.write_bytes(encode_state(FakeClient().snapshot(), {"ping": {"sent": "x"}}))
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--state", str(bad))
+    assert r.exit_code == cli.EXIT_IO and "cannot resume" in r.output
 
 
 def test_ping_missing_device(host, key, tmp_path):

@@ -205,8 +205,35 @@ def test_state_is_persisted_before_messages_are_handed_over(image, parked):
             m = ep.inbox.get(timeout=10)
             seen_at_delivery.append(len(saved))
             assert m.sequence <= FakeClient(state=saved[-1]).up_seq  # the saved state covers it
-    assert saved and all(n > 0 for n in seen_at_delivery)
-    assert len(saved) == len(set(saved))  # only changes are written
+        assert saved and all(n > 0 for n in seen_at_delivery)
+        # Idle READs (nothing delivered, client state unchanged) write nothing.
+        n_saved, n_reads = len(saved), ep.counters["reads_ok"]
+        wait_until(lambda: ep.counters["reads_ok"] >= n_reads + 8)
+        assert len(saved) == n_saved
+
+
+def test_on_message_runs_before_the_state_is_saved(image, parked):
+    """The application's record and the client snapshot are saved as one consistent pair."""
+    path, _ = image
+    c = FakeClient()
+    parked(c)
+    recorded: list[int] = []
+    pairs: list[tuple[int, list[int]]] = []
+
+    def persist(snap: bytes) -> None:
+        pairs.append((len(recorded), list(recorded)))
+
+    ep = ControlDiskEndpoint(c, str(path), block_size=BS, parked=3, direct=False, persist=persist,
+                             on_message=lambda m: recorded.append(m.sequence))
+    with ep:
+        ep.call(lambda cl: cl.start())
+        wait_until(lambda: c.established)
+        for _ in range(4):
+            ep.call(lambda cl: cl.request(Keepalive()))
+        wait_until(lambda: len(recorded) == 4)
+        wait_until(lambda: pairs and pairs[-1][0] == 4)
+    assert recorded == [1, 2, 3, 4]
+    assert ep.inbox.empty()  # with on_message, nothing goes to the queue
 
 
 def test_persist_error_is_counted_not_fatal(image, parked):

@@ -162,7 +162,7 @@ def parking_preadv(client_ref: list[FakeClient], park_s: float = 0.05, eio_first
         if n <= eio_first:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         if client_ref:
-            client_ref[0].wait_upstream(park_s)
+            client_ref[-1].wait_upstream(park_s)  # the newest client (after a restart)
         return real(fd, bufs, offset)
 
     preadv.calls = calls  # type: ignore[attr-defined]
