@@ -8,6 +8,7 @@ from .counters import PortCounters, RemotePortCounters
 from .hba import Hba, HbaError, parse_report_luns
 from .port import InitiatorPort, PortConfig, PortStatus, Timers
 from .session import (
+    SENSE_INVALID_REQUEST,
     SENSE_IO_TIMEOUT,
     SENSE_PROTOCOL_ERROR,
     SENSE_TARGET_GONE,
@@ -28,8 +29,8 @@ from .transform import (
 )
 
 __all__ = [
-    "SENSE_IO_TIMEOUT", "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll", "Completed",
-    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
+    "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll",
+    "Completed",    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
     "InitiatorSession", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
     "RemotePortCounters", "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers",
     "parse_report_luns",

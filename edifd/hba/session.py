@@ -91,7 +91,7 @@ UNASSIGNED = 0xFFFF
 SENSE_IO_TIMEOUT = sense(SenseKey.ABORTED_COMMAND, 0x08, 0x01)  # LOGICAL UNIT COMMUNICATION TIME-OUT
 SENSE_TARGET_GONE = sense(SenseKey.ABORTED_COMMAND, 0x08, 0x00)  # LOGICAL UNIT COMMUNICATION FAILURE
 SENSE_PROTOCOL_ERROR = sense(SenseKey.ABORTED_COMMAND, 0x4B, 0x00)  # DATA PHASE ERROR
-SENSE_BIDI_UNSUPPORTED = sense(SenseKey.ILLEGAL_REQUEST, 0x24, 0x00)  # INVALID FIELD IN CDB
+SENSE_INVALID_REQUEST = sense(SenseKey.ILLEGAL_REQUEST, 0x24, 0x00)  # INVALID FIELD IN CDB (not sendable)
 
 _FCP_IUS = (RCtl.FCP_DATA, RCtl.FCP_XFER_RDY, RCtl.FCP_RSP)
 
@@ -259,13 +259,20 @@ class InitiatorSession:
     def submit(self, tag: int, lun: int, cmd: ScsiCommand, now: float, timeout: float) -> list[Frame]:
         """Queue a command for `lun`; it completes (a `Completed` event) within `timeout` seconds."""
         self.counters.commands += 1
-        write, read = bool(cmd.data_out), cmd.data_in_len > 0
-        c = _Command(tag, lun, cmd, now + timeout, write, len(cmd.data_out) if write else cmd.data_in_len)
-        if write and read:
-            self._fail(c, SENSE_BIDI_UNSUPPORTED)
-            return []
-        if not 0 <= lun < 16384 or not cmd.cdb or len(cmd.cdb) > 16 and (len(cmd.cdb) - 16) % 4:
-            self._fail(c, SENSE_BIDI_UNSUPPORTED)
+        try:
+            write, read = bool(cmd.data_out), cmd.data_in_len > 0
+            dl = len(cmd.data_out) if write else cmd.data_in_len
+            c = _Command(tag, lun, cmd, now + timeout, write, dl)
+            # Build the IU once here so a command FCP cannot carry (bidirectional, odd CDB length,
+            # LUN or FCP_DL out of range) fails now instead of raising later.
+            FcpCmnd(lun=lun_to_bytes(lun), cdb=cmd.cdb, dl=dl, read=read and not write, write=write)
+            if write and read:
+                raise FcError("bidirectional commands are not supported")
+            if not cmd.cdb:
+                raise ValueError("empty CDB")
+        except (FcError, TypeError, ValueError):
+            bad = _Command(tag, 0, ScsiCommand(b"", data_in_len=_safe_len(cmd)), now, False, 0)
+            self._fail(bad, SENSE_INVALID_REQUEST)
             return []
         if self.state is SessionState.GONE:
             self._fail(c, SENSE_TARGET_GONE)
@@ -628,6 +635,11 @@ class InitiatorSession:
             data = bytes(c.buf[:valid]).ljust(n_in, b"\x00")[:n_in]
         self.counters.completed += 1
         self._complete(c, ScsiResponse(status, data, rsp.sense, data_len=min(valid, n_in)))
+
+
+def _safe_len(cmd: object) -> int:
+    n = getattr(cmd, "data_in_len", 0)
+    return n if isinstance(n, int) and 0 <= n <= 1 << 32 else 0
 
 
 def _covers(fmt: int, page_id: int, port_id: int) -> bool:

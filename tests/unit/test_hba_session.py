@@ -331,11 +331,21 @@ def test_transform_drop_counts_and_times_out() -> None:
     assert w.done[1].sense == SENSE_IO_TIMEOUT  # type: ignore[attr-defined]
 
 
-def test_bidirectional_commands_are_refused() -> None:
+@pytest.mark.parametrize("cmd,lun,n_in", [
+    (ScsiCommand(cdb.write(0, 1), data_out=bytes(512), data_in_len=512), 0, 512),  # bidirectional
+    (ScsiCommand(b""), 0, 0),  # no CDB
+    (ScsiCommand(bytes(17)), 0, 0),  # not 16 + 4*N bytes
+    (ScsiCommand(cdb.tur()), 20000, 0),  # LUN out of range
+    (ScsiCommand(cdb.read(0, 1), data_in_len=1 << 33), 0, 0),  # FCP_DL does not fit 32 bits
+    (ScsiCommand("not bytes", data_in_len=8), 0, 8),  # type: ignore[arg-type]  # a transport bug
+])
+def test_unsendable_commands_fail_with_sense_and_never_raise(cmd: ScsiCommand, lun: int, n_in: int) -> None:
     w = Wire()
     w.up()
-    w.submit(1, ScsiCommand(cdb.write(0, 1), data_out=bytes(512), data_in_len=512))
+    w.submit(1, cmd, lun=lun)
     assert sense_of(w.done[1]) == (0x05, 0x24, 0x00)
+    assert len(w.done[1].data) == n_in  # type: ignore[attr-defined]
+    assert w.i.outstanding == 0
 
 
 def test_plogi_from_peer_is_answered_with_our_security_bit() -> None:
