@@ -100,7 +100,16 @@ def test_login_discovery_and_counters(tmp_path: Path) -> None:
     run(body())
 
 
-def test_write_read_verify_sync_1_to_8_mib_against_backing_file(tmp_path: Path) -> None:
+def test_write_read_verify_sync_1_to_8_mib_against_backing_file(tmp_path: Path, monkeypatch: Any) -> None:
+    import edifd.scsi.file_medium as fm
+    syncs: list[int] = []
+    real_fdatasync = fm.os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        syncs.append(fd)
+    monkeypatch.setattr(fm.os, "fdatasync", counting_fdatasync)
+
     async def body() -> None:
         async with rig(tmp_path) as (_ts, hba):
             lba = 0
@@ -110,6 +119,7 @@ def test_write_read_verify_sync_1_to_8_mib_against_backing_file(tmp_path: Path) 
                 w = await hba.execute(T_WWPN, 0, ScsiCommand(cdb.write(lba, blocks, size=16, fua=n == 1),
                                                               data_out=data))
                 assert w.ok, w.sense.hex()
+                assert len(syncs) == (1 if n >= 1 else 0)  # the FUA write was flushed before GOOD
                 rd = ScsiCommand(cdb.read(lba, blocks, size=16), data_in_len=size)
                 r = await hba.execute(T_WWPN, 0, rd)
                 assert r.ok and hashlib.sha256(r.data).digest() == hashlib.sha256(data).digest()
@@ -118,7 +128,7 @@ def test_write_read_verify_sync_1_to_8_mib_against_backing_file(tmp_path: Path) 
                 assert v.ok
                 lba += blocks
             s = await hba.execute(T_WWPN, 0, ScsiCommand(cdb.synchronize_cache()))
-            assert s.ok
+            assert s.ok and len(syncs) == 2  # SYNCHRONIZE CACHE flushed before GOOD
             wrong = await hba.execute(T_WWPN, 0, ScsiCommand(cdb.verify(0, 1), data_out=bytes(512)))
             assert wrong.status == Status.CHECK_CONDITION and wrong.sense[2] == 0x0E  # MISCOMPARE
     run(body(), 40)
@@ -141,6 +151,31 @@ def test_several_initiators_at_once(tmp_path: Path) -> None:
             assert len(ts.ports[0].sessions) == 3
             assert {s.initiator_wwpn for s in ts.ports[0].sessions} == {I_WWPN, I_WWPN + 1, I_WWPN + 2}
     run(body(), 30)
+
+
+def test_two_target_ports_each_with_its_own_wwpn(tmp_path: Path) -> None:
+    t2 = T_WWPN + 0x10
+
+    async def body() -> None:
+        ports = tuple(TargetPortConfig(f"t{n}", w, w - 1, ("127.0.0.1", 0),
+                                       (LunConfig(0, str(tmp_path / f"t{n}.img"), 4 * MIB),))
+                      for n, w in enumerate((T_WWPN, t2)))
+        ts = TargetServer(TargetConfig(ports))
+        await ts.start()
+        hba = Hba([PortConfig(f"p{n}", I_WWPN + n, I_WWNN + n, p.address) for n, p in enumerate(ts.ports)],
+                  FAST)
+        await hba.start()
+        try:
+            assert await hba.wait_ready(T_WWPN, 5.0) and await hba.wait_ready(t2, 5.0)
+            for n, wwpn in enumerate((T_WWPN, t2)):
+                data = pattern(300 + n, 8192)
+                assert (await hba.execute(wwpn, 0, ScsiCommand(cdb.write(0, 16), data_out=data))).ok
+                assert file_range(tmp_path / f"t{n}.img", 0, 8192) == data
+            assert {p.remote_wwpn for p in hba.remote_ports()} == {T_WWPN, t2}
+        finally:
+            await hba.stop()
+            await ts.stop()
+    run(body())
 
 
 def test_command_timeout_aborts_with_abts(tmp_path: Path) -> None:
