@@ -23,7 +23,7 @@ from .events import (
     TeardownRequested,
 )
 from .replay import DEFAULT_WINDOW, MAX_SEQ, ReplayVerdict, ReplayWindow
-from .sa import SecurityAssociation
+from .sa import SecurityAssociation, cipher_from_ike
 from .sadb import RX_DELETE_AFTER_FRAMES, RX_DELETE_DELAY, SLOTS_PER_DIRECTION, SaDatabase, SaResult
 from .transform import ICV_FAILURE_LIMIT, REKEY_MARGIN, EspTransform
 
@@ -32,6 +32,6 @@ __all__ = [
     "REKEY_MARGIN", "RX_DELETE_AFTER_FRAMES", "RX_DELETE_DELAY", "SLOTS_PER_DIRECTION", "BlockReason",
     "DeleteCause", "DeleteRx", "DropReason", "EdifError", "EspCounters", "EspTransform", "Event",
     "RekeyNeeded", "ReplayVerdict", "ReplayWindow", "SaDatabase", "SaResult", "SaUpdateDone",
-    "SecurityAssociation", "TeardownReason", "TeardownRequested", "aad_header", "is_protected_traffic",
-    "iv_for",
+    "SecurityAssociation", "TeardownReason", "TeardownRequested", "aad_header", "cipher_from_ike",
+    "is_protected_traffic", "iv_for",
 ]

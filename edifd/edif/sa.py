@@ -27,6 +27,24 @@ SALT_LEN = 4  # RFC 4106 §4: the nonce is salt(4) ‖ IV(8)
 _GMAC = frozenset({Cipher.AES_GMAC_128, Cipher.AES_GMAC_256})
 
 
+# IKEv2 transform IDs (RFC 5282 / RFC 4543) of the child SAs we accept, by key length in bits.
+_IKE_CIPHERS = {
+    (20, 128): Cipher.AES_GCM_128,  # ENCR_AES_GCM_16
+    (20, 256): Cipher.AES_GCM_256,
+    (21, 128): Cipher.AES_GMAC_128,  # ENCR_NULL_AUTH_AES_GMAC
+    (21, 256): Cipher.AES_GMAC_256,
+}
+
+
+def cipher_from_ike(encr_id: int, key_bits: int) -> Cipher:
+    """The SA_UPDATE cipher for a negotiated child SA transform (e.g. ChildSaEstablished.cipher's
+    `encr`, `key_bits`), for code that installs IKE results directly (the target side)."""
+    try:
+        return _IKE_CIPHERS[int(encr_id), int(key_bits)]
+    except (KeyError, TypeError, ValueError):
+        raise EdifError(f"no ESP cipher for IKE transform {encr_id!r} with {key_bits!r}-bit keys") from None
+
+
 def sa_problem(spi: object, cipher: object, key: object, salt: object) -> str | None:
     """Why these SA parameters are unusable, or None. The text never shows key or salt bytes."""
     if not isinstance(spi, int) or isinstance(spi, bool) or not 0 <= spi <= 0xFFFFFFFF:

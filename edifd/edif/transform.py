@@ -79,13 +79,13 @@ class EspTransform:
         if sa is None:
             self._teardown(TeardownReason.NO_TX_SA, "an FCP frame is ready and no TX SA is installed")
             return self._blocked(frame, BlockReason.NO_TX_SA)
-        self._raised.discard(TeardownReason.NO_TX_SA)
         seq = sa.next_seq()
         if seq is None:
             self._teardown(TeardownReason.SEQ_EXHAUSTED,
                            f"TX SA 0x{sa.spi:08x} used all 2^32-1 sequence numbers")
             return self._blocked(frame, BlockReason.SEQ_EXHAUSTED)
-        self._raised.discard(TeardownReason.SEQ_EXHAUSTED)
+        if self._raised:  # a cause has cleared: a TX SA exists again and has sequence numbers left
+            self._raised -= {TeardownReason.NO_TX_SA, TeardownReason.SEQ_EXHAUSTED}
         if seq >= self.rekey_seq and not sa.rekey_warned:
             sa.rekey_warned = True
             self._events.append(RekeyNeeded(sa.spi, seq))
@@ -148,7 +148,8 @@ class EspTransform:
         # Authentic from here on: only now may the window move (RFC 4303 §3.4.3).
         sa.window.accept(seq)
         self.consecutive_icv_failures = 0
-        self._raised.discard(TeardownReason.ICV_FAILURES)
+        if self._raised:
+            self._raised.discard(TeardownReason.ICV_FAILURES)
         try:
             plain = Frame(with_df_ctl(h, h.df_ctl & ~DF_CTL_ESP), clear, frame.sof, frame.eof)
         except FcError:  # authentic but inconsistent (e.g. DF_CTL announces missing headers)

@@ -13,6 +13,7 @@ from edifd.edif import (
     SaDatabase,
     SaUpdateDone,
     SecurityAssociation,
+    cipher_from_ike,
 )
 from edifd.fc import FcpCmnd, Frame, fcp_cmnd_frame
 from edifd.proto import Cipher, PortRef, SaDirection, SaFlags, SaStatus, SaUpdate, SaUpdateCompl, Status
@@ -289,3 +290,12 @@ def test_keys_and_salts_never_appear_in_text() -> None:
     for secret in (key, salt, K1, K2, SALT):
         assert secret.hex() not in blob and repr(secret).lower() not in blob
     assert "0x00000100" in blob  # SPIs are fine to show
+
+
+def test_cipher_from_ike_matches_the_negotiated_transforms() -> None:
+    from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256
+
+    got = [cipher_from_ike(s.encr, s.key_bits) for s in (AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256)]
+    assert got == [Cipher.AES_GCM_128, Cipher.AES_GCM_256, Cipher.AES_GMAC_128, Cipher.AES_GMAC_256]
+    with pytest.raises(EdifError):
+        cipher_from_ike(12, 128)  # AES-CBC: not an FC-SP ESP transform
