@@ -8,6 +8,7 @@ per target with the HBA's rule of at most 2 SAs per direction. Everything runs i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import random
@@ -17,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edifd.proto import (
     AppStop,
@@ -25,6 +28,7 @@ from edifd.proto import (
     AuthNeeded,
     AuthOk,
     Body,
+    Direction,
     ElsRcvd,
     ElsReply,
     ElsReplyAction,
@@ -37,6 +41,7 @@ from edifd.proto import (
     GetTargets,
     HostReset,
     Keepalive,
+    Kind,
     LinkDown,
     LinkState,
     LinkUp,
@@ -66,7 +71,9 @@ from edifd.proto import (
     decode,
     encode,
 )
+from edifd.proto.strategies import messages_of
 from guest_agent.secapp import (
+    AppEvent,
     AppNotice,
     ChannelLost,
     SecurityApp,
@@ -783,3 +790,45 @@ def test_certificate_from_another_ca_is_refused(pki):
     assert [f.reason for f in fails] == [AuthFailReason.AUTH_FAILED]  # we refused the peer
     assert host.down(SaUpdate) == []
     assert app.session(T1).state is SessionState.FAILED
+
+
+# --- robustness -------------------------------------------------------------------------------------------
+
+_UP = [t for t in MessageType if t.direction is Direction.UPSTREAM and t.kind is not Kind.HEARTBEAT]
+_upstream = st.one_of(*(messages_of(t) for t in _UP))
+
+
+@st.composite
+def aimed_messages(draw):
+    """Upstream messages, most of them about our target or answering one of our real request ids."""
+    msg = draw(_upstream)
+    body = msg.body
+    if hasattr(body, "port") and draw(st.booleans()):
+        gen = draw(st.sampled_from([1, 2]))
+        body = dataclasses.replace(body, port=PortRef(T1, 0x020200, gen))
+    rid = msg.request_id
+    if msg.kind is Kind.RESPONSE and draw(st.booleans()):
+        rid = draw(st.integers(1, 40))
+    return Message(body, 0, 1, rid, msg.sequence)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(aimed_messages(), max_size=15))
+def test_any_upstream_sequence_is_handled_without_forging_keys(msgs):
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t], keepalive_interval=0)
+    host.start()
+    mark = len(host.down())
+    for m in msgs:
+        out = app.on_message(m)
+        out += app.tick(host.clock.now)
+        for item in out:
+            assert isinstance(item, Body | AppEvent)
+            if isinstance(item, Body):
+                assert item.TYPE.kind is Kind.REQUEST
+                app.sent(item, 1000 + len(host.log))
+                host.log.append(("down", item))
+    # Without the peer's IKE answers nothing can install new keys or claim authentication.
+    later = host.down()[mark:]
+    assert not any(isinstance(b, SaUpdate) and b.key for b in later)
+    assert not any(isinstance(b, AuthOk) for b in later)
