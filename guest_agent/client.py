@@ -56,6 +56,7 @@ from edifd.scsi import SenseData, SenseParseError
 LOST_DETAIL = 0xED1F0001  # RESPONSE.detail of a locally failed request: its answer was lost with its epoch
 _BUFFER_MAX = 1024  # early upstream messages held while a gap fills
 _HELD_MAX = 256  # messages of the coming epoch that overtook the APP_START answer
+_HANDSHAKE_WRITE_TRIES = 3  # a handshake WRITE refused this often: begin a new handshake
 
 
 class ClientError(Exception):
@@ -97,6 +98,7 @@ class _Write:
     token: int = 0
     issued: bool = False
     failed: bool = False
+    failures: int = 0
 
 
 _SNAP = struct.Struct(">4sBBHQQQQH")
@@ -292,10 +294,16 @@ class ChannelClient:
                     self._outstanding[w.request_id] = (w.type, self._gen)
                 return
             w.failed = True
+            w.failures += 1
             self.counters["write_failures"] += 1
             reason = _reject_of(sense)
             if reason is Reject.STALE_EPOCH and not w.handshake and self.phase is Phase.ESTABLISHED:
                 self._host_changed()
+            elif w.handshake and w.failures >= _HANDSHAKE_WRITE_TRIES:
+                # e.g. a PROOF for a challenge that died with an edifd restart: start over now
+                # rather than at the handshake timeout.
+                self.counters["handshake_retries"] += 1
+                self._begin_handshake()
 
     # --- READ side ------------------------------------------------------------------------------
 
@@ -397,7 +405,12 @@ class ChannelClient:
         self.counters["messages_in"] += 1
         if m.kind is Kind.RESPONSE:
             self.counters["responses"] += 1
-            if self._outstanding.pop(m.request_id, None) is None:
+            w = self._outgoing
+            if w is not None and not w.handshake and w.request_id == m.request_id:
+                # Answered before its WRITE status came back (or the status was lost): the host
+                # has acted on it, so there is nothing left to retry.
+                self._outgoing = None
+            elif self._outstanding.pop(m.request_id, None) is None:
                 self.counters["orphan_responses"] += 1
             self._responses[m.request_id] = m
         else:
