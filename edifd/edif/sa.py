@@ -81,7 +81,10 @@ class SecurityAssociation:
         problem = sa_problem(spi, cipher, key, salt)
         if problem:
             raise EdifError(problem)
-        self.direction = SaDirection(direction)
+        try:
+            self.direction = SaDirection(direction)
+        except ValueError:
+            raise EdifError(f"unknown SA direction {direction!r}") from None
         self.spi = spi
         self.cipher = cipher
         self.gmac = cipher in _GMAC
