@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from edifd.proto import ChannelKeyError, Keepalive, Kind, MessageType, load_channel_key
+from edifd.proto import ChannelKeyError, Keepalive, Kind, MessageType, Status, load_channel_key
 
 from .discovery import (
     DEFAULT_PRODUCT,
@@ -187,7 +187,7 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="INQUIRY product to look for."),
         click.option("--port-index", default=0, show_default=True, type=click.IntRange(0, 0xFFFF),
                      help="Port index the host gave this control LUN."),
-        click.option("--parked", default=4, show_default=True, type=click.IntRange(1, 64),
+        click.option("--parked", default=4, show_default=True, type=click.IntRange(1, 8),
                      help="READs kept parked on the host (K >= 4 lets several messages arrive at once)."),
         click.option("--state", "state_path", metavar="FILE",
                      help="Keep the channel state here, so a restarted agent resumes without loss or "
@@ -245,9 +245,13 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--report", "report_path", metavar="FILE",
               help="Also write the running report here (JSON, atomically replaced after every reply).")
+@click.option("--resume-grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --state: seconds to wait for answers to pings a killed run left open before "
+                   "sending them again.")
 def ping(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
          port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
-         sys_root: str, count: int, interval: float, as_json: bool, report_path: str | None) -> None:
+         sys_root: str, count: int, interval: float, as_json: bool, report_path: str | None,
+         resume_grace: float) -> None:
     """Round trips to edifd: send KEEPALIVE requests and time the replies.
 
     Prints RTT p50/p99/max and the counts: sent, received, in order, duplicates, lost. With --state,
@@ -270,7 +274,8 @@ def ping(key_path: str | None, port: str | None, device: str | None, vendor: str
         with _Stopper() as stopper:
             s.ep.start()
             try:
-                return _ping(s, tally, count, interval, timeout, stopper.event, as_json, report_path)
+                return _ping(s, tally, count, interval, timeout, stopper.event, as_json, report_path,
+                             resume_grace)
             finally:
                 s.ep.stop(timeout=2.0)
 
@@ -284,48 +289,87 @@ def _save_report(path: str, report: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _local_loss(msg: Any) -> bool:
+    """The client's own RESPONSE(FAILED, LOST_DETAIL): this request's answer can never come (the host's
+    epoch ended with it), so it may be sent again without risk of a double answer."""
+    from .client import LOST_DETAIL
+
+    body = getattr(msg, "body", None)
+    return (_is_response(msg) and msg.epoch == 0 and msg.sequence == 0
+            and getattr(body, "status", None) == Status.FAILED
+            and getattr(body, "detail", None) == LOST_DETAIL)
+
+
 def _ping(s: Session, tally: PingTally, count: int, interval: float, timeout: float, stop: threading.Event,
-          as_json: bool, report_path: str | None) -> int:
+          as_json: bool, report_path: str | None, resume_grace: float) -> int:
     ep, disk = s.ep, s.disk
+    redo: set[int] = set()  # request ids the channel gave up on
 
     def on_msg(msg: Any) -> None:  # under the endpoint lock, before the state is saved
         if _is_heartbeat(msg):
+            return
+        if _local_loss(msg):
+            redo.add(msg.request_id)
             return
         tally.on_upstream(msg.epoch, msg.sequence)
         if _is_response(msg):
             tally.on_response(msg.request_id, time.monotonic())
 
+    def collect_losses() -> None:  # abandoned WRITEs are reported only through take_responses()
+        take = getattr(ep.client, "take_responses", None)
+        if take is not None:
+            for rid, m in take().items():
+                if _local_loss(m):
+                    redo.add(rid)
+
     s.handlers.append(on_msg)
     s.establish(timeout)
 
-    def send() -> int:
+    def send(old: int | None = None) -> int:
         with ep.lock:
             rid = ep.client.request(Keepalive())
-            tally.on_sent(rid, time.monotonic())
+            if old is None:
+                tally.on_sent(rid, time.monotonic())
+            else:
+                tally.on_resent(old, rid)
             ep.save()  # the queued request and our record of it, together
         ep.kick()
         return rid
 
+    def settle(rids: list[int], until: float) -> list[int]:
+        """Wait for these requests' answers; re-send those the channel gave up on. Returns the
+        request ids still unanswered (the newest of each ping)."""
+        live = list(rids)
+        while not stop.is_set() and not ep.fatal:
+            with ep.lock:
+                collect_losses()
+                again = [r for r in live if r in redo and not tally.answered(r)]
+                redo.difference_update(again)
+                live = [r for r in live if not tally.answered(r)]
+            for r in again:
+                live[live.index(r)] = send(old=r)
+            if not live or time.monotonic() > until:
+                break
+            s.wait(0.2)
+        if ep.fatal:
+            raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
+        return live
+
     def report() -> dict[str, Any]:
         return s.locked(lambda: {**tally.report(), "device": disk.devnode, "port": disk.wwpn_text})
 
+    # Pings a previous run left unanswered: the host redelivers what it answered right after the
+    # handshake; what is still unanswered after the grace time never reached it, so send it again.
+    left = settle(s.locked(tally.pending), time.monotonic() + resume_grace)
+    for r in left:
+        send(old=r)
     while s.locked(lambda: tally.sent) < count and not stop.is_set():
-        rid = send()
-        deadline = time.monotonic() + timeout
-        while not s.locked(lambda: tally.answered(rid)) and not stop.is_set():  # noqa: B023
-            if ep.fatal:
-                raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
-            if time.monotonic() > deadline:
-                break  # counted as lost; go on with the next one
-            s.wait(0.2)
+        settle([send()], time.monotonic() + timeout)  # unanswered after the timeout: lost
         if report_path:
             _save_report(report_path, report())
         if interval:
             stop.wait(interval)
-    # Answers still outstanding (a restart resumed them) get until the timeout.
-    deadline = time.monotonic() + timeout
-    while s.locked(lambda: tally.lost) and time.monotonic() < deadline and not stop.is_set() and not ep.fatal:
-        s.wait(0.2)
+    settle(s.locked(tally.pending), time.monotonic() + timeout)
     s.wait(0.2)  # a duplicate would arrive right behind the answer
     rep = report()
     if report_path:
@@ -336,10 +380,10 @@ def _ping(s: Session, tally: PingTally, count: int, interval: float, timeout: fl
         r = rep["rtt_ms"]
         click.echo(f"ping {disk.devnode} (port {disk.wwpn_text}): {rep['sent']} sent, "
                    f"{rep['received']} received, {rep['in_order']} in order, "
-                   f"{rep['duplicates']} duplicates, {rep['lost']} lost")
+                   f"{rep['duplicates']} duplicates, {rep['lost']} lost, {rep['resent']} re-sent")
         click.echo(f"rtt ms: p50 {r['p50']} p99 {r['p99']} max {r['max']} (n={r['n']})")
     ok = (rep["lost"] == 0 and rep["duplicates"] == 0 and rep["out_of_order"] == 0 and rep["unexpected"] == 0
-          and rep["sent"] == count)
+          and rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0 and rep["sent"] == count)
     return EXIT_OK if ok else EXIT_PING_PROBLEMS
 
 

@@ -19,12 +19,13 @@ An OSError on a READ (EIO: a host timer fired, the path is down, edifd restartin
 ``client.read_failed``, then the READ is re-armed after a bounded exponential backoff. The client
 object is not assumed thread-safe: every call into it holds one lock.
 
-Restart safety: ``persist`` is called, under that lock, with the client's snapshot after every READ
-that delivered something and every WRITE that completed, and *after* ``on_message`` has seen the
-messages. An application that keeps its own state in the same file (``edif-agent ping`` does) thus
-always saves a consistent pair: a message is either consumed in the saved client state and recorded
-by the application, or neither, and a restart redelivers it. With the ``inbox`` instead, a message is
-persisted as consumed before the application takes it (at most once across a crash).
+Restart safety: ``persist`` is called, under that lock, with the client's snapshot before every
+WRITE is issued, after every WRITE that completed, and after every READ that delivered something
+(then *after* ``on_message`` has seen the messages). An application that keeps its own state in
+the same file (``edif-agent ping`` does) thus always saves a consistent pair: a message is either
+consumed in the saved client state and recorded by the application, or neither, and a restart
+redelivers it. With the ``inbox`` instead, a message is persisted as consumed before the
+application takes it (at most once across a crash).
 """
 
 from __future__ import annotations
@@ -292,6 +293,10 @@ class ControlDiskEndpoint:
                     self._wake.wait(_WRITER_POLL_S)
                     self._wake.clear()
                     continue
+                with self.lock:
+                    # Save before the WRITE leaves: a crash while it is in flight must resume from a
+                    # state that knows a WRITE may have reached the host (the client marks it in doubt).
+                    self._persist_locked()
                 payload = bytes(w.payload)
                 n = -(-len(payload) // self.block_size) * self.block_size  # whole blocks for O_DIRECT
                 view = buf.view(n)

@@ -2,17 +2,22 @@
 
 Times are passed in by the caller (monotonic seconds), so this module never reads a clock.
 
-Counted from request ids (downstream) and upstream header sequence numbers:
+A *ping* is one logical round trip; it is normally one KEEPALIVE request, but may be re-sent under a
+new request id when the channel says its answer can no longer come (the host restarted and its epoch
+went with it), or when an agent restart left it unsent. Counted per ping:
 
-* ``sent``: requests issued; ``received``: distinct requests answered; ``lost`` = sent - received;
-* ``duplicates``: answers for a request already answered (must stay 0: exactly-once delivery);
-* ``in_order``/``out_of_order``: an answer is in order when it answers a later request than every
+* ``sent``: pings issued; ``received``: pings answered; ``lost`` = sent - received;
+* ``resent``: extra requests issued for pings already sent (never counted as sent again);
+* ``duplicates``: answers for a ping already answered, under any of its request ids (must stay 0: an
+  answer to the first request after its re-send would mean a message was acted on twice);
+* ``in_order``/``out_of_order``: an answer is in order when it answers a later ping than every
   answer before it;
-* ``unexpected``: answers naming a request id this run never sent;
-* ``seq_gaps``/``seq_repeats``: upstream sequence numbers, per epoch, that skip ahead or do not advance
-  (the channel promises +1 per message; heartbeats are not counted here).
+* ``unexpected``: answers naming a request id this run never used;
+* ``seq_gaps``/``seq_repeats``: upstream header sequence numbers, per epoch, that skip ahead or do not
+  advance (the channel delivers +1 per message; heartbeats and local failures carry none).
 
-RTT percentiles use the nearest-rank method (p99 of 1000 samples is the 990th smallest).
+RTT percentiles use the nearest-rank method (p99 of 1000 samples is the 990th smallest). A ping
+answered after a re-send is timed from its first request.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def percentile(samples: list[float], p: float) -> float | None:
 @dataclass
 class PingTally:
     sent: int = 0
+    resent: int = 0
     duplicates: int = 0
     in_order: int = 0
     out_of_order: int = 0
@@ -42,18 +48,36 @@ class PingTally:
     seq_gaps: int = 0
     seq_repeats: int = 0
     rtts: list[float] = field(default_factory=list, repr=False)
-    _order: dict[int, int] = field(default_factory=dict, repr=False)  # request id -> send index
-    _sent_at: dict[int, float] = field(default_factory=dict, repr=False)
-    _answered: set[int] = field(default_factory=set, repr=False)
+    _index: dict[int, int] = field(default_factory=dict, repr=False)  # request id -> ping index
+    _latest: dict[int, int] = field(default_factory=dict, repr=False)  # unanswered ping -> newest rid
+    _sent_at: dict[int, float] = field(default_factory=dict, repr=False)  # ping -> first send (this run)
+    _answered: set[int] = field(default_factory=set, repr=False)  # ping indexes
     _last_index: int = -1
     _last_seq: dict[int, int] = field(default_factory=dict, repr=False)  # epoch -> last sequence
 
-    def on_sent(self, request_id: int, now: float) -> None:
-        if request_id in self._order:
-            raise ValueError(f"request id {request_id} sent twice")
-        self._order[request_id] = self.sent
-        self._sent_at[request_id] = now
+    def on_sent(self, request_id: int, now: float) -> int:
+        """A new ping went out as request_id; returns its index."""
+        self._new_rid(request_id)
+        idx = self.sent
         self.sent += 1
+        self._index[request_id] = idx
+        self._latest[idx] = request_id
+        self._sent_at[idx] = now
+        return idx
+
+    def on_resent(self, old_request_id: int, request_id: int) -> None:
+        """The ping of old_request_id went out again as request_id."""
+        idx = self._index.get(old_request_id)
+        if idx is None or idx in self._answered:
+            raise ValueError(f"request id {old_request_id} is not a pending ping")
+        self._new_rid(request_id)
+        self._index[request_id] = idx
+        self._latest[idx] = request_id
+        self.resent += 1
+
+    def _new_rid(self, request_id: int) -> None:
+        if request_id in self._index:
+            raise ValueError(f"request id {request_id} used twice")
 
     def on_upstream(self, epoch: int, sequence: int) -> None:
         """Every upstream message that carries a sequence (responses and events)."""
@@ -67,27 +91,33 @@ class PingTally:
         self._last_seq[epoch] = sequence
 
     def on_response(self, request_id: int, now: float) -> bool:
-        """An answer arrived; True when it is the first answer to a request we sent."""
-        idx = self._order.get(request_id)
+        """An answer arrived; True when it is the first answer to its ping."""
+        idx = self._index.get(request_id)
         if idx is None:
             self.unexpected += 1
             return False
-        if request_id in self._answered:
+        if idx in self._answered:
             self.duplicates += 1
             return False
-        self._answered.add(request_id)
+        self._answered.add(idx)
+        self._latest.pop(idx, None)
         if idx > self._last_index:
             self.in_order += 1
             self._last_index = idx
         else:
             self.out_of_order += 1
-        sent_at = self._sent_at.pop(request_id, None)
+        sent_at = self._sent_at.pop(idx, None)
         if sent_at is not None:  # None after a restart: the send time died with the old process
             self.rtts.append(now - sent_at)
         return True
 
     def answered(self, request_id: int) -> bool:
-        return request_id in self._answered
+        idx = self._index.get(request_id)
+        return idx is not None and idx in self._answered
+
+    def pending(self) -> list[int]:
+        """The newest request id of every unanswered ping, oldest ping first."""
+        return [rid for _, rid in sorted(self._latest.items())]
 
     @property
     def received(self) -> int:
@@ -102,6 +132,7 @@ class PingTally:
         return {
             "sent": self.sent,
             "received": self.received,
+            "resent": self.resent,
             "in_order": self.in_order,
             "out_of_order": self.out_of_order,
             "duplicates": self.duplicates,
@@ -120,9 +151,10 @@ class PingTally:
     # Persistence across an agent restart (JSON-friendly; RTT samples are kept, send times are not).
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sent": self.sent, "duplicates": self.duplicates, "in_order": self.in_order,
-            "out_of_order": self.out_of_order, "unexpected": self.unexpected, "seq_gaps": self.seq_gaps,
-            "seq_repeats": self.seq_repeats, "rtts": self.rtts, "order": list(self._order.items()),
+            "sent": self.sent, "resent": self.resent, "duplicates": self.duplicates,
+            "in_order": self.in_order, "out_of_order": self.out_of_order, "unexpected": self.unexpected,
+            "seq_gaps": self.seq_gaps, "seq_repeats": self.seq_repeats, "rtts": self.rtts,
+            "index": list(self._index.items()), "latest": list(self._latest.items()),
             "answered": sorted(self._answered), "last_index": self._last_index,
             "last_seq": list(self._last_seq.items()),
         }
@@ -130,11 +162,12 @@ class PingTally:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PingTally:
         try:
-            t = cls(sent=int(d["sent"]), duplicates=int(d["duplicates"]), in_order=int(d["in_order"]),
-                    out_of_order=int(d["out_of_order"]), unexpected=int(d["unexpected"]),
-                    seq_gaps=int(d["seq_gaps"]), seq_repeats=int(d["seq_repeats"]),
-                    rtts=[float(x) for x in d["rtts"]])
-            t._order = {int(k): int(v) for k, v in d["order"]}
+            t = cls(sent=int(d["sent"]), resent=int(d["resent"]), duplicates=int(d["duplicates"]),
+                    in_order=int(d["in_order"]), out_of_order=int(d["out_of_order"]),
+                    unexpected=int(d["unexpected"]), seq_gaps=int(d["seq_gaps"]),
+                    seq_repeats=int(d["seq_repeats"]), rtts=[float(x) for x in d["rtts"]])
+            t._index = {int(k): int(v) for k, v in d["index"]}
+            t._latest = {int(k): int(v) for k, v in d["latest"]}
             t._answered = {int(x) for x in d["answered"]}
             t._last_index = int(d["last_index"])
             t._last_seq = {int(k): int(v) for k, v in d["last_seq"]}

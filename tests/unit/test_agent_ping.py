@@ -114,3 +114,22 @@ def test_state_file_errors(tmp_path):
         StateFile(big).load()
     with pytest.raises(StateFileError, match="cannot read agent state"):
         StateFile(tmp_path).load()  # a directory
+
+
+def test_resent_ping_counts_once_and_a_late_first_answer_is_a_duplicate():
+    t = PingTally()
+    t.on_sent(10, 0.0)
+    t.on_sent(11, 0.0)
+    assert t.pending() == [10, 11]
+    t.on_resent(10, 12)  # the channel gave up on 10
+    assert t.pending() == [12, 11] and t.resent == 1 and t.sent == 2
+    assert t.on_response(12, 0.5) and t.answered(10) and t.answered(12)
+    assert not t.on_response(10, 0.6)  # the first request was acted on after all: a duplicate
+    assert t.duplicates == 1
+    assert t.rtts == [0.5]  # timed from the first send
+    with pytest.raises(ValueError, match="not a pending ping"):
+        t.on_resent(10, 13)
+    with pytest.raises(ValueError, match="used twice"):
+        t.on_resent(11, 12)
+    u = PingTally.from_dict(t.to_dict())
+    assert u.pending() == [11] and u.report() == t.report()
