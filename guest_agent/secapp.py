@@ -241,7 +241,6 @@ class SecurityApp:
         self.local: PortInfo | None = None
         self.running = False
         self._out: list[Body | AppEvent] = []
-        self._unsent: list[Body] = []  # emitted requests not yet given a request id by sent()
         self._pending: dict[int, Body] = {}  # request id -> request
         self._last_heard = 0.0
         self._next_keepalive = 0.0
@@ -260,7 +259,6 @@ class SecurityApp:
         now = self._clock()
         self._reset_all("application start", quiet=True)
         self._pending.clear()
-        self._unsent.clear()
         self.running = True
         self._last_heard = now
         self._next_keepalive = now + self.config.keepalive_interval
@@ -276,11 +274,8 @@ class SecurityApp:
         return self._flush()
 
     def sent(self, body: Body, request_id: int) -> None:
-        """The wire layer sent `body` (one of our outputs) as request `request_id`."""
-        for i, b in enumerate(self._unsent):
-            if b is body:
-                del self._unsent[i]
-                break
+        """The wire layer sent `body` (one of our outputs) as request `request_id`: its response is matched
+        to it by that id. Every request body we return must be reported here."""
         self._pending[request_id] = body
         while len(self._pending) > MAX_OUTSTANDING:  # dicts keep insertion order: forget the oldest
             del self._pending[next(iter(self._pending))]
@@ -338,9 +333,6 @@ class SecurityApp:
     # --- plumbing --------------------------------------------------------------------------------------
 
     def _emit(self, item: Body | AppEvent) -> None:
-        if isinstance(item, Body) and item.TYPE.kind is Kind.REQUEST:
-            self._unsent.append(item)
-            del self._unsent[:-MAX_OUTSTANDING]
         self._out.append(item)
 
     def _flush(self) -> list[Body | AppEvent]:
@@ -514,7 +506,7 @@ class SecurityApp:
             self._on_shutdown(ev)  # acked in on_message
         elif isinstance(ev, TargetGone | PortOffline):
             s = self._session_for(ev.port)
-            if s is not None:
+            if s is not None and s.state is not SessionState.FAILED:  # a failed one keeps its backoff
                 self._drop(s, f"{msg.type.name.lower()}")
                 if isinstance(ev, PortOffline):  # it may log in again by itself; ask once after a pause
                     s.retry_at = self._clock() + self.config.reconnect_delay
@@ -537,8 +529,8 @@ class SecurityApp:
         s = self._session_for(ev.port)
         if s is None:
             return
-        if ev.reason is ShutdownReason.AUTH_FAIL and s.state is SessionState.FAILED:
-            return  # our own AUTH_FAIL coming back; the backoff stays
+        if s.state is SessionState.FAILED:
+            return  # the logout that follows our AUTH_FAIL: the backoff stays, whatever the reason
         self._drop(s, f"session shutdown: {ev.reason.name}")
         if ev.reason not in (ShutdownReason.PORT_GONE, ShutdownReason.LINK_DOWN, ShutdownReason.APP_STOP):
             s.retry_at = self._clock() + self.config.reconnect_delay

@@ -48,6 +48,7 @@ from edifd.proto import (
     Message,
     MessageType,
     PortInfo,
+    PortOffline,
     PortOnline,
     PortRef,
     PortState,
@@ -161,6 +162,7 @@ class FakeHost:
         self.link_up = True
         self.auth_ok_busy = 0  # answer the next N AUTH_OKs with RETRY_LATER
         self.sa_fail_next = False  # fail the next SA_UPDATE in the HBA (SA_UPDATE_COMPL FAILED)
+        self.logo_on_auth_fail = False  # qla2xxx: AUTH_FAIL -> LOGO -> PORT_OFFLINE + SESSION_SHUTDOWN
 
     # -- driving the app --
 
@@ -253,6 +255,12 @@ class FakeHost:
             for table in self.sa.values():
                 table.clear()
             self.respond(rid, ok)
+        elif isinstance(body, AuthFail) and self.logo_on_auth_fail:
+            self.respond(rid, ok)
+            t = self.targets[body.port.wwpn]
+            t.generation += 1
+            self.event(PortOffline(t.ref))
+            self.event(SessionShutdown(t.ref, ShutdownReason.LOGO))
         elif isinstance(body, AuthFail | EventAck | Keepalive | Resync):
             self.respond(rid, ok)
         else:
@@ -396,8 +404,10 @@ def test_secrets_never_in_reprs_or_events():
 
 def test_wrong_psk_auth_fail_and_no_sa_update_ever():
     t = FakeTarget(T1, 0x020200, PSK2)  # the target expects another key
-    app, host = setup({T1: PSK1}, [t], auth_retry_backoff=30.0)
+    app, host = setup({T1: PSK1}, [t], auth_retry_backoff=30.0, reconnect_delay=1.0)
+    host.logo_on_auth_fail = True  # the logout that follows must not cut the backoff short
     host.start()
+    assert len(host.down(EventAck)) == 1
     fails = host.down(AuthFail)
     assert len(fails) == 1 and fails[0].port.wwpn == T1
     assert fails[0].reason is AuthFailReason.PEER_REJECTED  # the responder refused our AUTH
