@@ -109,6 +109,6 @@ class ChannelGeometry:
         """The value congruent to residue (mod W) nearest to `near` (ties go below). May be < 0."""
         w = self.window
         delta = (residue - near) % w
-        if delta > w // 2:
+        if delta > (w - 1) // 2:  # result in [near - w//2, near + (w-1)//2]
             delta -= w
         return near + delta
