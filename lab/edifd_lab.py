@@ -183,7 +183,7 @@ def run_edifd_lab(
         f"[VM-H] {ps.get('parked_before_stop')} READs parked; edifd exited rc={ps.get('edifd_rc')} in "
         f"{ps.get('edifd_stop_s')} s; readers {ps.get('readers')}; "
         f"ctl0 deleted in {ps.get('ctl0_delete_s')} s; "
-        f"backstores left {ps.get('backstores_left')}"
+        f"edifd --teardown rc={ps.get('teardown_rc')}, backstores left {ps.get('backstores_left')}"
     )
     expected = __import__("hashlib").sha256(pattern(seed)).hexdigest()
     summary["vms_data_in_backing_file"] = h.result.get("disk0_sha256") == expected
@@ -192,6 +192,11 @@ def run_edifd_lab(
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     summary["problems"] = problems(summary)
     return summary
+
+
+def suite_results(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-suite iscsi-test-cu results (the phase also carries its timestamp)."""
+    return {k: v for k, v in (phases.get("iscsi_test_cu") or {}).items() if isinstance(v, dict)}
 
 
 def problems(summary: dict[str, Any]) -> list[str]:
@@ -218,7 +223,7 @@ def problems(summary: dict[str, Any]) -> list[str]:
     hi = ph.get("host_iscsi_inq", {})
     if hi.get("rc") != 0 or "EDIF" not in hi.get("stdout", ""):
         out.append(f"host iscsi-inq does not show EDIF: {hi}")
-    for s, r in (ph.get("iscsi_test_cu") or {}).items():
+    for s, r in suite_results(ph).items():
         if not r.get("ran") or r.get("failed") != 0 or r.get("passed") != r.get("ran"):
             out.append(f"iscsi-test-cu SCSI.{s}: {r}")
     vs = ph.get("vms_iscsi", {})
@@ -233,7 +238,9 @@ def problems(summary: dict[str, Any]) -> list[str]:
         or ps.get("readers_stuck") != 0
         or ps.get("edifd_rc") is None
         or (ps.get("edifd_stop_s") or 99) > STOP_LIMIT_S
-        or "ctl0" in (ps.get("backstores_left") or ["ctl0"])
+        or ps.get("backstores_left") != []
+        or ps.get("uio_left") != []
+        or ps.get("teardown_rc") != 0
     ):
         out.append(f"stop with parked READs: {ps}")
     if summary.get("vm_h_rc") != 0:
@@ -251,7 +258,7 @@ def verdicts(summary: dict[str, Any]) -> list[tuple[str, bool, str]]:
 
     lb, kr = ph.get("vmh_loopback", {}), ph.get("kill_restart", {})
     io = lb.get("loop_io") or {}
-    suites = ph.get("iscsi_test_cu") or {}
+    suites = suite_results(ph)
     passed = sum(r.get("passed", 0) for r in suites.values())
     ran = sum(r.get("ran", 0) for r in suites.values())
     vs, ps = ph.get("vms_iscsi", {}), ph.get("parked_stop", {})

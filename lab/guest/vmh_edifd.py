@@ -13,7 +13,7 @@ recorded in ``result.json``:
    touches ``stop``;
 5. parked READs: readers block on the control LUN ``ctl0`` (its READs park until the heartbeat); edifd is
    stopped with SIGTERM and must exit within 10 s having completed them; ``ctl0`` is then deleted from LIO.
-   (The data LUNs stay: removing their /dev/sdX sends SYNCHRONIZE CACHE, which needs a running edifd.)
+   A last edifd run with ``--teardown`` then removes every remaining LIO object.
 
 Environment: ``LAB_IQN`` (iSCSI name of disk0), ``LAB_HOLD_S`` (give up waiting for stop; default 900).
 """
@@ -300,8 +300,8 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
     res["readers"] = outcomes
     res["readers_stuck"] = sum(r.is_alive() for r in readers)
     # The control LUN must now delete without hanging: a parked command would block the configfs rmdir.
-    # (The data LUNs are left alone here: removing their /dev/sdX sends SYNCHRONIZE CACHE, which only a
-    # running edifd can answer.)
+    # (The data LUNs are left to edifd's own teardown below: removing their /dev/sdX sends
+    # SYNCHRONIZE CACHE, which only a running edifd can answer.)
     from rtslib_fb import RTSRoot
 
     t = time.monotonic()
@@ -309,6 +309,13 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
         if so.name == "ctl0":
             so.delete()
     res["ctl0_delete_s"] = round(time.monotonic() - t, 2)
+    # edifd once more, with --teardown: it removes the remaining LUNs while their rings are still
+    # served (removing a /dev/sdX sends SYNCHRONIZE CACHE), then everything else it created.
+    t = time.monotonic()
+    edifd.start(extra=["--teardown"])
+    edifd.signal(signal.SIGTERM)
+    res["teardown_rc"] = edifd.wait(60)
+    res["teardown_s"] = round(time.monotonic() - t, 2)
     res["uio_left"] = sorted(p.name for p in Path("/sys/class/uio").glob("uio*"))
     res["backstores_left"] = sorted(so.name for so in RTSRoot().storage_objects)
     return res
