@@ -247,7 +247,6 @@ class InitiatorPort:
             try:
                 await self._read_loop(reader, link)
             finally:
-                was_up = link.up
                 self._close(link)
                 if self._link is link:
                     self._link = None
@@ -255,8 +254,7 @@ class InitiatorPort:
                 self._after()
             if self._stopping:
                 break
-            if was_up:
-                self.counters.link_resets += 1
+            self.counters.link_resets += 1  # lost, reset by us (decode error, timeout) or by the peer
             attempt += 1
             await asyncio.sleep(self._backoff(attempt))
 

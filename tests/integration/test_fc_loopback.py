@@ -216,6 +216,36 @@ def test_link_loss_mid_io_relogin_completes_everything_correctly(tmp_path: Path)
     run(body())
 
 
+def test_repeated_link_cuts_during_streaming_writes_lose_nothing(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as (_ts, hba):
+            port = hba.ports[0]
+            datas = [pattern(400 + k, 256 * 1024) for k in range(24)]
+            sem = asyncio.Semaphore(4)
+
+            async def one(k: int) -> ScsiResponse:
+                async with sem:
+                    cmd = ScsiCommand(cdb.write(k * 512, 512), data_out=datas[k])
+                    return await hba.execute(T_WWPN, 0, cmd)
+
+            tasks = [asyncio.ensure_future(one(k)) for k in range(24)]
+            cuts = 0
+            mark = port.counters.frames_out
+            while not all(t.done() for t in tasks) and cuts < 3:
+                if port.session.ready and port.session.outstanding and port.counters.frames_out > mark + 150:
+                    port.drop_link()  # cut wherever the byte stream happens to be
+                    cuts += 1
+                    mark = port.counters.frames_out
+                await asyncio.sleep(0.002)
+            results = await asyncio.gather(*tasks)
+            assert all(r.ok for r in results), [r.sense.hex() for r in results if not r.ok]
+            for k, d in enumerate(datas):
+                assert file_range(tmp_path / "lun0.img", k * 512 * 512, len(d)) == d
+            assert cuts == 3 and port.session.counters.requeued >= 3
+            assert port.counters.link_resets == cuts and port.session.counters.logins == cuts + 1
+    run(body(), 30)
+
+
 def test_link_down_longer_than_io_timeout_fails_with_documented_sense(tmp_path: Path) -> None:
     timers = Timers(io_timeout=0.5, login_timeout=1.0, abts_timeout=1.0, backoff_initial=0.02,
                     backoff_max=0.1)
