@@ -25,6 +25,7 @@ handshake, request ids, sequences, MACs) is not its business. Wiring (docs/secap
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 import os
@@ -45,6 +46,7 @@ from edifd.ike import (
 )
 from edifd.ike.codes import ProtocolId
 from edifd.proto import (
+    AppStartAnswer,
     AppStop,
     AuthFail,
     AuthFailReason,
@@ -239,6 +241,7 @@ class SecurityApp:
             w: TargetSession(w, p) for w, p in config.peers.items() if not p.skip
         }
         self.local: PortInfo | None = None
+        self._policy = config.ike  # the IKE policy narrowed to what the host supports (start())
         self.running = False
         self._out: list[Body | AppEvent] = []
         self._pending: dict[int, Body] = {}  # request id -> request
@@ -254,9 +257,22 @@ class SecurityApp:
 
     # --- public API ------------------------------------------------------------------------------------
 
-    def start(self) -> list[Body | AppEvent]:
-        """Begin (or begin again after ChannelLost): ask for the local port, then the targets."""
+    def start(self, answer: AppStartAnswer | None = None) -> list[Body | AppEvent]:
+        """Begin (or begin again after ChannelLost): ask for the local port, then the targets.
+
+        `answer` is the host's APP_START_ANSWER if the channel layer exposes it: child SA proposals are
+        then limited to the ciphers the HBA supports (its cipher_mask), so IKE never agrees on a cipher
+        the host would refuse in SA_UPDATE.
+        """
         now = self._clock()
+        self._policy = self.config.ike
+        if answer is not None:
+            mask = answer.cipher_mask
+            usable = tuple(c for c in self.config.ike.esp_ciphers if proto_cipher(c).mask_bit & mask)
+            if not usable:
+                self._emit(AppNotice("the host supports none of the configured ESP ciphers"))
+            else:
+                self._policy = dataclasses.replace(self.config.ike, esp_ciphers=usable)
         self._reset_all("application start", quiet=True)
         self._pending.clear()
         self.running = True
@@ -574,7 +590,7 @@ class SecurityApp:
             local_port_id=local.port_id,
             remote_port_id=port.port_id,
             credentials=s.policy.credentials,
-            policy=self.config.ike,
+            policy=self._policy,
             rng=self._rng,
             clock=self._cert_clock,
         )

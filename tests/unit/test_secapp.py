@@ -22,12 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edifd.proto import (
+    AppStartAnswer,
     AppStop,
     AuthFail,
     AuthFailReason,
     AuthNeeded,
     AuthOk,
     Body,
+    Cipher,
+    CipherMask,
     Direction,
     ElsRcvd,
     ElsReply,
@@ -346,7 +349,7 @@ def setup(peers: dict, targets: list[FakeTarget], *, seed: int = 1, page_size: i
     return app, host
 
 
-def assert_keys_crosswise(host: FakeHost, t: FakeTarget, app: SecurityApp) -> None:
+def assert_keys_crosswise(host: FakeHost, t: FakeTarget, app: SecurityApp, key_len: int = 16) -> None:
     """Our RX is their TX and the other way round, byte for byte, for the pair in use."""
     s = app.session(t.wwpn)
     table = host.sa[t.wwpn]
@@ -356,7 +359,7 @@ def assert_keys_crosswise(host: FakeHost, t: FakeTarget, app: SecurityApp) -> No
     assert theirs.spi_out == rx.spi and theirs.spi_in == tx.spi
     assert rx.key == theirs.key_out and rx.salt == theirs.salt_out
     assert tx.key == theirs.key_in and tx.salt == theirs.salt_in
-    assert len(rx.key) == 16 and rx.key != tx.key
+    assert len(rx.key) == key_len and rx.key != tx.key
 
 
 # --- the whole flow ---------------------------------------------------------------------------------------
@@ -386,6 +389,21 @@ def test_full_flow_message_order_and_keys():
     tids = {unwrap_ike(b.payload)[0] for b in host.down(ElsSend)}
     tids |= {unwrap_ike(b.payload)[0] for d, b in host.log if isinstance(b, ElsRcvd)}
     assert len(tids) == 1 and 0 not in tids
+
+
+def test_esp_proposals_follow_the_host_cipher_mask():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t])
+    answer = AppStartAnswer(epoch=7, proof=bytes(32), cipher_mask=CipherMask.AES_GCM_256)
+    host.feed(app.start(answer))
+    adds = host.down(SaUpdate)
+    assert [b.cipher for b in adds] == [Cipher.AES_GCM_256] * 2 and all(len(b.key) == 32 for b in adds)
+    assert_keys_crosswise(host, t, app, key_len=32)
+    # A host that supports none of them: we say so and keep the configured proposals.
+    app2, host2 = setup({T1: PSK1}, [FakeTarget(T1, 0x020200, PSK1)])
+    host2.feed(app2.start(AppStartAnswer(epoch=7, proof=bytes(32), cipher_mask=CipherMask(0))))
+    assert any("none of the configured ESP ciphers" in n.detail for n in host2.of(AppNotice))
+    assert [b.cipher for b in host2.down(SaUpdate)] == [Cipher.AES_GCM_128] * 2
 
 
 def test_secrets_never_in_reprs_or_events():
