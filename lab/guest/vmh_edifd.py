@@ -272,11 +272,22 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
     res: dict[str, Any] = {"ctl_dev": ctl_dev}
     outcomes: list[str] = []
 
+    # Park where an agent would: READ-window slots from the channel's LBA layout (cursor 0, one lane
+    # each). Elsewhere (the guards) READs complete at once, as partition scans must.
+    from edifd.channel.lba import ChannelGeometry
+
+    geometry = None
+    if ctl_dev:
+        sectors = int(Path(f"/sys/block/{Path(ctl_dev).name}/size").read_text())
+        geometry = ChannelGeometry(512, sectors)
+
     def reader(k: int) -> None:
+        assert geometry is not None
+        length = geometry.slot_blocks * 512
         fd = os.open(ctl_dev, os.O_RDONLY | os.O_DIRECT)
-        buf = aligned(4096)
+        buf = aligned(length)
         try:
-            os.preadv(fd, [buf], (1 + 8 * k) * 4096)  # spread LBAs: the block layer must not merge them
+            os.preadv(fd, [buf], geometry.read_lba(0, k) * 512)
             outcomes.append("completed")
         except OSError as e:
             outcomes.append(f"error: {e.strerror}")
