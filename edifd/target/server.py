@@ -82,7 +82,13 @@ class TargetPort:
         self.stall = False  # fault injection: accept commands but never execute them
         self.sessions_closed: list[dict[str, int]] = []  # counters of finished sessions
         for lc in config.luns:
-            medium = FileMedium(lc.path, lc.size, lc.block_size)  # sparse, created on demand
+            try:
+                medium = FileMedium(lc.path, lc.size, lc.block_size)  # sparse, created on demand
+            except OSError as e:
+                for m in self._media:
+                    m.close()
+                raise OSError(e.errno, f"port {config.name} LUN {lc.lun}: cannot open backing file "
+                                       f"{lc.path}: {e.strerror}") from None
             self._media.append(medium)
             ident = Identity(vendor="EDIF", product="FC DISK", serial=f"{config.wwpn:016x}-{lc.lun}",
                              port_wwpn=config.wwpn)

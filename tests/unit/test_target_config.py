@@ -97,3 +97,12 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "port[0].wwnn" in r.output
     r = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "missing.toml")])
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+def test_run_reports_an_unopenable_backing_file(tmp_path: Path) -> None:
+    conf = tmp_path / "t.toml"
+    conf.write_text('[[port]]\nwwpn = "2100000000000002"\nwwnn = "2000000000000002"\nlisten = "127.0.0.1:0"\n'
+                    '[[port.lun]]\nlun = 0\npath = "no/such/dir/l0.img"\nsize = "1MiB"\n')
+    r = CliRunner().invoke(main, ["run", "--config", str(conf), "--log-level", "error"])
+    assert r.exit_code == 1 and "LUN 0: cannot open backing file" in r.output
+    assert not (tmp_path / "no").exists()
