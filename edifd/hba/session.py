@@ -403,8 +403,9 @@ class InitiatorSession:
         """Explicit LOGO (shutdown). In-flight commands go back to the queue."""
         if self.state not in (SessionState.READY, SessionState.PRLI, SessionState.AUTH_PENDING):
             return []
+        if self.state is SessionState.READY:
+            self.counters.logouts += 1
         self._reset_exchanges()
-        self.counters.logouts += 1
         self._set_state(SessionState.DOWN, "logout")
         self._login_deadline = None
         return [self._els_request(Logo(self.local_id, self.wwpn), s_id=self.local_id, d_id=self.remote_id)]
