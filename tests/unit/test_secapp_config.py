@@ -222,3 +222,12 @@ def test_load_config_unreadable_or_not_toml(tmp_path):
     bad = write(tmp_path / "bad.toml", "targets = [", 0o644)
     with pytest.raises(SecConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_responder_side_uses_the_same_format_under_another_table(tmp_path):
+    write(tmp_path / "a.psk", SECRET)
+    path = write(tmp_path / "target.toml", f'[initiators."{W1}"]\npsk_file = "a.psk"\n', 0o644)
+    cfg = load_config(path, peers_key="initiators")
+    assert cfg.peers[parse_wwpn(W1)].credentials.psk == SECRET.encode()
+    with pytest.raises(SecConfigError, match="initiators: unknown key"):
+        load_config(path)  # the agent's file has [targets], not [initiators]
