@@ -194,3 +194,154 @@ def test_stand_in_restores_from_snapshot() -> None:
     c.request(Keepalive())
     c2 = FakeClient(state=c.snapshot())
     assert c2.established and c2.next_rid == 2
+
+
+# -- a control disk served by the real host core, reachable from an agent subprocess ---------------
+#
+# The agent runs as a real process (so it can be SIGKILLed), with its preadv/pwritev forwarded over a
+# Unix socket to this process, where ScsiDisk(ChannelCore) answers them as the TCMU ring would: a READ
+# blocks until the core completes it (parked, message or heartbeat), a refused WRITE is an EIO (the
+# block layer gives the agent no sense data). "Killing edifd" swaps in a core restored from the saved
+# host state; READs parked on the old one are re-issued on the new one, as the guest does after the
+# BUSY that TCMU's ring reset returns.
+
+_HDR = ">cQI"  # op, offset, length
+_HDR_SIZE = 13
+
+
+def _recvn(sock: Any, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def install_remote_disk(sock_path: str) -> None:
+    """In the agent subprocess: route the edge's preadv/pwritev to the test's RemoteDiskServer."""
+    import socket
+    import struct
+
+    local = threading.local()
+
+    def conn() -> Any:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(sock_path)
+            local.c = c
+        return c
+
+    def preadv(fd: int, bufs: Any, offset: int) -> int:
+        (buf,) = bufs
+        c = conn()
+        c.sendall(struct.pack(_HDR, b"R", offset, len(buf)))
+        if _recvn(c, 1) != b"\0":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        buf[:] = _recvn(c, len(buf))
+        return len(buf)
+
+    def pwritev(fd: int, bufs: Any, offset: int) -> int:
+        data = b"".join(bytes(b) for b in bufs)
+        c = conn()
+        c.sendall(struct.pack(_HDR, b"W", offset, len(data)) + data)
+        if _recvn(c, 1) != b"\0":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return len(data)
+
+    os.preadv = preadv  # type: ignore[assignment]
+    os.pwritev = pwritev  # type: ignore[assignment]
+
+
+class RemoteDiskServer:
+    """The host side: serves READ/WRITE from agent subprocesses with ScsiDisk(ChannelCore)."""
+
+    def __init__(self, sock_path: str, make_core: Any) -> None:
+        import socket
+
+        from edifd.scsi import ScsiDisk
+
+        self._scsi_disk = ScsiDisk
+        self._make_core = make_core
+        self.core = make_core(None)
+        self.disk = ScsiDisk(self.core)
+        self.cores = [self.core]
+        self.gen = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(sock_path)
+        self.srv.listen(64)
+        self.srv.settimeout(0.1)
+        self.threads = [threading.Thread(target=self._accept, daemon=True),
+                        threading.Thread(target=self._tick, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def restart_host(self, restored: Any) -> None:
+        """edifd SIGKILLed and started again from its state file."""
+        with self.lock:
+            self.core = self._make_core(restored)
+            self.disk = self._scsi_disk(self.core)
+            self.cores.append(self.core)
+            self.gen += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.cores:
+            c.close()
+        self.srv.close()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(0.02):
+            self.core.tick()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: Any) -> None:
+        import struct
+
+        from edifd.channel.loopback import read_cdb, write_cdb
+        from edifd.scsi import Pending, Status
+
+        try:
+            while not self.stop.is_set():
+                op, offset, n = struct.unpack(_HDR, _recvn(c, _HDR_SIZE))
+                data = _recvn(c, n) if op == b"W" else b""
+                while True:
+                    with self.lock:
+                        disk, gen = self.disk, self.gen
+                    bs = disk.medium.block_size
+                    cmd = (read_cdb(offset // bs, n // bs, bs) if op == b"R"
+                           else write_cdb(offset // bs, data, bs))
+                    res = disk.execute(cmd)
+                    if isinstance(res, Pending):
+                        done = threading.Event()
+                        res.on_done(lambda _r, ev=done: ev.set())
+                        while not done.wait(0.02) and self.gen == gen and not self.stop.is_set():
+                            pass
+                        if not done.is_set():
+                            if self.stop.is_set():
+                                return
+                            continue  # the host restarted under this READ: the guest retries it
+                        res = res.result
+                    break
+                if res.status == Status.GOOD:
+                    out = b"\0" + (bytes(res.data).ljust(n, b"\0") if op == b"R" else b"")
+                else:
+                    out = b"\1"
+                c.sendall(out)
+        except (ConnectionError, OSError):
+            return
+        finally:
+            c.close()
