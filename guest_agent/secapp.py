@@ -569,10 +569,9 @@ class SecurityApp:
         if s.state is SessionState.FAILED and s.retry_at is not None and now < s.retry_at:
             s.deferred_needed = port  # do not hammer the peer with a credential that just failed
             return
-        if s.state is SessionState.NEGOTIATING and s.port == port:
-            return  # duplicate
-        if s.state is SessionState.INSTALLING and s.port == port and s.current is None:
-            return
+        serving = (SessionState.NEGOTIATING, SessionState.INSTALLING, SessionState.SECURE)
+        if s.port == port and s.state in serving:
+            return  # a repeat for the login we already serve (same generation); a new login restarts
         if s.state is not SessionState.IDLE:
             self._drop(s, "new login", quiet=s.state in (SessionState.CONNECTING, SessionState.FAILED))
         self._start_ike(s, port)
@@ -661,8 +660,9 @@ class SecurityApp:
             elif isinstance(e, Deleted):
                 if e.protocol == ProtocolId.IKE:
                     self._fail(s, AuthFailReason.PEER_REJECTED, "peer deleted the IKE SA", backoff=False)
-                elif s.current is not None and e.spi_in == s.current.spi_in:
+                elif s.current is not None and e.spi_in == s.current.spi_in and s.incoming is None:
                     self._fail(s, AuthFailReason.PEER_REJECTED, "peer deleted the pair in use", backoff=False)
+                # A Delete of the pair being replaced: the peer rekeyed; our steps remove it from the HBA.
         if s.ike is not None and s.ike.retransmit() is None:
             s.retx_data = None
         self._next_ike_request(s)

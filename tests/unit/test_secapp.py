@@ -86,7 +86,7 @@ from guest_agent.secapp import (
     SessionSecure,
     SessionState,
 )
-from guest_agent.secapp_relay import unwrap_ike
+from guest_agent.secapp_relay import unwrap_ike, wrap_ike
 from guest_agent.secapp_responder import (
     AuthResponder,
     ElsAnswer,
@@ -166,6 +166,8 @@ class FakeHost:
         self.auth_ok_busy = 0  # answer the next N AUTH_OKs with RETRY_LATER
         self.sa_fail_next = False  # fail the next SA_UPDATE in the HBA (SA_UPDATE_COMPL FAILED)
         self.logo_on_auth_fail = False  # qla2xxx: AUTH_FAIL -> LOGO -> PORT_OFFLINE + SESSION_SHUTDOWN
+        self.hold_compl = False  # keep SA_UPDATE_COMPL events back until release()
+        self.held: list[Body] = []
 
     # -- driving the app --
 
@@ -310,7 +312,18 @@ class FakeHost:
             self.max_per_direction, *(sum(1 for d, _ in table if d is x) for x in SaDirection)
         )
         self.respond(rid, Response(body.TYPE, Status.OK))
-        self.event(SaUpdateCompl(body.port, body.spi, body.direction, SaStatus.SUCCESS, 0, body.flags))
+        compl = SaUpdateCompl(body.port, body.spi, body.direction, SaStatus.SUCCESS, 0, body.flags)
+        if self.hold_compl:
+            self.held.append(compl)
+        else:
+            self.event(compl)
+
+    def release(self) -> None:
+        self.hold_compl = False
+        held, self.held = self.held, []
+        for body in held:
+            self.event(body)
+        self.pump()
 
     # -- views for assertions --
 
@@ -540,6 +553,32 @@ def test_rekey_by_bytes_from_stats():
     t.rx_bytes += 1 << 30
     host.run_for(10, step=5)
     assert len(host.of(SessionRekeyed)) == 2
+
+
+def test_rekey_started_by_the_target_and_its_early_delete():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t], keepalive_interval=0)
+    host.start()
+    s = app.session(T1)
+    old = s.current
+    peer = t.responder._peers[HOST_WWPN]  # the target's IKE SA: it starts a rekey itself
+    host.hold_compl = True
+    host.rx_exchange += 1
+    rekey = wrap_ike(peer.ike.rekey_child(old.spi_out), s.tid)
+    host.inject(ElsRcvd(t.ref, host.rx_exchange, rekey))
+    assert len(t.installed) == 2  # the target installed its new pair on our answer
+    new_theirs = next(i for i in t.installed if i != old.spi_out)
+    # Its Delete of the old pair arrives while our new RX is still being installed.
+    host.rx_exchange += 1
+    delete = wrap_ike(peer.ike.delete_child(old.spi_out), s.tid)
+    host.inject(ElsRcvd(t.ref, host.rx_exchange, delete))
+    assert s.state is SessionState.SECURE and not host.down(AuthFail)
+    host.release()
+    assert [r.trigger for r in host.of(SessionRekeyed)] == ["peer"]
+    assert s.current.spi_out == new_theirs and s.current.spi_in != old.spi_in
+    assert set(host.sa[T1]) == {(SaDirection.RX, s.current.spi_in), (SaDirection.TX, s.current.spi_out)}
+    assert_keys_crosswise(host, t, app)
+    assert set(t.installed) == {new_theirs} and host.down(AuthFail) == []
 
 
 # --- session and link events -----------------------------------------------------------------------------
