@@ -89,7 +89,7 @@ class World:
             self.take(self.lb.pump(k=4))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(OPS, st.integers(0, 1000)), min_size=1, max_size=80))
 def test_random_schedules_deliver_exactly_once_in_order(schedule):
     w = World()
