@@ -111,6 +111,9 @@ from .secapp_relay import (
 from .secconfig import PeerPolicy, SecConfig, format_wwpn
 
 RETRY_LATER_DELAY = 0.5  # seconds before repeating an AUTH_OK / SA_UPDATE answered RETRY_LATER
+# The host keeps an old RX SA until the peer is seen on the new one (3 frames) or 20 s pass (qla2xxx); the
+# next rekey waits for that removal's SA_UPDATE_COMPL, or this long, so it never needs a third RX slot.
+RX_DELETE_GRACE = 30.0
 MAX_OUTSTANDING = 4096  # bound on requests we remember (a host that never answers must not grow us)
 
 
@@ -216,6 +219,7 @@ class TargetSession:
     retx_at: float = 0.0
     retx_count: int = 0
     rekey_blocked_until: float = 0.0
+    rx_delete_pending: tuple[int, float] | None = None  # (SPI, give-up time) of an old RX SA still in the HBA
     counters: tuple[int, int] = (0, 0)  # last tx/rx seen in STATS
 
     def __repr__(self) -> str:
@@ -381,6 +385,8 @@ class SecurityApp:
         s.state = SessionState.IDLE
         s.retry_at = None
         s.resend = None
+        s.rx_delete_pending = None
+        s.rekey_blocked_until = 0.0
         if not quiet and was is not SessionState.IDLE:
             self._emit(SessionDown(s.wwpn, detail))
 
@@ -708,7 +714,9 @@ class SecurityApp:
                 assert body is not None
                 s.steps.popleft()
                 self._emit(body)
-                if not (SaFlags.DELETE in body.flags and body.direction is SaDirection.RX):
+                if SaFlags.DELETE in body.flags and body.direction is SaDirection.RX:
+                    s.rx_delete_pending = (body.spi, self._clock() + RX_DELETE_GRACE)
+                else:
                     s.waiting = self._sa_key(body)
                 # The old RX goes only after the peer switched; its COMPL comes much later and is not awaited.
             elif step.kind == "auth_ok":
@@ -744,6 +752,9 @@ class SecurityApp:
         if s is None:
             return
         key = ("sa", ev.spi, ev.direction, SaFlags.DELETE in ev.flags)
+        if s.rx_delete_pending and key == ("sa", s.rx_delete_pending[0], SaDirection.RX, True):
+            s.rx_delete_pending = None  # the old RX slot is free: the next rekey may go
+            return
         if s.waiting != key:
             return  # e.g. the delayed removal of an old RX SA
         if ev.status is not SaStatus.SUCCESS:
@@ -799,6 +810,8 @@ class SecurityApp:
         if cur is None or s.ike is None or s.incoming is not None or s.steps or s.waiting is not None:
             return
         if now < s.rekey_blocked_until or s.ike.retransmit() is not None:
+            return
+        if s.rx_delete_pending is not None and now < s.rx_delete_pending[1]:
             return
         # Counters below the baseline were reset by the host (qla zeroes them on an SA add): count from 0.
         used = max(n - b if n >= b else n for n, b in zip(s.counters, cur.base, strict=True))

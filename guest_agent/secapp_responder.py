@@ -15,9 +15,11 @@ target (edif-target) only wires it:
             case PeerAuthenticated / PeerAuthFailed / PeerRefused: state and logs (no secrets)
 
 Rekey is driven by the initiator (CREATE_CHILD_SA with REKEY_SA, then an INFORMATIONAL Delete of the
-old pair). For the target that means: `InstallSa(child, rekeyed_spi_in=old)` adds the new pair next to
-the old one (the target switches TX to it; the old RX keeps working for frames in flight), and the
-Delete arrives later as `RemoveSa` for the old pair. See docs/secapp.md §5.
+old pair). For the target that means: `InstallSa(child)` with `child.rekeyed_spi_in` = the old pair's
+inbound SPI adds the new pair next to the old one. Install its RX SA at once, but keep transmitting on
+the old pair until the first frame arrives on the new RX SA or `RemoveSa` for the old pair comes: the
+initiator installs its new RX SA only after our CREATE_CHILD_SA answer has reached it, so switching TX
+at once could send frames it cannot yet decrypt. See docs/secapp.md §5-6.
 """
 
 from __future__ import annotations

@@ -167,6 +167,8 @@ class FakeHost:
         self.sa_fail_next = False  # fail the next SA_UPDATE in the HBA (SA_UPDATE_COMPL FAILED)
         self.logo_on_auth_fail = False  # qla2xxx: AUTH_FAIL -> LOGO -> PORT_OFFLINE + SESSION_SHUTDOWN
         self.hold_compl = False  # keep SA_UPDATE_COMPL events back until release()
+        self.defer_rx_delete = False  # keep old RX SAs (and their slot) until finish_rx_deletes(), as qla2xxx
+        self.rx_deletes: list[SaUpdate] = []
         self.held: list[Body] = []
 
     # -- driving the app --
@@ -301,6 +303,10 @@ class FakeHost:
             self.respond(rid, Response(body.TYPE, Status.OK))
             self.event(SaUpdateCompl(body.port, body.spi, body.direction, SaStatus.FAILED, 0x66, body.flags))
             return
+        if SaFlags.DELETE in body.flags and self.defer_rx_delete and body.direction is SaDirection.RX:
+            self.rx_deletes.append(body)  # answered OK now; the SA stays until the peer uses the new one
+            self.respond(rid, Response(body.TYPE, Status.OK))
+            return
         if SaFlags.DELETE in body.flags:
             table.pop(key, None)
         else:
@@ -317,6 +323,13 @@ class FakeHost:
             self.held.append(compl)
         else:
             self.event(compl)
+
+    def finish_rx_deletes(self) -> None:
+        deletes, self.rx_deletes = self.rx_deletes, []
+        for body in deletes:
+            self.sa[body.port.wwpn].pop((body.direction, body.spi), None)
+            self.event(SaUpdateCompl(body.port, body.spi, body.direction, SaStatus.SUCCESS, 0, body.flags))
+        self.pump()
 
     def release(self) -> None:
         self.hold_compl = False
@@ -527,6 +540,28 @@ def test_rekey_by_lifetime_make_before_break():
     host.run_for(601, step=10)
     assert len(host.of(SessionRekeyed)) == 2
     assert_keys_crosswise(host, t, app)
+
+
+def test_next_rekey_waits_for_the_old_rx_sa_to_leave_the_hba():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t], rekey=RekeyPolicy(lifetime=10.0, bytes=0), keepalive_interval=0)
+    host.defer_rx_delete = True
+    host.start()
+    host.run_for(10)
+    assert len(host.of(SessionRekeyed)) == 1 and len(host.rx_deletes) == 1
+    host.run_for(15)  # the lifetime has passed again, but the old RX SA still holds the second slot
+    assert len(host.of(SessionRekeyed)) == 1
+    host.finish_rx_deletes()  # the peer was seen on the new SA: the host removes the old RX SA
+    host.run_for(1)
+    assert len(host.of(SessionRekeyed)) == 2
+    assert host.max_per_direction == 2 and host.down(AuthFail) == []
+    # A host that never reports the removal does not block rekeying for ever: after 30 s the app tries;
+    # a host that still holds the slot refuses the third RX SA (LIMIT) and the session starts over.
+    host.run_for(29)
+    assert len(host.down(SaUpdate)) == 10
+    host.run_for(2)
+    assert [f.reason for f in host.down(AuthFail)] == [AuthFailReason.AUTH_FAILED]
+    assert "LIMIT" in host.of(SessionFailed)[0].detail and host.max_per_direction == 2
 
 
 def test_rekey_by_bytes_from_stats():
