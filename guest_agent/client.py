@@ -5,7 +5,8 @@ back; it returns the upstream messages in sequence order, each exactly once. The
 docs/protocol.md section 8):
 
 * every READ's LBA carries the cursor "consumed up to" and a lane that is unique among the
-  outstanding READs (no two parked READs ever share or neighbour an LBA, so none merge);
+  outstanding READs (no two parked READs ever share or neighbour an LBA, so none merge); before an
+  epoch is established READs use the no-cursor lane and acknowledge nothing;
 * upstream messages arrive in any order across parallel READs, and some twice (redeliveries):
   duplicates (sequence <= cursor) are dropped, early ones buffered until the gap fills;
 * one WRITE at a time; a failed WRITE is issued again with the same LBA and payload, so the host
@@ -29,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edifd.channel.lba import LANES, ChannelGeometry
+from edifd.channel.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE, ChannelGeometry
 from edifd.channel.reject import Reject
 from edifd.proto import (
     AppStart,
@@ -119,8 +120,8 @@ class ChannelClient:
         handshake_timeout: float = 10.0,
         keepalive_ms: int = 0,
     ) -> None:
-        if not 1 <= parked_reads <= LANES:
-            raise ValueError(f"parked_reads must be 1..{LANES}")
+        if not 1 <= parked_reads <= CURSOR_LANES:
+            raise ValueError(f"parked_reads must be 1..{CURSOR_LANES}")
         if not 0 <= port_index <= 0xFFFF:
             raise ValueError("port_index must be an unsigned 16-bit integer")
         self._key = key
@@ -143,7 +144,8 @@ class ChannelClient:
         self._outgoing: _Write | None = None
         self._outstanding: dict[int, tuple[MessageType, int]] = {}  # rid -> (type, gen sent in)
         self._responses: dict[int, Message] = {}
-        self._reads: dict[int, tuple[int, int]] = {}  # token -> (lane, gen)
+        # token -> (place, gen); place: a cursor lane, or LANES + k for slot 2k of the no-cursor lane
+        self._reads: dict[int, tuple[int, int]] = {}
         self._token = 0
         self._hs_nonce = b""
         self._hs_host_nonce = b""
@@ -308,17 +310,26 @@ class ChannelClient:
     # --- READ side ------------------------------------------------------------------------------
 
     def next_read(self) -> ReadRequest:
-        """A READ to park: its LBA carries the cursor and a lane free among the outstanding READs."""
+        """A READ to park: its LBA carries the cursor and a lane free among the outstanding READs.
+        Without an epoch (handshake), READs go to the no-cursor lane: they acknowledge nothing."""
         with self._lock:
             self._check_handshake_timer()
-            busy = {lane for lane, _ in self._reads.values()}
-            lane = next((i for i in range(LANES) if i not in busy), None)
-            if lane is None:
-                raise ClientError(f"at most {LANES} READs may be outstanding")
-            self._token += 1
-            self._reads[self._token] = (lane, self._gen)
+            busy = {place for place, _ in self._reads.values()}
             g = self.geometry
-            return ReadRequest(g.read_lba(self._cursor, lane), g.slot_blocks, self._token)
+            if self.phase is Phase.ESTABLISHED:
+                places = range(CURSOR_LANES)
+            else:
+                places = range(LANES, 2 * LANES)
+            place = next((i for i in places if i not in busy), None)
+            if place is None:
+                raise ClientError(f"at most {len(places)} READs may be outstanding")
+            self._token += 1
+            self._reads[self._token] = (place, self._gen)
+            if place < LANES:
+                lba = g.read_lba(self._cursor, place)
+            else:
+                lba = g.read_lba(2 * (place - LANES), NO_CURSOR_LANE)
+            return ReadRequest(lba, g.slot_blocks, self._token)
 
     def read_failed(self, token: int) -> None:
         with self._lock:

@@ -61,7 +61,7 @@ from edifd.scsi.sense import Asc
 
 from .handler import BasicHandler, Deferred, RequestHandler, StateProvider, StaticState, state_events
 from .hoststate import HostState
-from .lba import LANES, ChannelGeometry, GeometryError, OutsideWindowError
+from .lba import LANES, NO_CURSOR_LANE, ChannelGeometry, GeometryError, OutsideWindowError
 from .reject import BurstLog, Reject
 
 log = logging.getLogger("edifd.channel")
@@ -212,7 +212,7 @@ class ChannelCore:
                 self.counters["scan_reads"] += 1
             return bytes(size)
         try:
-            residue, _lane = g.parse_read(req.lba, req.nblocks)
+            residue, lane = g.parse_read(req.lba, req.nblocks)
         except GeometryError:
             with self._lock:
                 self.counters["bad_reads"] += 1
@@ -220,7 +220,7 @@ class ChannelCore:
         length = size  # one whole slot (4096 bytes): every byte of it is written
         with self._lock:
             now = self._clock()
-            cursor = self._ack(residue, now)
+            cursor = None if lane == NO_CURSOR_LANE else self._ack(residue, now)
             wire = self._next_wire(length, now)
             if wire is not None:
                 return wire

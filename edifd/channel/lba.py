@@ -4,9 +4,12 @@
 
 A slot is MAX_MESSAGE_SIZE (4096) bytes, i.e. 4096 / block_size blocks.
 
-* A READ of slot `lane * W + (cursor mod W)` tells the host "I have consumed every upstream
-  message up to `cursor`". The lane (0..LANES-1, one per outstanding READ) keeps the LBAs of
-  parked READs distinct, and W slots apart, so the guest block layer never merges two of them.
+* A READ of slot `lane * W + (cursor mod W)` in a cursor lane (0..CURSOR_LANES-1, one per
+  outstanding READ) tells the host "I have consumed every upstream message up to `cursor`". Lanes
+  keep the LBAs of parked READs distinct, and W slots apart, so the guest block layer never merges
+  two of them.
+* The last lane (NO_CURSOR_LANE) is for READs of an agent that has no epoch yet (it does not know
+  where the host's numbering stands): they acknowledge nothing. Its READs use slots 0, 2, 4, ...
 * A WRITE to slot `seq mod W` of the WRITE window carries downstream message `seq` (the header
   says the same, MAC'd); a SCSI retry of that WRITE is recognisably the same command.
 * The guards (1 MiB at each end) are what partition scans and blkid read: READs outside the READ
@@ -20,11 +23,14 @@ queue far smaller than that: ChannelCore checks W >= 4 * (queue_limit + LANES)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from edifd.proto import BLOCK_SIZES, MAX_MESSAGE_SIZE
 
 SLOT_BYTES = MAX_MESSAGE_SIZE
-LANES = 8  # most READs an agent may have outstanding at once (the reference notes advise 4-8)
+LANES = 8  # lanes of the READ window
+CURSOR_LANES = LANES - 1  # most READs an established agent may have outstanding (notes advise 4-8)
+NO_CURSOR_LANE = LANES - 1
 GUARD_BYTES = 1 << 20
 MIN_WINDOW = 64
 
@@ -50,25 +56,25 @@ class ChannelGeometry:
             raise GeometryError(
                 f"control LUN of {self.num_blocks} blocks is too small (at least {need + 1} MiB)")
 
-    @property
+    @cached_property  # frozen dataclass: computed once, kept in the instance dict
     def slot_blocks(self) -> int:
         return SLOT_BYTES // self.block_size
 
-    @property
+    @cached_property
     def guard_blocks(self) -> int:
         return GUARD_BYTES // self.block_size
 
-    @property
+    @cached_property
     def window(self) -> int:
         """W: slots per lane and in the WRITE window."""
         slots = max(0, self.num_blocks - 2 * self.guard_blocks) // self.slot_blocks
         return max(0, (slots - 1) // (LANES + 1))
 
-    @property
+    @cached_property
     def read_base(self) -> int:
         return self.guard_blocks
 
-    @property
+    @cached_property
     def write_base(self) -> int:
         return self.guard_blocks + (LANES * self.window + 1) * self.slot_blocks
 

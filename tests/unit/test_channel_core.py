@@ -21,7 +21,7 @@ from test_channel_support import (
 )
 
 from edifd.channel import Deferred, HostState, Reject
-from edifd.channel.lba import LANES, SLOT_BYTES
+from edifd.channel.lba import CURSOR_LANES, SLOT_BYTES
 from edifd.channel.loopback import read_cdb, write_cdb
 from edifd.proto import (
     HEADER_SIZE,
@@ -121,10 +121,10 @@ def test_several_queued_messages_complete_several_parked_reads_at_once(clock):
 
 def test_parked_reads_have_distinct_non_adjacent_lbas(clock):
     lb, core, _ = established(clock)
-    lb.fill_reads(LANES)
+    lb.fill_reads(CURSOR_LANES)
     lbas = sorted(struct.unpack(">I", r.command.cdb[2:6])[0] for r in lb.reads.values())
     gaps = [b - a for a, b in zip(lbas, lbas[1:], strict=False)]
-    assert len(set(lbas)) == LANES and min(gaps) > core.geometry.slot_blocks
+    assert len(set(lbas)) == CURSOR_LANES and min(gaps) > core.geometry.slot_blocks
 
 
 def test_close_completes_parked_reads_and_later_reads_do_not_park(clock):

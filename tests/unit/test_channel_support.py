@@ -71,4 +71,7 @@ def established(clock: Clock, handler=None, store: Store | None = None, **kw):
     client.start()
     lb.pump()
     assert client.established and core.established
+    # READs issued during the handshake carry no cursor; recycle them as the heartbeat would.
+    core.release_all()
+    lb.pump()
     return lb, core, client

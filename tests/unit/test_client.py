@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from test_channel_support import KEY, N_BLOCKS, Clock, established, make_client
 
 from edifd.channel import Reject
-from edifd.channel.lba import LANES
+from edifd.channel.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE
 from edifd.channel.loopback import write_cdb
 from edifd.proto import (
     AppStart,
@@ -70,9 +70,9 @@ def test_reads_use_distinct_lanes_and_the_cursor(clock):
     lb, core, c = established(clock)
     for r in list(lb.reads.values()):
         lb.abort_read(r)
-    reqs = [c.next_read() for _ in range(LANES)]
+    reqs = [c.next_read() for _ in range(CURSOR_LANES)]
     assert all(isinstance(r, ReadRequest) and r.nblocks == 8 for r in reqs)
-    assert len({r.lba for r in reqs}) == LANES
+    assert len({r.lba for r in reqs}) == CURSOR_LANES
     with pytest.raises(ClientError):
         c.next_read()
     c.read_failed(reqs[3].token)
@@ -83,7 +83,7 @@ def test_reads_use_distinct_lanes_and_the_cursor(clock):
 
 def test_garbage_read_data_is_counted_and_delivers_nothing(clock):
     lb, core, c = established(clock)
-    r = c.next_read() if len(c._reads) < LANES else None
+    r = c.next_read() if len(c._reads) < CURSOR_LANES else None
     token = r.token if r else next(iter(c._reads))
     assert c.read_done(token, bytes(4096)) == []
     assert c.counters["rejected"] == 1
@@ -168,3 +168,22 @@ def test_write_payload_goes_through_write10_cdb(clock):
     w = c.next_write()
     cmd = write_cdb(w.lba, w.payload, 512)
     assert cmd.cdb[0] == 0x2A and len(cmd.data_out) % 512 == 0 and w.lba < N_BLOCKS
+
+
+def test_reads_before_the_epoch_use_the_no_cursor_lane_and_acknowledge_nothing(clock):
+    from test_channel_support import loop, make_core
+
+    core = make_core(clock)
+    c = make_client(clock)
+    c._cursor = 5  # e.g. restored from an in-doubt snapshot: meaningless to this host until the ANSWER
+    reqs = [c.next_read() for _ in range(LANES)]
+    g = core.geometry
+    places = sorted(g.parse_read(r.lba, 8) for r in reqs)
+    assert places == [(2 * k, NO_CURSOR_LANE) for k in range(LANES)]
+    with pytest.raises(ClientError):
+        c.next_read()
+    lb = loop(core, c)
+    for r in reqs:
+        c.read_failed(r.token)
+    lb.fill_reads(4)
+    assert core.counters["stale_cursors"] == 0 and core.status()["upstream_acked"] == 0
