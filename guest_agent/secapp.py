@@ -365,12 +365,10 @@ class SecurityApp:
         self._pending.clear()
         self._emit(ChannelLost(detail))
 
-    def _reset_all(self, detail: str, *, quiet: bool = False, reconnect: bool = False) -> None:
+    def _reset_all(self, detail: str, *, quiet: bool = False) -> None:
         for s in self.sessions.values():
             self._drop(s, detail, quiet=quiet)
             s.failures = 0
-            if reconnect:
-                s.retry_at = self._clock() + self.config.reconnect_delay
         self._stats_busy = False
 
     def _drop(self, s: TargetSession, detail: str, *, quiet: bool = False) -> None:
@@ -467,7 +465,10 @@ class SecurityApp:
         s = self._session_for(request.port)
         if s is None or s.state is not SessionState.CONNECTING or body.status is Status.OK:
             return
-        if body.status in (Status.NO_SUCH_PORT, Status.STALE_GENERATION):
+        if body.status is Status.STALE_GENERATION:
+            s.state, s.retry_at = SessionState.IDLE, None
+            self._emit(GetTargets(wwpn=s.wwpn))  # learn the current login, then connect to it
+        elif body.status is Status.NO_SUCH_PORT:
             s.state, s.retry_at = SessionState.IDLE, None  # wait for PORT_ONLINE / the next target list
         else:
             s.state, s.retry_at = SessionState.IDLE, self._clock() + self.config.reconnect_delay
@@ -542,7 +543,10 @@ class SecurityApp:
         elif isinstance(ev, LinkUp):
             self._emit(GetPortInfo())  # our N_Port_ID may have changed; then GET_TARGETS
         elif isinstance(ev, HostReset):
-            self._reset_all("host reset: every SA is gone", reconnect=True)
+            # Every SA and login is gone (and the host may have restarted): discover afresh, so the
+            # SECURE_CONNECTs name the current logins.
+            self._reset_all("host reset: every SA is gone")
+            self._emit(GetPortInfo())
         elif isinstance(ev, EventOverflow):
             self._emit(Resync())
             self._emit(GetTargets(start=0))
@@ -791,7 +795,8 @@ class SecurityApp:
                 if needed is not None:
                     self._start_ike(s, needed)
                 else:
-                    self._connect(s, s.port)
+                    # Our generation may be stale by now (the login we knew ended): 0 = whatever is current.
+                    self._connect(s, dataclasses.replace(s.port, generation=0))
         if s.ike is not None and s.retx_data is not None and now >= s.retx_at:
             if s.ike.retransmit() != s.retx_data:
                 s.retx_data = None

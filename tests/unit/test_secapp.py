@@ -225,6 +225,14 @@ class FakeHost:
 
     def handle(self, body: Body, rid: int) -> None:
         ok = Response(body.TYPE, Status.OK)
+        port = getattr(body, "port", None)
+        t = self.targets.get(port.wwpn) if isinstance(port, PortRef) else None
+        if t is not None and not isinstance(body, EventAck | AuthFail):
+            # edifd refuses requests naming an older login of the port (0 = any, for SECURE_CONNECT only)
+            allowed = (t.generation, 0) if isinstance(body, SecureConnect) else (t.generation,)
+            if port.generation not in allowed or port.port_id != t.pid:
+                self.respond(rid, Response(body.TYPE, Status.STALE_GENERATION))
+                return
         if isinstance(body, GetPortInfo):
             link = LinkState.UP if self.link_up else LinkState.DOWN
             info = PortInfo(HOST_WWPN, HOST_WWPN - 1, HOST_PID, link, remote_ports=len(self.targets))
@@ -679,16 +687,36 @@ def test_link_down_and_up_reauthenticates_everything():
         assert_keys_crosswise(host, t, app)
 
 
-def test_host_reset_reauthenticates():
+def test_host_reset_rediscovers_and_reauthenticates():
     t = FakeTarget(T1, 0x020200, PSK1)
-    app, host = setup({T1: PSK1}, [t], reconnect_delay=2.0)
+    app, host = setup({T1: PSK1}, [t])
     host.start()
     host.sa[T1].clear()
     t.generation += 1
+    mark = len(host.log)
     host.inject(HostReset())
-    assert app.session(T1).state is SessionState.IDLE
-    host.run_for(3)
+    assert host.names()[mark + 1 : mark + 5] == [
+        "v GET_PORT_INFO", "^ PORT_INFO", "v GET_TARGETS", "^ TARGET_LIST"
+    ]
     assert app.session(T1).state is SessionState.SECURE
+    assert app.session(T1).port.generation == t.generation
+    assert_keys_crosswise(host, t, app)
+
+
+def test_stale_generation_is_refreshed_from_the_target_list():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    app, host = setup({T1: PSK1}, [t])
+    host.start()
+    t.generation += 5  # the host re-logged the port in without telling us (events lost)
+    host.inject(PortOnline(PortRef(T1, 0x020200, 1)))  # a stale announcement
+    assert app.session(T1).state is SessionState.SECURE  # serving login 1: a repeat, nothing to do
+    host.inject(TargetGone(PortRef(T1, 0x020200, 1)))
+    host.inject(PortOnline(PortRef(T1, 0x020200, 1)))
+    stale = [b for d, b in host.log if isinstance(b, Response) and b.status is Status.STALE_GENERATION]
+    assert len(stale) == 1
+    assert host.down(GetTargets)[-1].wwpn == T1
+    s = app.session(T1)
+    assert s.state is SessionState.SECURE and s.port.generation == t.generation
     assert_keys_crosswise(host, t, app)
 
 
