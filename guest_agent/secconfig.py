@@ -364,7 +364,7 @@ def _path(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def read_peers(r: _Reader, table: dict, where: str, base: Path) -> dict[int, PeerPolicy]:
+def _read_peers(r: _Reader, table: dict, where: str, base: Path) -> dict[int, PeerPolicy]:
     """`[targets."<wwpn>"]` tables (or `[peers.*]` on the responder side) -> loaded policies."""
     peers: dict[int, PeerPolicy] = {}
     for name, t in table.items():
@@ -474,7 +474,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
         r.problems.append("ike.retransmit_tries: between 0 and 20")
         tries = 5
 
-    peers = read_peers(r, r.take(data, peers_key, peers_key, dict, {}), peers_key, base)
+    peers = _read_peers(r, r.take(data, peers_key, peers_key, dict, {}), peers_key, base)
     if r.problems:
         raise SecConfigError(r.problems, source)
     return SecConfig(
