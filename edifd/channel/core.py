@@ -118,7 +118,7 @@ class _EpochMemory:
 COUNTERS = (
     "messages_in", "messages_out", "redelivered", "heartbeats", "reads_parked", "retries",
     "events_posted", "events_lost", "resyncs", "handshakes", "epochs", "not_started",
-    "stale_cursors", "scan_reads", "bad_reads",
+    "stale_cursors", "scan_reads", "bad_reads", "agent_silent",
 ) + tuple(f"rejected_{r.counter}" for r in Reject)
 
 
@@ -184,6 +184,9 @@ class ChannelCore:
         self._lost_unreported = 0
         self._overflow: _Entry | None = None
         self._closing = False
+        self._keepalive = 0.0  # seconds the agent promised between messages (APP_START keepalive_ms)
+        self._last_heard = 0.0
+        self._silent = False  # agent_silent already reported for this silence
         if restored is not None and restored.epoch:
             mem = _EpochMemory(restored.epoch, restored.down_next)
             mem.remember(restored.down_next - 1, restored.last_digest)
@@ -307,7 +310,20 @@ class ChannelCore:
             for k in [k for k, p in self._parked.items() if now - p.since >= self.park_time]:
                 p = self._parked.pop(k)
                 resolutions.append((p.pending, self._good(self._heartbeat(p.length))))
+            silent = (self._current is not None and self._keepalive > 0 and not self._silent
+                      and now - self._last_heard > 3 * self._keepalive)
+            if silent:
+                self._silent = True
+                self.counters["agent_silent"] += 1
         self._resolve(resolutions)
+        if silent:
+            # Three promised KEEPALIVEs missed: the EDIF VM is gone or hung (qla: log out its
+            # secure sessions). The HBA decides; the epoch stays valid for a late agent.
+            log.warning("%s: agent silent for %.1f s (keepalive %.1f s)", self.name, 3 * self._keepalive,
+                        self._keepalive)
+            hook = getattr(self.handler, "agent_silent", None)
+            if hook is not None:
+                hook()
         return len(resolutions)
 
     def release_all(self) -> int:
@@ -365,6 +381,7 @@ class ChannelCore:
                     raise self._reject_locked(where, Reject.QUEUE_FULL, f"{len(self._queue)} messages queued")
                 cur.down_next += 1
                 cur.remember(s, mac)
+                self._last_heard, self._silent = self._clock(), False
                 self._save()
                 self.counters["messages_in"] += 1
                 return True
@@ -410,6 +427,7 @@ class ChannelCore:
         epoch = new_epoch()
         self._previous, self._current = self._current or self._previous, _EpochMemory(epoch)
         self._challenge, self._last_proof = None, pair
+        self._keepalive, self._last_heard, self._silent = body.keepalive_ms / 1000, self._clock(), False
         # The new epoch starts at what the agent has acknowledged: everything after that is (re)sent
         # under the new epoch, with its original sequence number.
         for e in self._queue.values():

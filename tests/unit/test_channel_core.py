@@ -601,3 +601,34 @@ def test_repr_and_status_never_show_the_key(clock):
     lb, core, client = established(clock)
     text = repr(core) + repr(core.status()) + repr(client.counters) + repr(client.snapshot())
     assert KEY.material.hex() not in text
+
+
+def test_agent_that_stops_its_promised_keepalives_is_reported_once(clock):
+    class Watch(CountingHandler):
+        silent = 0
+
+        def agent_silent(self):
+            self.silent += 1
+
+    h = Watch()
+    core = make_core(clock, h, park_time=60)
+    client = make_client(clock, keepalive_ms=1000)
+    lb = loop(core, client)
+    client.start()
+    lb.pump()
+    clock.t += 2.5
+    core.tick()
+    client.request(Keepalive())
+    lb.pump()
+    clock.t += 2.9
+    core.tick()
+    assert h.silent == 0
+    clock.t += 0.2
+    core.tick()
+    core.tick()
+    assert h.silent == 1 and core.counters["agent_silent"] == 1
+    client.request(Keepalive())  # heard again: a later silence is reported again
+    lb.pump()
+    clock.t += 3.1
+    core.tick()
+    assert h.silent == 2
