@@ -350,6 +350,31 @@ class SecurityApp:
     def session(self, wwpn: int) -> TargetSession | None:
         return self.sessions.get(wwpn)
 
+    def status(self, now: float | None = None) -> dict[str, object]:
+        """For `edif-agent status` and logs: states, SPIs, ages and counters. Never any key material."""
+        now = self._clock() if now is None else now
+        targets = {}
+        for s in self.sessions.values():
+            cur = s.current
+            targets[format_wwpn(s.wwpn)] = {
+                "state": s.state.value,
+                "port_id": f"{s.port.port_id:06x}" if s.port else None,
+                "generation": s.port.generation if s.port else None,
+                "spi_in": f"{cur.spi_in:08x}" if cur else None,
+                "spi_out": f"{cur.spi_out:08x}" if cur else None,
+                "cipher": cur.cipher.name if cur else None,
+                "sa_age_s": round(now - cur.since, 1) if cur else None,
+                "rekeying": s.incoming is not None and cur is not None,
+                "failures": s.failures,
+                "retry_in_s": round(s.retry_at - now, 1) if s.retry_at is not None else None,
+            }
+        return {
+            "running": self.running,
+            "local_wwpn": format_wwpn(self.local.wwpn) if self.local else None,
+            "targets": targets,
+            "counters": dict(self.counters),
+        }
+
     # --- plumbing --------------------------------------------------------------------------------------
 
     def _emit(self, item: Body | AppEvent) -> None:

@@ -444,9 +444,13 @@ def test_secrets_never_in_reprs_or_events():
     t = FakeTarget(T1, 0x020200, PSK1)
     app, host = setup({T1: PSK1}, [t])
     host.start()
+    st_ = app.status()
+    row = st_["targets"]["21:00:00:1b:32:a0:b0:c2"]
+    assert row["state"] == "secure" and row["spi_in"] == f"{app.session(T1).current.spi_in:08x}"
+    assert row["cipher"] == "AES_GCM_128" and row["sa_age_s"] == 0.0 and st_["running"] is True
     adds = [b for b in host.down(SaUpdate) if b.key]
     keys = [b.key for b in adds] + [b.salt for b in adds]
-    texts = [repr(app), repr(app.config), repr(app.sessions), *map(repr, host.events)]
+    texts = [repr(app), repr(app.config), repr(app.sessions), repr(st_), *map(repr, host.events)]
     texts += [repr(b) for _, b in host.log] + [str(e) for e in host.events]
     for text in texts:
         assert PSK1.decode() not in text and repr(PSK1) not in text
