@@ -7,6 +7,8 @@ import struct
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_channel_support import (
     KEY,
     N_BLOCKS,
@@ -632,3 +634,28 @@ def test_agent_that_stops_its_promised_keepalives_is_reported_once(clock):
     clock.t += 3.1
     core.tick()
     assert h.silent == 2
+
+
+_FUZZ = {}
+
+
+def _fuzz_world():
+    if not _FUZZ:
+        h = CountingHandler()
+        lb, core, client = established(Clock(), handler=h)
+        _FUZZ.update(lb=lb, core=core, handler=h)
+    return _FUZZ["lb"], _FUZZ["core"], _FUZZ["handler"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, N_BLOCKS - 1), st.integers(1, 16), st.binary(max_size=8192), st.booleans())
+def test_any_write_or_read_is_answered_without_internal_errors_and_never_acted_on(lba, n, data, read):
+    lb, core, h = _fuzz_world()
+    if read:
+        r = lb.disk.execute(read_cdb(lba, n, 512))
+        if isinstance(r, Pending):
+            core.release_all()
+    else:
+        resp = lb.disk.execute(write_cdb(lba, data.ljust(n * 512, b"\x00")[: n * 512], 512))
+        assert resp.status == ScsiStatus.CHECK_CONDITION
+    assert lb.disk.internal_errors == 0 and h.handled == []
