@@ -55,7 +55,7 @@ from edifd.proto import (
     new_nonce,
     verify_agent_proof,
 )
-from edifd.scsi import CheckCondition, IoRequest, Pending, ScsiCommand, ScsiResponse, SenseKey
+from edifd.scsi import CheckCondition, IoKind, IoRequest, Pending, ScsiCommand, ScsiResponse, SenseKey
 from edifd.scsi import Status as ScsiStatus
 from edifd.scsi.sense import Asc
 
@@ -209,8 +209,8 @@ class ChannelCore:
     def read(self, req: IoRequest) -> bytes | Pending:
         g = self.geometry
         size = req.nblocks * g.block_size
-        if not g.in_read_window(req.lba):
-            # Partition scans and blkid read the guards: zeros, at once, no cursor.
+        if not g.in_read_window(req.lba) or req.kind is not IoKind.READ:
+            # Partition scans and blkid read the guards, VERIFY compares: zeros, at once, no cursor.
             with self._lock:
                 self.counters["scan_reads"] += 1
             return bytes(size)

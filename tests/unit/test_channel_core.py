@@ -51,7 +51,7 @@ from edifd.proto import (
     encode,
     new_nonce,
 )
-from edifd.scsi import Pending, ScsiDisk, ScsiResponse
+from edifd.scsi import Pending, ScsiCommand, ScsiDisk, ScsiResponse
 from edifd.scsi import Status as ScsiStatus
 from edifd.scsi.sense import SenseData
 from guest_agent.client import LOST_DETAIL
@@ -659,3 +659,11 @@ def test_any_write_or_read_is_answered_without_internal_errors_and_never_acted_o
         resp = lb.disk.execute(write_cdb(lba, data.ljust(n * 512, b"\x00")[: n * 512], 512))
         assert resp.status == ScsiStatus.CHECK_CONDITION
     assert lb.disk.internal_errors == 0 and h.handled == []
+
+
+def test_verify_in_the_read_window_takes_no_message(clock):
+    lb, core, client = established(clock)
+    lba = core.geometry.read_lba(0, 0)
+    cdb = struct.pack(">BBIBHB", 0x2F, 0x02, lba, 0, 8, 0)  # VERIFY(10), BYTCHK=01b: compare 8 blocks
+    resp = lb.disk.execute(ScsiCommand(cdb, data_out=bytes(4096)))
+    assert resp.status == ScsiStatus.GOOD and core.counters["scan_reads"] == 1
