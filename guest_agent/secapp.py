@@ -691,6 +691,7 @@ class SecurityApp:
                     self._fail(s, AuthFailReason.POLICY, f"no child SA: {e.reason}")
                 else:  # a failed rekey: keep the current pair and try again later
                     s.rekey_blocked_until = self._clock() + self.config.auth_retry_backoff
+                    s.trigger = ""
                     self._emit(AppNotice(f"rekey of {format_wwpn(s.wwpn)} refused: {e.reason}"))
             elif isinstance(e, Deleted):
                 if e.protocol == ProtocolId.IKE:

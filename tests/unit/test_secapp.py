@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edifd.ike.codes import DhGroup
 from edifd.proto import (
     AppStartAnswer,
     AppStop,
@@ -574,6 +575,28 @@ def test_next_rekey_waits_for_the_old_rx_sa_to_leave_the_hba():
     host.run_for(2)
     assert [f.reason for f in host.down(AuthFail)] == [AuthFailReason.AUTH_FAILED]
     assert "LIMIT" in host.of(SessionFailed)[0].detail and host.max_per_direction == 2
+
+
+def test_refused_rekey_keeps_the_pair_and_retries_later():
+    t = FakeTarget(T1, 0x020200, PSK1)
+    rekey = RekeyPolicy(lifetime=600.0, bytes=0)
+    app, host = setup({T1: PSK1}, [t], rekey=rekey, keepalive_interval=0, auth_retry_backoff=30.0)
+    host.start()
+    old = app.session(T1).current
+    peer = t.responder._peers[HOST_WWPN]
+    strict = peer.ike.config
+    peer.ike.config = dataclasses.replace(strict, child_pfs_group=DhGroup.CURVE25519)  # demands PFS now
+    host.run_for(600, step=10)  # the lifetime ends at t0 + 600: the target refuses the rekey
+    assert any("rekey" in n.detail and "refused" in n.detail for n in host.of(AppNotice))
+    s = app.session(T1)
+    assert s.state is SessionState.SECURE and s.current is old and host.down(AuthFail) == []
+    assert len(host.down(SaUpdate)) == 2  # nothing installed for the refused attempt
+    peer.ike.config = strict
+    host.run_for(20, step=10)
+    assert not host.of(SessionRekeyed)  # still backing off until t0 + 630
+    host.run_for(10, step=10)
+    assert [r.trigger for r in host.of(SessionRekeyed)] == ["lifetime"]
+    assert_keys_crosswise(host, t, app)
 
 
 def test_rekey_by_bytes_from_stats():
