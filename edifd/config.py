@@ -25,7 +25,10 @@ _WWPN_RE = re.compile(r"^(0x)?[0-9a-fA-F]{16}$|^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{
 _CONTROL_KEYS = ("channel_key", "port_index", "wwpn", "queue_limit")
 
 EXPORTS = ("none", "loopback", "iscsi", "vhost")
-LUN_TYPES = ("file", "control")  # file: data LUN on a backing file; control: the EDIF VM channel
+# file: data LUN on a backing file; control: the EDIF VM channel; remote: a LUN of a storage target
+# reached through the software HBA (its CDBs are forwarded as FCP).
+LUN_TYPES = ("file", "control", "remote")
+_REMOTE_KEYS = ("hba_port", "target_wwpn", "remote_lun")
 
 
 class ConfigError(ValueError):
@@ -78,6 +81,28 @@ class LunConfig:
     port_index: int = 0  # the HBA port this LUN represents (carried, MAC'd, in every message)
     wwpn: int | None = None  # that port's WWPN: VPD 0x83 target-port designator and PORT_INFO
     queue_limit: int = 64  # upstream messages held for the agent before EVENT_OVERFLOW
+    # Remote LUNs only (size and block size come from the target's READ CAPACITY):
+    hba_port: str | None = None  # name of the [[hba.port]] that reaches the target
+    target_wwpn: int | None = None
+    remote_lun: int = 0
+
+
+@dataclass(frozen=True)
+class HbaPortConfig:
+    """One initiator port of the software HBA: its names and the FC-over-TCP link to a target port."""
+
+    name: str
+    wwpn: int
+    wwnn: int
+    target: tuple[str, int]
+    security: bool = False  # PLOGI carries the security bit (EDIF)
+    pcap: Path | None = None  # capture every frame of this port's link
+
+
+@dataclass(frozen=True)
+class HbaConfig:
+    io_timeout: float = 30.0  # a command fails with a clear sense if not done by then, relogins included
+    ports: tuple[HbaPortConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class DaemonConfig:
 class Config:
     daemon: DaemonConfig
     luns: tuple[LunConfig, ...]
+    hba: HbaConfig = field(default_factory=HbaConfig)
 
 
 class _Reader:
@@ -157,7 +183,7 @@ def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig
 
 def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | None:
     r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
-                  "serial", "export", *_CONTROL_KEYS}, where)
+                  "serial", "export", *_CONTROL_KEYS, *_REMOTE_KEYS}, where)
     name = r.take(t, "name", where, str, "", required=True)
     if name and not _NAME_RE.match(name):
         r.problems.append(f"{where}.name: letters, digits, '_', '.', '-' only (LIO object name)")
@@ -165,7 +191,10 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
     if lun_type not in LUN_TYPES:
         r.problems.append(f"{where}.type: must be one of {', '.join(LUN_TYPES)}")
     size = 0
-    raw_size = r.take(t, "size", where, (str, int), None, required=True)
+    raw_size = r.take(t, "size", where, (str, int), None, required=lun_type != "remote")
+    if lun_type == "remote" and raw_size is not None:
+        r.problems.append(f"{where}.size: a remote LUN's size is the target's (READ CAPACITY)")
+        raw_size = None
     if raw_size is not None:
         try:
             size = parse_size(raw_size)
@@ -186,8 +215,68 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
     export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun")
     channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size,
                                                                 state_dir)
+    hba_port, target_wwpn, remote_lun = _read_remote(r, t, where, lun_type)
     return LunConfig(name, lun_type, size, path, block_size, vendor, product, revision, serial, export,
-                     channel_key, port_index, wwpn, queue_limit)
+                     channel_key, port_index, wwpn, queue_limit, hba_port, target_wwpn, remote_lun)
+
+
+def _wwpn(r: _Reader, raw: str | None, where: str) -> int | None:
+    if raw is None:
+        return None
+    if not _WWPN_RE.match(raw) or not int(raw.replace(":", ""), 16):
+        r.problems.append(f"{where}: 16 hex digits (0x optional) or xx:xx:...:xx, not zero")
+        return None
+    return int(raw.replace(":", ""), 16)
+
+
+def _read_remote(r: _Reader, t: dict, where: str, lun_type: str) -> tuple[str | None, int | None, int]:
+    if lun_type != "remote":
+        for key in _REMOTE_KEYS:
+            if key in t:
+                r.problems.append(f"{where}.{key}: only for type = \"remote\"")
+        return None, None, 0
+    hba_port = r.take(t, "hba_port", where, str, None, required=True)
+    target_wwpn = _wwpn(r, r.take(t, "target_wwpn", where, str, None, required=True), f"{where}.target_wwpn")
+    remote_lun = r.take(t, "remote_lun", where, int, 0)
+    if not 0 <= remote_lun < 1 << 14:
+        r.problems.append(f"{where}.remote_lun: 0..16383")
+    return hba_port, target_wwpn, remote_lun
+
+
+def _read_hba(r: _Reader, h: dict, state_dir: Path) -> HbaConfig:
+    r.unknown(h, {"io_timeout", "port"}, "hba")
+    io_timeout = float(r.take(h, "io_timeout", "hba", (int, float), 30.0))
+    if not 1 <= io_timeout <= 600:
+        r.problems.append("hba.io_timeout: seconds between 1 and 600")
+    ports: list[HbaPortConfig] = []
+    for i, t in enumerate(r.take(h, "port", "hba", list, [])):
+        where = f"hba.port[{i}]"
+        if not isinstance(t, dict):
+            r.problems.append(f"{where}: expected a table ([[hba.port]])")
+            continue
+        r.unknown(t, {"name", "wwpn", "wwnn", "target", "security", "pcap"}, where)
+        name = r.take(t, "name", where, str, "", required=True)
+        if name and not _NAME_RE.match(name):
+            r.problems.append(f"{where}.name: letters, digits, '_', '.', '-' only")
+        wwpn = _wwpn(r, r.take(t, "wwpn", where, str, None, required=True), f"{where}.wwpn")
+        wwnn = _wwpn(r, r.take(t, "wwnn", where, str, None, required=True), f"{where}.wwnn")
+        raw_target = r.take(t, "target", where, str, "", required=True)
+        host, _, port_s = raw_target.rpartition(":")
+        target = ("", 0)
+        if raw_target and (not host or not port_s.isdigit() or not 0 < int(port_s) < 65536):
+            r.problems.append(f"{where}.target: expected ADDRESS:PORT of the target port, got {raw_target!r}")
+        elif raw_target:
+            target = (host, int(port_s))
+        security = r.take(t, "security", where, bool, False)
+        raw_pcap = r.take(t, "pcap", where, str, None)
+        pcap = None if raw_pcap is None else (Path(raw_pcap) if Path(raw_pcap).is_absolute()
+                                              else state_dir / raw_pcap)
+        if wwpn is not None and wwnn is not None and target[1]:
+            ports.append(HbaPortConfig(name, wwpn, wwnn, target, security, pcap))
+    names = [p.name for p in ports]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        r.problems.append(f"hba.port: duplicate name {n!r}")
+    return HbaConfig(io_timeout, tuple(ports))
 
 
 def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, block_size: int,
@@ -228,7 +317,7 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
 
 def parse_config(data: dict, source: str = "config") -> Config:
     r = _Reader()
-    r.unknown(data, {"daemon", "lun"}, source)
+    r.unknown(data, {"daemon", "lun", "hba"}, source)
     d = r.take(data, "daemon", "daemon", dict, {})
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
     state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
@@ -256,6 +345,11 @@ def parse_config(data: dict, source: str = "config") -> Config:
         lun = _read_lun(r, t, f"lun[{i}]", state_dir)
         if lun is not None:
             luns.append(lun)
+    hba = _read_hba(r, r.take(data, "hba", "hba", dict, {}), state_dir)
+    hba_names = {p.name for p in hba.ports}
+    for i, lun in enumerate(luns):
+        if lun.type == "remote" and lun.hba_port and lun.hba_port not in hba_names:
+            r.problems.append(f"lun[{i}].hba_port: no [[hba.port]] named {lun.hba_port!r}")
     seen: set[str] = set()
     ports: set[int] = set()
     for lun in luns:
@@ -268,7 +362,7 @@ def parse_config(data: dict, source: str = "config") -> Config:
             ports.add(lun.port_index)
     if r.problems:
         raise ConfigError(r.problems, source)
-    return Config(daemon, tuple(luns))
+    return Config(daemon, tuple(luns), hba)
 
 
 def load_config(path: str | Path) -> Config:

@@ -11,6 +11,7 @@ process held come back to the initiator as BUSY and are retried, so a guest sees
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 from edifd.channel import ChannelCore, StateFile, StaticState
 from edifd.channel.control_lun import HeartbeatTicker
 from edifd.config import Config, LunConfig
+from edifd.hba import Hba, PortConfig, Timers
+from edifd.hba.remote_lun import RemoteLun
 from edifd.proto import ChannelKey, load_channel_key
 from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status
 from edifd.tcmu.device import TcmuHandler
@@ -50,8 +53,8 @@ class ServedLun:
     """One LUN as served: the emulation, its LIO objects and the ring owner."""
 
     config: LunConfig
-    disk: ScsiDisk
-    medium: FileMedium | ChannelCore
+    disk: ScsiDisk | RemoteLun  # what the ring owner executes CDBs with
+    medium: FileMedium | ChannelCore | RemoteLun
     backstore: Backstore | None = None
     handler: TcmuHandler | None = None
     export: Export | None = None
@@ -59,10 +62,18 @@ class ServedLun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def backstore_spec(lun: LunConfig, config: Config) -> BackstoreSpec:
+def backstore_spec(lun: LunConfig, config: Config, *, size: int | None = None,
+                   block_size: int | None = None) -> BackstoreSpec:
+    cmd_time_out = config.daemon.cmd_time_out
+    if lun.type == "remote":
+        # TCMU must never give up on a forwarded command before the HBA does (io_timeout, then
+        # an ABTS): the initiator then gets the HBA's clear sense, not a LUN communication failure.
+        floor = math.ceil(config.hba.io_timeout + Timers().abts_timeout + 10)
+        cmd_time_out = max(cmd_time_out or 0, floor) if cmd_time_out != 0 else 0
     return BackstoreSpec(
-        name=lun.name, subtype=SUBTYPE, cfg=lun.type, size=lun.size, block_size=lun.block_size,
-        wwn=lun.serial, park_time=config.daemon.park_time, cmd_time_out=config.daemon.cmd_time_out)
+        name=lun.name, subtype=SUBTYPE, cfg=lun.type, size=size or lun.size,
+        block_size=block_size or lun.block_size, wwn=lun.serial, park_time=config.daemon.park_time,
+        cmd_time_out=cmd_time_out)
 
 
 def export_spec(lun: LunConfig) -> ExportSpec | None:
@@ -83,8 +94,8 @@ def export_spec(lun: LunConfig) -> ExportSpec | None:
 _CONTROL_STOP = ScsiResponse(Status.GOOD)
 
 
-def _open_tcmu(uio: str, disk: ScsiDisk) -> TcmuHandler:
-    if isinstance(disk.medium, ChannelCore):
+def _open_tcmu(uio: str, disk: ScsiDisk | RemoteLun) -> TcmuHandler:
+    if isinstance(getattr(disk, "medium", None), ChannelCore):
         return TcmuHandler.open(uio, disk, stop_response=_CONTROL_STOP)
     return TcmuHandler.open(uio, disk)
 
@@ -97,6 +108,7 @@ class Daemon:
         self._open_handler = open_handler or _open_tcmu
         self.luns: list[ServedLun] = []
         self._ticker: HeartbeatTicker | None = None
+        self.hba: Hba | None = None
 
     def start(self) -> None:
         """Serve every LUN, or raise DaemonError having undone what this call did."""
@@ -104,6 +116,7 @@ class Daemon:
                           if lun.export.fabric != "none"}, key=lambda f: f.value)
         try:
             self.lio.prepare(fabrics)
+            self._start_hba()
             for lun in self.config.luns:
                 self.luns.append(self._serve(lun))
         except (TcmuError, OSError, ValueError) as e:
@@ -111,7 +124,31 @@ class Daemon:
         self._ticker = HeartbeatTicker([s.medium for s in self.luns if isinstance(s.medium, ChannelCore)])
         self._ticker.start()
 
+    def _start_hba(self) -> None:
+        h = self.config.hba
+        if not h.ports:
+            return
+        ports = [PortConfig(p.name, p.wwpn, p.wwnn, p.target, security=p.security,
+                            pcap_path=str(p.pcap) if p.pcap else None) for p in h.ports]
+        self.hba = Hba(ports, Timers(io_timeout=h.io_timeout))
+        self.hba.start_thread()
+        for p in h.ports:
+            log.info("hba port %s: WWPN %016x, link to %s:%d%s", p.name, p.wwpn, *p.target,
+                     " (security bit)" if p.security else "")
+
+    def _remote(self, lun: LunConfig) -> RemoteLun:
+        assert self.hba is not None and lun.target_wwpn is not None  # config guarantees both
+        rl = RemoteLun(self.hba, lun.target_wwpn, lun.remote_lun, io_timeout=self.config.hba.io_timeout)
+        try:
+            rl.attach(self.config.hba.io_timeout)
+        except Exception as e:
+            raise DaemonError(f"lun {lun.name}: target {lun.target_wwpn:016x} LUN {lun.remote_lun} via "
+                              f"hba port {lun.hba_port}: {e}") from None
+        return rl
+
     def _serve(self, lun: LunConfig) -> ServedLun:
+        if lun.type == "remote":
+            return self._serve_remote(lun)
         medium: FileMedium | ChannelCore
         extra: dict[str, Any] = {}
         if lun.type == "control":
@@ -122,8 +159,16 @@ class Daemon:
         identity = Identity(vendor=lun.vendor, product=lun.product, revision=lun.revision,
                             serial=lun.serial, port_wwpn=lun.wwpn if lun.type == "control" else None)
         disk = ScsiDisk(medium, identity)
-        served = ServedLun(lun, disk, medium, extra=extra)
-        spec = backstore_spec(lun, self.config)
+        return self._export(ServedLun(lun, disk, medium, extra=extra), backstore_spec(lun, self.config))
+
+    def _serve_remote(self, lun: LunConfig) -> ServedLun:
+        """A tenant LUN whose CDBs go, unchanged, as FCP to a LUN of a storage target."""
+        rl = self._remote(lun)
+        spec = backstore_spec(lun, self.config, size=rl.size, block_size=rl.block_size)
+        return self._export(ServedLun(lun, rl, rl), spec)
+
+    def _export(self, served: ServedLun, spec: BackstoreSpec) -> ServedLun:
+        lun, disk, medium = served.config, served.disk, served.medium
         existing = self.lio.find_backstore(spec)
         try:
             if existing is not None:
@@ -145,8 +190,10 @@ class Daemon:
                 medium.close()
             self._close_extra(served)
             raise
-        what = "control LUN" if lun.type == "control" else str(lun.path)
-        log.info("lun %s: %d MiB %s, %s", lun.name, lun.size >> 20, what, self._where(served))
+        what = {"control": "control LUN",
+                "remote": f"remote LUN {lun.remote_lun} of target {lun.target_wwpn or 0:016x}"}.get(
+                    lun.type, str(lun.path))
+        log.info("lun %s: %d MiB %s, %s", lun.name, spec.size >> 20, what, self._where(served))
         return served
 
     def _control_channel(self, lun: LunConfig, extra: dict[str, Any]) -> ChannelCore:
@@ -237,3 +284,7 @@ class Daemon:
                 served.medium.close()
             self._close_extra(served)
         self.luns.clear()
+        if self.hba is not None:
+            # Last: removing a remote LUN above sent SYNCHRONIZE CACHE through the HBA.
+            self.hba.stop_thread()
+            self.hba = None

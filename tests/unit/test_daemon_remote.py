@@ -1,0 +1,130 @@
+"""edifd serving a remote (tenant) LUN: config -> HBA -> RemoteLun -> TCMU backstore sized by the
+target's READ CAPACITY, CDBs forwarded unchanged, a real target on loopback TCP, no kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from edifd.config import ConfigError, parse_config
+from edifd.daemon import Daemon
+from edifd.scsi import ScsiCommand, ScsiResponse, Status
+from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
+
+T_WWPN, T_WWNN = 0x2100001B32000012, 0x2000001B32000012
+MIB = 1 << 20
+
+
+class _Backstore:
+    def __init__(self, spec):
+        self.spec = spec
+        self.uio_name = f"tcm-user/0/{spec.name}/edif/{spec.cfg}"
+        self.path = Path(f"user_0/{spec.name}")
+
+
+class _Lio:
+    def __init__(self):
+        self.specs = []
+
+    def prepare(self, fabrics):
+        pass
+
+    def find_backstore(self, spec):
+        return None
+
+    def create_backstore(self, spec):
+        self.specs.append(spec)
+        return _Backstore(spec)
+
+
+class _Handler:
+    stats: dict = {}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> bool:
+        return True
+
+
+class _TargetThread:
+    """A storage target on its own event loop, as edif-target runs it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.backing = tmp / "lun0.img"
+        self.server = TargetServer(TargetConfig((TargetPortConfig(
+            "t0", T_WWPN, T_WWNN, ("127.0.0.1", 0), (LunConfig(0, str(self.backing), 8 * MIB),)),)))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.address = self.server.ports[0].address
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _config(tmp: Path, host: str, port: int):
+    return parse_config({
+        "daemon": {"state_dir": str(tmp)},
+        "hba": {"io_timeout": 5, "port": [{"name": "p0", "wwpn": "21:00:00:1b:32:00:00:a1",
+                                          "wwnn": "20:00:00:1b:32:00:00:a1", "target": f"{host}:{port}"}]},
+        "lun": [{"name": "tenant0", "type": "remote", "hba_port": "p0",
+                 "target_wwpn": f"{T_WWPN:016x}", "remote_lun": 0}],
+    })
+
+
+def _run(disk, command: ScsiCommand) -> ScsiResponse:
+    r = disk.execute(command)
+    if isinstance(r, ScsiResponse):
+        return r
+    done = threading.Event()
+    out: list[ScsiResponse] = []
+    r.on_done(lambda resp: (out.append(resp), done.set()))
+    assert done.wait(10)
+    return out[0]
+
+
+def test_remote_lun_is_sized_by_the_target_and_forwards_io(tmp_path):
+    target = _TargetThread(tmp_path)
+    lio = _Lio()
+    d = Daemon(_config(tmp_path, *target.address), lio=lio, open_handler=lambda uio, disk: _Handler())
+    try:
+        d.start()
+        (served,) = d.luns
+        (spec,) = lio.specs
+        assert (spec.size, spec.block_size, spec.cfg) == (8 * MIB, 512, "remote")
+        # TCMU must outlast the HBA's own I/O timeout plus an ABTS
+        assert spec.effective_cmd_time_out >= 5 + 4
+        inq = _run(served.disk, ScsiCommand(bytes([0x12, 0, 0, 0, 96, 0]), data_in_len=96))
+        assert inq.status == Status.GOOD and inq.data[8:12] == b"EDIF"  # the target's own identity
+        data = bytes(range(256)) * 16 * 64  # 256 KiB
+        w = ScsiCommand(bytes([0x2A, 0]) + (2048).to_bytes(4, "big") + bytes([0]) + (512).to_bytes(2, "big")
+                        + bytes([0]), data_out=data)
+        assert _run(served.disk, w).status == Status.GOOD
+        r = ScsiCommand(bytes([0x28, 0]) + (2048).to_bytes(4, "big") + bytes([0]) + (512).to_bytes(2, "big")
+                        + bytes([0]), data_in_len=len(data))
+        back = _run(served.disk, r)
+        assert back.status == Status.GOOD and back.data == data
+        with open(target.backing, "rb") as f:
+            f.seek(2048 * 512)
+            assert f.read(len(data)) == data
+    finally:
+        d.stop()
+        target.close()
+    assert d.hba is None
+
+
+def test_remote_lun_config_problems_are_named():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"lun": [{"name": "t", "type": "remote", "hba_port": "nope", "target_wwpn": "zz",
+                               "size": "1M"}]})
+    text = str(e.value)
+    assert "lun[0].size: a remote LUN's size is the target's" in text
+    assert "lun[0].target_wwpn" in text
+    assert "no [[hba.port]] named 'nope'" in text
