@@ -348,6 +348,12 @@ class ChannelCore:
     def established(self) -> bool:
         return self._current is not None
 
+    @property
+    def parked(self) -> tuple[float, ...]:
+        """When each parked READ arrived (len(): how many; edifctl status shows it)."""
+        with self._lock:
+            return tuple(p.since for p in self._parked.values())
+
     def status(self) -> dict[str, object]:
         """For edifctl and logs: counters and queue figures, never key material."""
         with self._lock:

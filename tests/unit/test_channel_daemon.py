@@ -93,6 +93,11 @@ def test_daemon_serves_the_channel_and_a_restart_recognises_the_retried_write(tm
         client.start()
         lb.pump()
         assert client.established
+        from edifd.status import collect
+
+        entry = collect(d)["luns"][0]
+        assert entry["parked_reads"] == 4 and entry["medium"]["epochs"] == 1
+        assert KEY.material.hex() not in repr(entry)
         client.request(Keepalive())
         w = client.next_write()
         last = write_cdb(w.lba, w.payload, 512)
