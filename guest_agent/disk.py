@@ -7,8 +7,11 @@ The channel logic (cursor in the LBA, sequence numbers, handshake, MACs) lives i
   heartbeat is due), each looping ``client.next_read()`` -> ``os.preadv`` into a page-aligned buffer
   -> ``client.read_done()`` -> the upstream messages go to the application in delivery order
   (``on_message`` under the client lock, or the ``inbox`` queue);
-* one writer thread: ``client.next_write()`` -> ``os.pwritev`` -> ``client.write_done()``. One writer
-  keeps downstream WRITEs in sequence order on the wire.
+* one writer thread: ``client.next_write()`` -> WRITE -> ``client.write_done()``. One writer keeps
+  downstream WRITEs in sequence order on the wire. The WRITE goes through SG_IO when the device
+  takes it (``guest_agent.sgio``), so a refused message comes back with the host's sense data (why it
+  was refused); otherwise, or with ``sg_io=False``, through ``os.pwritev`` (the block layer reduces a
+  refusal to EIO).
 
 O_DIRECT (on by default) keeps the guest page cache out: a cached READ would return an old message
 instead of reaching the host, and a cached WRITE might never leave the guest. Buffers come from
@@ -30,6 +33,7 @@ application takes it (at most once across a crash).
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -39,9 +43,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .backoff import Backoff
+from .sgio import sg_write
 
 log = logging.getLogger("edif_agent.disk")
 
+# errnos that mean "this fd does not do SG_IO" (regular file, no SCSI device, not permitted)
+_NO_SG_IO = frozenset({errno.ENOTTY, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
 _WRITER_POLL_S = 0.2  # the writer also polls, in case the client queues a write on its own clock
 
 
@@ -99,6 +106,7 @@ class ControlDiskEndpoint:
         persist: Callable[[bytes], None] | None = None,
         on_message: Callable[[Any], None] | None = None,
         sleep: Callable[[threading.Event, float], bool] | None = None,
+        sg_io: bool | None = None,
     ) -> None:
         if parked < 1:
             raise ValueError("at least one parked READ is needed to receive anything")
@@ -112,6 +120,8 @@ class ControlDiskEndpoint:
         self._backoff = backoff
         self._persist = persist
         self._on_message = on_message
+        self.sg_io = sg_io  # None: try SG_IO, fall back to pwritev where the device has none
+        self._use_sg = sg_io is not False
         self._sleep = sleep or (lambda ev, s: ev.wait(s))  # True = stop requested while waiting
         self.inbox: queue.Queue[Any] = queue.Queue()  # upstream messages, in delivery order
         self.lock = threading.RLock()  # guards the client and the counters
@@ -122,7 +132,8 @@ class ControlDiskEndpoint:
         self._last_snapshot: bytes | None = None
         self.counters: dict[str, int] = {
             "reads_ok": 0, "read_errors": 0, "short_reads": 0, "writes_ok": 0, "write_errors": 0,
-            "messages_in": 0, "backoff_waits": 0, "persist_errors": 0,
+            "messages_in": 0, "backoff_waits": 0, "persist_errors": 0, "write_sense": 0,
+            "sg_io_unavailable": 0,
         }
         self.last_error: str | None = None
         self.fatal: str | None = None  # a loop died on an unexpected error; the endpoint then stops
@@ -282,6 +293,28 @@ class ControlDiskEndpoint:
             self.client.read_failed(token)
         log.warning("%s; re-arming after backoff", why)
 
+    def _write(self, view: memoryview, lba: int) -> tuple[bool, str, bytes]:
+        """One WRITE: (ok, what went wrong, sense). SG_IO when the device takes it, else pwritev."""
+        n = len(view)
+        if self._use_sg:
+            try:
+                r = sg_write(self._fd, lba, view, self.block_size)  # type: ignore[arg-type]
+            except OSError as e:
+                if self.sg_io is not None or e.errno not in _NO_SG_IO:
+                    return False, f"WRITE at LBA {lba} (SG_IO): {e.strerror or e}", b""
+                self._use_sg = False  # a regular file or a device without SG_IO: the block layer path
+                with self.lock:
+                    self._count("sg_io_unavailable")
+            else:
+                why = (f"WRITE at LBA {lba}: SCSI status 0x{r.status:02x} host 0x{r.host_status:x} "
+                       f"driver 0x{r.driver_status:x}" + (f" sense {r.sense[:18].hex()}" if r.sense else ""))
+                return r.ok, why, r.sense
+        try:
+            got = os.pwritev(self._fd, [view], lba * self.block_size)  # type: ignore[arg-type]
+        except OSError as e:
+            return False, f"WRITE at LBA {lba}: {e.strerror or e}", b""
+        return got == n, f"WRITE at LBA {lba}: {got} of {n} bytes", b""
+
     def _writer(self) -> None:
         bo = self._backoff()
         buf = AlignedBuffer()
@@ -300,24 +333,23 @@ class ControlDiskEndpoint:
                 payload = bytes(w.payload)
                 n = -(-len(payload) // self.block_size) * self.block_size  # whole blocks for O_DIRECT
                 view = buf.view(n)
+                sense = b""
                 try:
                     view[: len(payload)] = payload
                     view[len(payload):] = bytes(n - len(payload))
-                    got = os.pwritev(self._fd, [view], w.lba * self.block_size)  # type: ignore[arg-type]
-                    ok = got == n
-                    why = f"WRITE at LBA {w.lba}: {got} of {n} bytes"
-                except OSError as e:
-                    ok, why = False, f"WRITE at LBA {w.lba}: {e.strerror or e}"
+                    ok, why, sense = self._write(view, w.lba)
                 finally:
                     view.release()
                 with self.lock:
-                    self.client.write_done(w.token, ok)
+                    self.client.write_done(w.token, ok, sense)
                     if ok:
                         self._count("writes_ok")
                         self._persist_locked()
                     else:
                         self._count("write_errors")
                         self._count("backoff_waits")
+                        if sense:
+                            self._count("write_sense")
                         self.last_error = why
                 if ok:
                     bo.reset()

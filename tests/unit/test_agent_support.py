@@ -54,6 +54,7 @@ class FakeClient:
         self.writes_out: dict[int, WriteRequest] = {}
         self.written: list[tuple[int, bytes]] = []
         self.write_failures = 0
+        self.senses: list[bytes] = []
         self.upstream: deque[Message] = deque()
         self.next_rid = 1
         self.epoch = 0x1234
@@ -117,6 +118,8 @@ class FakeClient:
 
     def write_done(self, token: int, ok: bool, sense: bytes = b"") -> None:
         w = self.writes_out.pop(token)
+        if sense:
+            self.senses.append(sense)
         if not ok:
             self.write_failures += 1
             self.writes.appendleft(w)  # the real client retries the same WRITE (same LBA = same sequence)
