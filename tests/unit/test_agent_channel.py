@@ -9,6 +9,7 @@ and a writer with the wrong key changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -79,13 +80,15 @@ def files(tmp_path):
             "sock": tmp_path / "disk.sock"}
 
 
-def agent(files, *args: str) -> subprocess.Popen:
+def agent(files, *args: str, command: tuple[str, ...] = ("ping", "--json"),
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]; "
             f"import test_agent_support as s; s.install_remote_disk({str(files['sock'])!r}); "
             "from guest_agent.cli import main; main(sys.argv[1:], prog_name='edif-agent')")
-    argv = [sys.executable, "-c", code, "ping", "--device", str(files["dev"]), "--no-direct", "--json",
+    argv = [sys.executable, "-c", code, *command, "--device", str(files["dev"]), "--no-direct",
             "--timeout", "20", *args]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def finish(p: subprocess.Popen) -> tuple[int, dict]:
@@ -182,3 +185,35 @@ def test_wrong_key_writer_is_rejected_and_changes_nothing(host, files, tmp_path)
     # The rightful agent is unaffected.
     rc, rep = finish(agent(files, "--key", str(files["key"]), "-c", "5"))
     assert rc == 0 and rep["received"] == 5
+
+
+def test_run_serves_until_sigterm_and_reports_ready(host, files, tmp_path):
+    import socket
+
+    notify = tmp_path / "notify.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(notify))
+    srv.settimeout(30)
+    status = tmp_path / "status.json"
+    p = agent(files, "--key", str(files["key"]), "--keepalive", "0.2", "--status-file", str(status),
+              "--state", str(files["state"]), command=("run",), env={"NOTIFY_SOCKET": str(notify)})
+    try:
+        assert srv.recv(64) == b"READY=1"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(host.keepalives()) < 3:
+            time.sleep(0.05)
+        assert len(host.keepalives()) >= 3
+        while not status.exists():
+            time.sleep(0.05)
+        st = json.loads(status.read_text())
+        assert st["established"] is True and st["channel"]["responses"] >= 1
+        assert KEY_HEX[:16] not in status.read_text()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert "channel up on" in err
+        assert srv.recv(64) == b"STOPPING=1"
+    finally:
+        srv.close()
+        if p.poll() is None:
+            p.kill()
