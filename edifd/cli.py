@@ -95,6 +95,10 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: s
     from edifd.status import STATUS_FILE, collect
 
     status_path = cfg.daemon.state_dir / STATUS_FILE
+    try:
+        cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log.warning("cannot create state dir %s: %s", cfg.daemon.state_dir, e.strerror)
     _write_status(status_path, collect(daemon))
     if ready_file:
         ready_file.write_text("ready\n")

@@ -8,7 +8,7 @@ fileio)
     exec python3 -m lab.guest.iscsi_export
     ;;
 edifd)
-    python3 -m edifd run --config /lab/edifd.toml --ready-file /lab/ready &
+    python3 -m edifd run --config /lab/edifd.toml --ready-file /lab/ready --teardown &
     pid=$!
     while [ ! -e /lab/stop ] && kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
     kill -TERM "$pid" 2>/dev/null

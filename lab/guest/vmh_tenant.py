@@ -113,7 +113,9 @@ def main() -> int:
     edifd = Edifd()
     try:
         res["check_config"] = run([sys.executable, "-m", "edifd", "check-config", "--config", str(CONFIG)])
-        res["start_s"] = round(edifd.start(), 2)
+        # --teardown: on SIGTERM edifd removes the tenant LUN while the HBA still answers the
+        # SYNCHRONIZE CACHE that disk removal sends (otherwise the guest's power-off would wait on it).
+        res["start_s"] = round(edifd.start(extra=["--teardown"]), 2)
         dev = find_tenant_disk()
         res["dev"] = dev
         if dev is None:
