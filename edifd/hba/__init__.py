@@ -10,10 +10,12 @@ from .port import InitiatorPort, PortConfig, PortStatus, Timers
 from .session import (
     SENSE_INVALID_REQUEST,
     SENSE_IO_TIMEOUT,
+    SENSE_NOT_AUTHORIZED,
     SENSE_PROTOCOL_ERROR,
     SENSE_TARGET_GONE,
     Completed,
     ElsReceived,
+    ElsReplyReceived,
     InitiatorSession,
     ResetLink,
     SessionState,
@@ -29,7 +31,8 @@ from .transform import (
 )
 
 __all__ = [
-    "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll",
+    "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_NOT_AUTHORIZED", "ElsReplyReceived",
+    "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll",
     "Completed",    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
     "InitiatorSession", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
     "RemotePortCounters", "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers",

@@ -182,6 +182,12 @@ class Hba:
             raise RuntimeError("HBA not started")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Thread-safe: run `fn(*args)` on the HBA loop (the EDIF engine keeps its state there)."""
+        if self._loop is None:
+            raise RuntimeError("HBA not started")
+        self._loop.call_soon_threadsafe(fn, *args)
+
     def auth_complete(self, remote_wwpn: int) -> None:
         """Thread-safe: AUTH_OK for `remote_wwpn`; PRLI follows (EDIF)."""
         port = self.port_for(remote_wwpn)

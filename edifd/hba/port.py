@@ -27,6 +27,7 @@ from .session import (
     ElsReceived,
     InitiatorSession,
     ResetLink,
+    SessionEvent,
     SessionState,
     StateChanged,
 )
@@ -129,6 +130,8 @@ class InitiatorPort:
         self._pcap_file: BinaryIO | None = None
         self._pcap: PcapWriter | None = None
         self.els_handler: Callable[[Frame], None] | None = None  # AUTH_ELS relay (EDIF)
+        # EDIF engine: sees every batch of session events (possibly empty) after the port acted on them.
+        self.observer: Callable[[list[SessionEvent]], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -199,6 +202,15 @@ class InitiatorPort:
 
     def auth_complete(self) -> None:
         self._send(self.session.auth_complete(self._now()))
+        self._after()
+
+    def now(self) -> float:
+        """The port's clock (loop thread)."""
+        return self._now()
+
+    def push(self, frames: list[Frame]) -> None:
+        """Loop thread: send what a direct call on `session` returned, then process its events."""
+        self._send(frames)
         self._after()
 
     def status(self) -> PortStatus:
@@ -308,7 +320,8 @@ class InitiatorPort:
 
     def _after(self) -> None:
         """Process session events and re-arm the deadline timer."""
-        for ev in self.session.take_events():
+        events = self.session.take_events()
+        for ev in events:
             if isinstance(ev, Completed):
                 self._finish(ev.tag, ev.response)
             elif isinstance(ev, StateChanged):
@@ -323,6 +336,11 @@ class InitiatorPort:
                 self._drop_link(ev.reason)
             elif isinstance(ev, ElsReceived) and self.els_handler is not None:
                 self.els_handler(ev.frame)
+        if self.observer is not None:
+            try:
+                self.observer(events)
+            except Exception:  # noqa: BLE001 - the engine's bug must not kill the link
+                log.exception("port %s: EDIF observer failed", self.config.name)
         self._arm()
 
     def _finish(self, tag: int, resp: ScsiResponse) -> None:

@@ -60,6 +60,7 @@ from edifd.fc import (
     PrliFlags,
     Prlo,
     PrloAcc,
+    RawEls,
     RCtl,
     Rscn,
     RscnAddressFormat,
@@ -92,6 +93,10 @@ SENSE_IO_TIMEOUT = sense(SenseKey.ABORTED_COMMAND, 0x08, 0x01)  # LOGICAL UNIT C
 SENSE_TARGET_GONE = sense(SenseKey.ABORTED_COMMAND, 0x08, 0x00)  # LOGICAL UNIT COMMUNICATION FAILURE
 SENSE_PROTOCOL_ERROR = sense(SenseKey.ABORTED_COMMAND, 0x4B, 0x00)  # DATA PHASE ERROR
 SENSE_INVALID_REQUEST = sense(SenseKey.ILLEGAL_REQUEST, 0x24, 0x00)  # INVALID FIELD IN CDB (not sendable)
+# EDIF: the secure session to the target was refused or ended (AUTH_FAIL, APP_STOP, agent lost).
+# DATA PROTECT / LOGICAL UNIT ACCESS NOT AUTHORIZED (SPC-4 74h/71h): not a transport error to retry.
+SENSE_NOT_AUTHORIZED = sense(SenseKey.DATA_PROTECT, 0x74, 0x71)
+AUTH_ELS_CODE = 0x90
 
 _FCP_IUS = (RCtl.FCP_DATA, RCtl.FCP_XFER_RDY, RCtl.FCP_RSP)
 
@@ -137,7 +142,16 @@ class ElsReceived:
     frame: Frame
 
 
-Event = Completed | StateChanged | ResetLink | ElsReceived
+@dataclass(frozen=True)
+class ElsReplyReceived:
+    """The LS_ACC / LS_RJT answering an ELS we originated with `send_els` (the AUTH_ELS relay)."""
+
+    ox_id: int
+    payload: bytes
+
+
+Event = Completed | StateChanged | ResetLink | ElsReceived | ElsReplyReceived
+SessionEvent = Event
 
 
 @dataclass(eq=False)
@@ -191,6 +205,7 @@ class InitiatorSession:
         self._next_xid = 1
         self._seq_id = 0
         self._rx_next = 0
+        self._gone_sense = SENSE_TARGET_GONE  # what commands fail with while GONE
         self._events: list[Event] = []
 
     # --- introspection ----------------------------------------------------------------------------
@@ -275,7 +290,7 @@ class InitiatorSession:
             self._fail(bad, SENSE_INVALID_REQUEST)
             return []
         if self.state is SessionState.GONE:
-            self._fail(c, SENSE_TARGET_GONE)
+            self._fail(c, self._gone_sense)
             return []
         self._queue.append(c)
         return self._dispatch() if self.ready else []
@@ -364,7 +379,7 @@ class InitiatorSession:
 
     def _els_request(self, els: object, *, s_id: int, d_id: int) -> Frame:
         xid = self._alloc_xid()
-        self._els[xid] = els.CODE  # type: ignore[attr-defined]
+        self._els[xid] = els.code if isinstance(els, RawEls) else els.CODE  # type: ignore[attr-defined]
         return els_request(s_id=s_id, d_id=d_id, ox_id=xid, els=els, seq_id=self._next_seq())  # type: ignore[arg-type]
 
     def _login_params(self, cls: type) -> object:
@@ -419,16 +434,67 @@ class InitiatorSession:
         self._revalidating = True
         return [self._send_plogi(now)]
 
-    def _gone(self, reason: str) -> None:
+    def _gone(self, reason: str, fail_sense: bytes = SENSE_TARGET_GONE) -> None:
         log.warning("remote port %s gone: %s", _wwn(self.remote_wwpn), reason)
         self._login_deadline = None
+        self._gone_sense = fail_sense
         self._reset_exchanges()
         self._set_state(SessionState.GONE, reason)
         while self._queue:
-            self._fail(self._queue.popleft(), SENSE_TARGET_GONE)
+            self._fail(self._queue.popleft(), fail_sense)
+
+    # --- EDIF: held logins and the AUTH_ELS relay ---------------------------------------------------
+
+    def hold(self, now: float, reason: str, fail_sense: bytes = SENSE_NOT_AUTHORIZED) -> list[Frame]:
+        """End the login and keep it ended (EDIF: AUTH_FAIL, APP_STOP, agent lost): LOGO to the peer,
+        every queued and in-flight command fails with `fail_sense`, and so does every new one, until
+        `relogin()` or a new link. In-flight exchanges are not aborted one by one: the LOGO ends them."""
+        out: list[Frame] = []
+        if self.state in (SessionState.READY, SessionState.PRLI, SessionState.AUTH_PENDING,
+                          SessionState.PLOGI):
+            if self.state is SessionState.READY:
+                self.counters.logouts += 1
+            logo = Logo(self.local_id, self.wwpn)
+            out.append(self._els_request(logo, s_id=self.local_id, d_id=self.remote_id))
+        inflight = list(self._inflight.values())
+        self._inflight.clear()
+        for c in inflight:
+            self._fail(c, fail_sense)
+        self._gone(reason, fail_sense)
+        return out
+
+    def relogin(self, now: float, reason: str = "re-login requested") -> list[Frame]:
+        """PLOGI again on the current link (EDIF SECURE_CONNECT after a security change or a hold).
+        Nothing while there is no link or FLOGI is still running: that login is fresh anyway."""
+        if self.state in (SessionState.DOWN, SessionState.FLOGI) or not self.remote_id:
+            return []
+        if self.state is SessionState.PLOGI and self._login_deadline is not None:
+            return []  # a PLOGI is already on its way
+        self._gone_sense = SENSE_TARGET_GONE
+        return self._revalidate(now, reason)
+
+    def send_els(self, payload: bytes) -> tuple[int, list[Frame]]:
+        """Originate an ELS request with this raw payload (command code first) to the peer; its
+        reply comes back as `ElsReplyReceived(ox_id, payload)`. (0, []) when not logged in."""
+        if self.state in (SessionState.DOWN, SessionState.FLOGI, SessionState.GONE) or not self.remote_id:
+            return 0, []
+        if not payload:
+            raise ValueError("empty ELS payload")
+        frame = self._els_request(RawEls(payload[0], bytes(payload[1:])), s_id=self.local_id,
+                                  d_id=self.remote_id)
+        return frame.header.ox_id, [frame]
+
+    def reply_els(self, request: Frame, payload: bytes) -> list[Frame]:
+        """Answer a received ELS request (an `ElsReceived` frame) with this raw LS_ACC/LS_RJT payload."""
+        if not payload or payload[0] not in (0x01, 0x02):
+            raise ValueError("an ELS reply is an LS_ACC (0x02) or LS_RJT (0x01)")
+        if self.state in (SessionState.DOWN, SessionState.FLOGI):
+            return []
+        return [els_reply(request, RawEls(payload[0], bytes(payload[1:])), rx_id=self._alloc_rx())]
 
     def _became_ready(self) -> list[Frame]:
         self._login_deadline = None
+        self._gone_sense = SENSE_TARGET_GONE
         self.counters.logins += 1
         self._set_state(SessionState.READY, "PRLI accepted")
         return self._dispatch()
@@ -463,6 +529,9 @@ class InitiatorSession:
         code = self._els.pop(frame.header.ox_id, None)
         if code is None:
             return self._drop("ELS reply for no request of ours")
+        if code == AUTH_ELS_CODE:  # relayed: the security application reads the reply itself
+            self._events.append(ElsReplyReceived(frame.header.ox_id, frame.fc4_payload))
+            return []
         reply = parse_payload(frame, reply_to=code)
         if code == ElsCode.FLOGI and self.state is SessionState.FLOGI:
             if not isinstance(reply, LoginAcc):

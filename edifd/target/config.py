@@ -106,6 +106,28 @@ def _lun(t: Any, where: str, problems: list[str], base: Path) -> LunConfig | Non
     return LunConfig(lun, str(p), size, bs, ro)  # type: ignore[arg-type]
 
 
+def _auth(value: Any, where: str, problems: list[str], base: Path) -> Any:
+    """The EDIF responder's credentials: a TOML file in edif-agent's format with [initiators."<wwpn>"]
+    tables (PSK files or certificates + CA) and an optional [ike] table (docs/secapp.md §4, §6)."""
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}: expected the path of an initiator-credentials file")
+        return None
+    from guest_agent.secconfig import SecConfigError, load_config  # EDIF only
+
+    p = Path(value)
+    if not p.is_absolute():
+        p = base / p
+    try:
+        cfg = load_config(p, peers_key="initiators")
+    except SecConfigError as e:
+        problems += [f"{where} ({p}): {x}" for x in e.problems]
+        return None
+    if not cfg.peers:
+        problems.append(f"{where} ({p}): no [initiators.\"<wwpn>\"] entries")
+        return None
+    return cfg
+
+
 def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: str = "config") -> TargetConfig:
     problems: list[str] = []
     unknown = set(data) - {"pcap", "port"}
@@ -124,7 +146,7 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
             problems.append(f"{where}: expected a table")
             continue
         n = len(problems)
-        unknown = set(t) - {"name", "wwpn", "wwnn", "listen", "security", "lun"}
+        unknown = set(t) - {"name", "wwpn", "wwnn", "listen", "security", "lun", "auth"}
         problems += [f"{where}.{k}: unknown key" for k in sorted(unknown)]
         name = t.get("name", f"port{i}")
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -142,6 +164,11 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
         sec = t.get("security", False)
         if not isinstance(sec, bool):
             problems.append(f"{where}.security: expected true or false")
+        auth = None
+        raw_auth = t.get("auth")
+        if raw_auth is not None:
+            auth = _auth(raw_auth, f"{where}.auth", problems, base)
+            sec = True
         raw_luns = t.get("lun", [])
         if not isinstance(raw_luns, list):
             problems.append(f"{where}.lun: expected [[port.lun]] tables")
@@ -152,7 +179,7 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
             problems.append(f"{where}.lun: duplicate LUN numbers")
         if len(problems) == n:
             ports.append(TargetPortConfig(name, wwns["wwpn"], wwns["wwnn"], listen,
-                                          tuple(x for x in luns if x is not None), sec))
+                                          tuple(x for x in luns if x is not None), sec, auth))
     for key, what in (("name", "names"), ("wwpn", "WWPNs"), ("listen", "listen addresses")):
         values = [getattr(p, key) for p in ports]
         if len(set(values)) != len(values):

@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from edifd.fc import FcipStreamDecoder, Frame, LinkError, encode_frame
 from edifd.fc.pcap import LinkType, PcapWriter
@@ -22,7 +22,12 @@ from edifd.hba.counters import PortCounters
 from edifd.hba.transform import FrameTransform, LoginPolicy
 from edifd.scsi import FileMedium, Identity, Pending, ScsiDisk, ScsiResponse
 
-from .session import Execute, LoginEvent, TargetSession
+from .session import AuthElsReceived, Execute, LoginEvent, TargetSession
+
+if TYPE_CHECKING:
+    from guest_agent.secconfig import SecConfig
+
+    from .responder import LinkSecurity, PortResponder
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,9 @@ class TargetPortConfig:
     listen: tuple[str, int]
     luns: tuple[LunConfig, ...] = ()
     security: bool = False
+    # EDIF responder credentials ([port] auth = "file.toml", [initiators."wwpn"] tables): with them the
+    # port authenticates every initiator and serves FCP only over ESP (implies security = true).
+    auth: SecConfig | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class _Conn:
     session: TargetSession
     decoder: FcipStreamDecoder = field(default_factory=FcipStreamDecoder)
     up: bool = True
+    link: LinkSecurity | None = None  # EDIF state of this login (ports with auth)
 
 
 class TargetPort:
@@ -81,6 +90,11 @@ class TargetPort:
         self._server: asyncio.AbstractServer | None = None
         self.stall = False  # fault injection: accept commands but never execute them
         self.sessions_closed: list[dict[str, int]] = []  # counters of finished sessions
+        self.edif: PortResponder | None = None
+        if config.auth is not None:
+            from .responder import PortResponder  # EDIF ports only: needs the IKE responder
+
+            self.edif = PortResponder(config.wwpn, config.auth)
         for lc in config.luns:
             try:
                 medium = FileMedium(lc.path, lc.size, lc.block_size)  # sparse, created on demand
@@ -162,9 +176,12 @@ class TargetPort:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         c = self.config
-        session = TargetSession(c.wwpn, c.wwnn, self.disks.keys(), security=c.security, policy=self._policy,
+        secure = c.security or self.edif is not None
+        session = TargetSession(c.wwpn, c.wwnn, self.disks.keys(), security=secure, policy=self._policy,
                                 transform=self._transform_factory() if self._transform_factory else None)
         conn = _Conn(writer, session)
+        if self.edif is not None:
+            conn.link = self.edif.attach(session)
         self._conns.add(conn)
         self.counters.connects += 1
         peer = writer.get_extra_info("peername")
@@ -192,6 +209,8 @@ class TargetPort:
                         self._pcap.write(ev, inbound=True)
                     self._send(conn, session.receive(ev))
                     self._events(conn)
+                if self.edif is not None and conn.link is not None:
+                    self.edif.after_frames(conn.link, asyncio.get_running_loop().time())
                 if not data:
                     break
                 if writer.transport.get_write_buffer_size() > 4 << 20:
@@ -202,6 +221,8 @@ class TargetPort:
         finally:
             self._close(conn)
             self._conns.discard(conn)
+            if self.edif is not None and conn.link is not None:
+                conn.link = self.edif.new_login(session, conn.link)  # zeroize this link's keys
             self.sessions_closed.append(session.counters.snapshot())
             log.info("target port %s: link from %s down (initiator %s)", c.name, peer,
                      _wwn(session.initiator_wwpn))
@@ -210,6 +231,11 @@ class TargetPort:
         for ev in conn.session.take_events():
             if isinstance(ev, LoginEvent):
                 log.info("target port %s: %s from initiator %s", self.config.name, ev.what, _wwn(ev.wwpn))
+                if self.edif is not None and conn.link is not None and ev.what not in ("prli", "prlo"):
+                    conn.link = self.edif.new_login(conn.session, conn.link)
+            elif isinstance(ev, AuthElsReceived):
+                if self.edif is not None and conn.link is not None:
+                    self._send(conn, self.edif.on_auth_els(conn.session, conn.link, ev.frame))
             elif isinstance(ev, Execute) and not self.stall:
                 self._execute(conn, ev)
 

@@ -47,6 +47,7 @@ from edifd.fc import (
     PrliFlags,
     Prlo,
     PrloAcc,
+    RawEls,
     RCtl,
     Rscn,
     RscnPage,
@@ -90,7 +91,15 @@ class LoginEvent:
     wwpn: int | None
 
 
-Event = Execute | LoginEvent
+@dataclass(frozen=True)
+class AuthElsReceived:
+    """An AUTH_ELS request for the EDIF responder: answer it with `reply_els(frame, payload)`."""
+
+    frame: Frame
+    wwpn: int | None
+
+
+Event = Execute | LoginEvent | AuthElsReceived
 
 
 @dataclass(eq=False)
@@ -133,6 +142,8 @@ class TargetSession:
         self.logged_in = False
         self.image_pair = False
         self.offline = False  # port being removed: refuse new logins
+        self.peer_security = False  # the initiator's PLOGI (or ACC) carried the FC-SP security bit
+        self.relay_auth_els = False  # EDIF responder attached: AUTH_ELS become AuthElsReceived events
         self._exchanges: dict[int, _Exchange] = {}  # OX_ID -> exchange
         self._rx_next = 0
         self._seq_id = 0
@@ -197,6 +208,20 @@ class TargetSession:
                             seq_id=self._next_seq())
         return [frame]
 
+    def reply_els(self, request: Frame, payload: bytes) -> list[Frame]:
+        """Answer a received ELS request with a raw LS_ACC (0x02…) or LS_RJT (0x01…) payload."""
+        if not payload or payload[0] not in (0x01, 0x02):
+            raise ValueError("an ELS reply is an LS_ACC (0x02) or LS_RJT (0x01)")
+        return [els_reply(request, RawEls(payload[0], bytes(payload[1:])), rx_id=self._alloc_rx())]
+
+    def send_els(self, payload: bytes) -> list[Frame]:
+        """Originate an ELS request (the responder's AUTH_ELS) to the logged-in initiator. Its reply
+        is not interpreted (the responder's IKE state already moved; a lost one is retransmitted)."""
+        if not self.logged_in or not payload:
+            return []
+        return [els_request(s_id=self.local_id, d_id=self.remote_id, ox_id=self._alloc_rx(),
+                            els=RawEls(payload[0], bytes(payload[1:])), seq_id=self._next_seq())]
+
     # --- receive ----------------------------------------------------------------------------------
 
     def receive(self, frame: Frame) -> list[Frame]:
@@ -255,13 +280,15 @@ class TargetSession:
             self._logout("plogi")
             self.initiator_wwpn, self.initiator_wwnn = req.wwpn, req.wwnn
             self.local_id, self.remote_id = h.d_id, h.s_id
+            self.peer_security = req.security
             self.logged_in = True
             self._events.append(LoginEvent("plogi", req.wwpn))
             return [els_reply(frame, self._login_acc(), rx_id=rx)]
         if isinstance(req, Prli):
             if self.offline or not self.logged_in:
                 return self._reject(frame, LsRjtReason.UNABLE, LsRjtExplanation.PLOGI_REQUIRED)
-            peer = PeerInfo(self.initiator_wwpn or 0, self.initiator_wwnn or 0, self.remote_id, False)
+            peer = PeerInfo(self.initiator_wwpn or 0, self.initiator_wwnn or 0, self.remote_id,
+                            self.peer_security)
             if not self.policy.prli_allowed(peer, self.security):
                 return self._reject(frame, LsRjtReason.UNABLE, LsRjtExplanation.AUTHENTICATION_REQUIRED)
             page = req.pages[0]
@@ -283,8 +310,13 @@ class TargetSession:
             return [els_reply(frame, LsAcc(), rx_id=rx)]
         if isinstance(req, Rscn):
             return [els_reply(frame, LsAcc(), rx_id=rx)]
-        if isinstance(req, AuthEls):  # the EDIF responder will take these; until then: not supported
-            return self._reject(frame, LsRjtReason.NOT_SUPPORTED, LsRjtExplanation.NONE)
+        if isinstance(req, AuthEls):
+            if not self.relay_auth_els:  # no EDIF responder on this port: not supported
+                return self._reject(frame, LsRjtReason.NOT_SUPPORTED, LsRjtExplanation.NONE)
+            if not self.logged_in:  # FC-SP-2: authentication follows PLOGI
+                return self._reject(frame, LsRjtReason.UNABLE, LsRjtExplanation.PLOGI_REQUIRED)
+            self._events.append(AuthElsReceived(frame, self.initiator_wwpn))
+            return []
         return self._reject(frame, LsRjtReason.NOT_SUPPORTED, LsRjtExplanation.NONE)
 
     def _els_reply_in(self, frame: Frame) -> list[Frame]:
@@ -294,6 +326,7 @@ class TargetSession:
         reply = parse_payload(frame, reply_to=0x03)
         if isinstance(reply, LoginAcc):
             self.logged_in = True
+            self.peer_security = reply.security
             self._events.append(LoginEvent("plogi", reply.wwpn))
         else:
             self.counters.login_failures += 1
