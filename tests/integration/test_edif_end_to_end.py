@@ -1,0 +1,299 @@
+"""EDIF end to end, in one process: edif-agent's SecurityApp -> ChannelClient -> SCSI loopback ->
+ChannelCore -> EdifEngine -> Hba (FC over TCP) -> TargetServer with its AuthResponder (PSK per
+initiator) -> backing file. Everything is the real code; only the SCSI transport of the control LUN
+is the in-process loopback, and the agent is pumped by a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edifd.channel import ChannelCore
+from edifd.channel.loopback import Loopback
+from edifd.edif.engine import EdifEngine
+from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
+from edifd.proto import Body, ChannelKey
+from edifd.scsi import ScsiCommand, ScsiDisk, Status
+from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
+from guest_agent.client import ChannelClient
+from guest_agent.secapp import SecurityApp, SessionRekeyed
+from guest_agent.secapp import SessionState as AppState
+from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig
+
+KEY = ChannelKey(bytes(range(1, 33)))
+BLOCKS = (16 << 20) // 512
+HOST1, HOST2 = 0x2000001B32A0B0C1, 0x2000001B32A0B0D1  # lower than the targets: they originate PLOGI
+T1, T2 = 0x2100001B32A0B0C2, 0x2100001B32A0B0C3
+PSK1 = b"correct horse battery staple 1!!"
+PSK2 = b"another long pre-shared secret 22"
+WRONG = b"not the secret the initiator has!"
+MiB = 1 << 20
+
+
+def _wait(cond, timeout: float = 10.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Agent:
+    """One control LUN: ChannelCore(handler=engine) <- loopback SCSI <- ChannelClient <- SecurityApp,
+    pumped by a thread the way edif-agent's main loop does it."""
+
+    def __init__(self, engine: EdifEngine, peers: dict[int, bytes], *, keepalive: float = 0.3,
+                 rekey: RekeyPolicy | None = None) -> None:
+        self.engine = engine
+        self.core = ChannelCore(KEY, num_blocks=BLOCKS, handler=engine, state=engine, park_time=0.2)
+        engine.attach(self.core.post_event)
+        cfg = SecConfig(peers={w: PeerPolicy(w, PskCredentials(p)) for w, p in peers.items()},
+                        keepalive_interval=keepalive, keepalive_misses=20, reconnect_delay=0.2,
+                        auth_retry_backoff=30.0, rekey=rekey or RekeyPolicy(lifetime=3600.0, bytes=0))
+        self.app = SecurityApp(cfg, time.monotonic)
+        self.client = ChannelClient(KEY, capacity_blocks=BLOCKS, clock=time.monotonic,
+                                    keepalive_ms=int(keepalive * 1000))
+        self.lb = Loopback(ScsiDisk(self.core), self.client)
+        self.events: list = []
+        self.lock = threading.Lock()
+        self.paused = False
+        self._stop = False
+        self.client.start()
+        self.lb.pump()
+        assert self.client.established
+        self._send(self.app.start())
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _send(self, items: list) -> None:
+        for item in items:
+            if isinstance(item, Body):
+                self.app.sent(item, self.client.request(item))
+            else:
+                self.events.append(item)
+
+    def _run(self) -> None:
+        while not self._stop:
+            if not self.paused:
+                with self.lock:
+                    self._send(self.app.tick(time.monotonic()))
+                    for m in self.lb.pump(k=4, rounds=3):
+                        self._send(self.app.on_message(m))
+                    self.core.tick()
+            time.sleep(0.003)
+
+    def call(self, fn):
+        with self.lock:
+            self._send(fn())
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(5)
+
+
+class Target:
+    def __init__(self, tmp: Path, auth: dict[str, SecConfig]) -> None:
+        def port(name: str, wwpn: int) -> TargetPortConfig:
+            lun = LunConfig(0, str(tmp / f"{name}.img"), 64 * MiB)
+            return TargetPortConfig(name, wwpn, wwpn - (1 << 56), ("127.0.0.1", 0), (lun,), True, auth[name])
+
+        self.server = TargetServer(TargetConfig((port("t1", T1), port("t2", T2))))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def address(self, name: str) -> tuple[str, int]:
+        return self.server.port(name).address
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _initiators(psk: bytes) -> SecConfig:
+    return SecConfig(peers={w: PeerPolicy(w, PskCredentials(psk)) for w in (HOST1, HOST2)}, ike=IkePolicy())
+
+
+def _pcap_frames(path: Path) -> list[bytes]:
+    """Linktype-225 records: SOF(4) | header(24) | data field | CRC(4) | EOF(4)."""
+    data = path.read_bytes()
+    off, out = 24, []
+    while off + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        if off + 16 + incl > len(data):
+            break  # the writer's buffer has not reached the file yet
+        out.append(data[off + 16 : off + 16 + incl])
+        off += 16 + incl
+    return out
+
+
+def _write(hba: Hba, wwpn: int, lba: int, data: bytes):
+    cdb = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, len(data) // 512, 0)
+    return hba.submit(wwpn, 0, ScsiCommand(cdb, data_out=data)).result(30)
+
+
+def _read(hba: Hba, wwpn: int, lba: int, n: int):
+    cdb = struct.pack(">BBIBHB", 0x28, 0, lba, 0, n // 512, 0)
+    return hba.submit(wwpn, 0, ScsiCommand(cdb, data_in_len=n)).result(30)
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    target = Target(tmp_path, {"t1": _initiators(PSK1), "t2": _initiators(WRONG)})
+    pcap = tmp_path / "hba.pcap"
+    hba = Hba([PortConfig("p1", HOST1, HOST1 - 1, target.address("t1"), remote_wwpn=T1, pcap_path=str(pcap)),
+               PortConfig("p2", HOST2, HOST2 - 1, target.address("t2"), remote_wwpn=T2)],
+              Timers(io_timeout=8.0), policy=RequireAuthWhenSecure())
+    hba.start_thread()
+    engines = [EdifEngine(hba, p) for p in hba.ports]
+    for e in engines:
+        e.start()
+    # Wait for both links to log in (non-secure: the targets refuse PRLI, AUTH_PENDING).
+    _wait(lambda: all(p.session.state is SessionState.AUTH_PENDING for p in hba.ports), what="first logins")
+    agents = [Agent(engines[0], {T1: PSK1}, rekey=RekeyPolicy(lifetime=3600.0, bytes=2 * MiB,
+                                                              stats_interval=0.5)),
+              Agent(engines[1], {T2: PSK2})]
+    yield target, hba, engines, agents, pcap
+    for a in agents:
+        a.close()
+    for e in engines:
+        e.stop()
+    hba.stop_thread()
+    target.close()
+
+
+def test_edif_end_to_end(rig):
+    target, hba, engines, agents, pcap = rig
+    a1, a2 = agents
+    # The whole flow: APP_START .. SECURE_CONNECT .. IKE over AUTH_ELS .. SA_UPDATE .. AUTH_OK .. PRLI.
+    _wait(lambda: a1.app.session(T1) is not None and a1.app.session(T1).state is AppState.SECURE,
+          what="secure T1")
+    _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="PRLI after AUTH_OK")
+    assert engines[0].login.secure and engines[0].login.sadb.both_confirmed
+    t1 = target.server.port("t1")
+    # Wrong PSK on the second target: AUTH_FAIL, the login held, no FCP ever reached t2.
+    _wait(lambda: engines[1].counters.auth_fail >= 1, what="AUTH_FAIL on T2")
+    _wait(lambda: hba.ports[1].session.state is SessionState.GONE, what="T2 held")
+    r = _read(hba, T2, 0, 4096)
+    assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
+    assert target.server.port("t2").edif.counters.auth_failed >= 1
+
+    # 8 MiB written and read back through ESP, with a rekey (bytes trigger: 2 MiB) during I/O.
+    pattern = hashlib.shake_256(b"edif").digest(MiB) * 8
+    for i in range(8):
+        assert _write(hba, T1, i * 2048, pattern[i * MiB:(i + 1) * MiB]).status == Status.GOOD
+    back = b"".join(_read(hba, T1, i * 2048, MiB).data for i in range(8))
+    assert hashlib.sha256(back).digest() == hashlib.sha256(pattern).digest()
+    _wait(lambda: any(isinstance(e, SessionRekeyed) for e in a1.events), what="rekey")
+    for i in range(4):  # I/O on the new pair
+        assert _read(hba, T1, i * 2048, MiB).data == pattern[i * MiB:(i + 1) * MiB]
+    with open(t1.config.luns[0].path, "rb") as f:
+        assert hashlib.sha256(f.read(8 * MiB)).digest() == hashlib.sha256(pattern).digest()
+    assert engines[0].login.esp.counters.rekeys >= 1
+    assert sum(engines[0].login.esp.counters.drops.values()) == 0
+    hba.ports[0]._pcap_file.flush()  # noqa: SLF001 - read the trace while the port runs
+
+    # The trace: ESP on every FCP frame, never on ELS/BLS; the pattern never in clear.
+    frames = _pcap_frames(pcap)
+    fcp = [f for f in frames if f[4 + 8] == 0x08]
+    other = [f for f in frames if f[4 + 8] != 0x08]
+    assert len(fcp) > 8000 and other
+    assert all(f[4 + 13] & 0x40 for f in fcp)
+    assert not any(f[4 + 13] & 0x40 for f in other)
+    assert any(f[4 + 8] == 0x01 and f[28] == 0x90 for f in other)  # AUTH_ELS on the link
+    blob = b"".join(frames)
+    for i in range(0, 8 * MiB, 512 * 1024):
+        assert pattern[i:i + 64] not in blob
+
+    # APP_STOP: the secure session is logged out; I/O to T1 then fails cleanly.
+    a1.call(a1.app.stop)
+    _wait(lambda: hba.ports[0].session.state is SessionState.GONE, what="logout after APP_STOP")
+    assert engines[0].login is None and engines[0].counters.app_stops == 1
+    r = _read(hba, T1, 0, 4096)
+    assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
+
+
+def test_keepalive_loss_logs_out(rig):
+    target, hba, engines, agents, pcap = rig
+    a1 = agents[0]
+    _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="secure T1")
+    assert _write(hba, T1, 0, bytes(4096)).status == Status.GOOD
+    a1.paused = True  # the EDIF VM hangs: no KEEPALIVE any more
+    _wait(lambda: (a1.core.tick() or True) and engines[0].counters.agent_lost == 1, timeout=5,
+          what="agent silent")
+    _wait(lambda: hba.ports[0].session.state is SessionState.GONE, what="logout after agent loss")
+    r = _read(hba, T1, 0, 4096)
+    assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
+
+
+def test_unauthenticated_secure_initiator_is_refused(rig):
+    """An initiator that sets the security bit but never authenticates: PRLI refused (0x48), and FCP
+    it sends anyway is dropped by the target; nothing executes."""
+    from edifd.fc import (
+        FcipStreamDecoder,
+        FcpCmnd,
+        FcpServiceParams,
+        LsRjt,
+        Prli,
+        PrliFlags,
+        ServiceParamPage,
+        els_request,
+        encode_frame,
+        fcp_cmnd_frame,
+        parse_payload,
+    )
+    from edifd.hba import InitiatorSession
+
+    target, hba, engines, agents, pcap = rig
+    t1 = target.server.port("t1")
+    host, port = target.address("t1")
+
+    async def run():
+        reader, writer = await asyncio.open_connection(host, port)
+        s = InitiatorSession(0x2000001B32A0B0E1, 0x2000001B32A0B0E0, security=True)
+        dec = FcipStreamDecoder()
+
+        async def exchange(frames):
+            for f in frames:
+                writer.write(encode_frame(f))
+            await writer.drain()
+            got = []
+            try:
+                while True:
+                    data = await asyncio.wait_for(reader.read(65536), 0.5)
+                    if not data:
+                        break
+                    got += dec.feed(data)
+            except TimeoutError:
+                pass
+            return got
+
+        got = await exchange(s.connected(0.0))
+        for _ in range(3):
+            out = []
+            for f in got:
+                out += s.receive(f, 0.0)
+            got = await exchange(out) if out else []
+        assert s.state is SessionState.AUTH_PENDING  # target refused PRLI: authentication required
+        page = ServiceParamPage(FcpServiceParams.INITIATOR, PrliFlags.ESTABLISH_IMAGE_PAIR)
+        prli = els_request(s_id=s.local_id, d_id=s.remote_id, ox_id=0x4000, els=Prli((page,)))
+        got = await exchange([prli])
+        rjt = [parse_payload(f, reply_to=0x20) for f in got]
+        assert any(isinstance(x, LsRjt) and int(x.explanation) == 0x48 for x in rjt)
+        before = t1.disks[0].medium.path
+        cmnd = FcpCmnd(lun=bytes(8), cdb=bytes(6), dl=0)  # TEST UNIT READY in clear
+        got = await exchange([fcp_cmnd_frame(s_id=s.local_id, d_id=s.remote_id, ox_id=0x4001, cmnd=cmnd)])
+        assert got == []  # no FCP_RSP: refused
+        writer.close()
+        return before
+
+    asyncio.run(run())
