@@ -1,0 +1,220 @@
+"""EdifEngine request handling with fakes: no sockets, no threads. The HBA port's frames go to a
+sans-IO TargetSession and back; the engine's loop calls run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from edifd.channel.handler import Deferred
+from edifd.edif.engine import EdifEngine
+from edifd.fc import AuthEls, Frame, LsAcc, RCtl, els_reply, els_request
+from edifd.hba import SENSE_NOT_AUTHORIZED, InitiatorPort, PortConfig, RequireAuthWhenSecure, SessionState
+from edifd.proto import (
+    AuthFail,
+    AuthNeeded,
+    AuthOk,
+    Cipher,
+    ElsRcvd,
+    ElsReply,
+    ElsReplyAction,
+    ElsResponse,
+    ElsResult,
+    ElsSend,
+    GetPortInfo,
+    GetTargets,
+    LinkDown,
+    Message,
+    PortRef,
+    SaDirection,
+    SaUpdate,
+    SaUpdateCompl,
+    SecureConnect,
+    SessionShutdown,
+    ShutdownReason,
+    Status,
+)
+from edifd.scsi import ScsiCommand
+from edifd.target import TargetSession
+
+HOST, TGT = 0x3000001B32A0B0C1, 0x2100001B32A0B0C2
+
+
+class FakePort(InitiatorPort):
+    def __init__(self) -> None:
+        super().__init__(PortConfig("p", HOST, HOST - 1, ("127.0.0.1", 1)), policy=RequireAuthWhenSecure())
+        self.wire: list[Frame] = []
+        self.t = 100.0
+
+    def _now(self) -> float:
+        return self.t
+
+    def _send(self, frames: list[Frame]) -> None:
+        self.wire += frames
+
+
+class FakeHba:
+    def __init__(self, port: FakePort) -> None:
+        self.ports = [port]
+
+    def call_soon(self, fn, *args) -> None:
+        fn(*args)
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.port = FakePort()
+        self.target = TargetSession(TGT, TGT - 1, [0], security=True)
+        self.target.relay_auth_els = True
+        self.engine = EdifEngine(FakeHba(self.port), self.port)  # type: ignore[arg-type]
+        self.events: list = []
+        self.engine.attach(self.events.append)
+        self.engine._start_on_loop()
+        self.target_auth: list[Frame] = []
+
+    def req(self, body) -> object:
+        d = self.engine.handle(Message(body, 0, 1, 1, 1))
+        assert isinstance(d, Deferred)
+        got: list = []
+        d.bind(got.append)
+        self.shuttle()
+        return got[0] if got else None
+
+    def shuttle(self) -> None:
+        """Move frames both ways until the link is quiet."""
+        for _ in range(20):
+            out, self.port.wire = self.port.wire, []
+            if not out:
+                return
+            back: list[Frame] = []
+            for f in out:
+                back += self.target.receive(f)
+            for ev in self.target.take_events():
+                if type(ev).__name__ == "AuthElsReceived":
+                    self.target_auth.append(ev.frame)
+            for f in back:
+                self.port.push(self.port.session.receive(f, self.port.t))
+
+    def login(self) -> PortRef:
+        assert isinstance(self.req(GetPortInfo()), object)
+        assert self.req(SecureConnect(PortRef(TGT))) is None or True  # no remote port known yet
+        self.port.session.security = True
+        self.port.push(self.port.session.connected(self.port.t))
+        self.shuttle()
+        assert self.port.session.state is SessionState.AUTH_PENDING
+        needed = [e for e in self.events if isinstance(e, AuthNeeded)]
+        assert len(needed) == 1
+        return needed[0].port
+
+
+def sa(ref: PortRef, spi: int, d: SaDirection) -> SaUpdate:
+    return SaUpdate(ref, spi, d, Cipher.AES_GCM_256, os.urandom(32), os.urandom(4))
+
+
+def run(fn):
+    async def main():
+        fn()
+    asyncio.run(main())
+
+
+def test_secure_login_sa_install_and_auth_ok_gate():
+    def body():
+        r = Rig()
+        ref = r.login()
+        assert ref.wwpn == TGT and ref.generation == 1 and ref.port_id == r.port.session.remote_id
+        assert r.req(AuthOk(ref)).status is Status.RETRY_LATER  # no SA yet
+        assert r.req(sa(ref, 0x101, SaDirection.RX)).status is Status.OK
+        assert r.req(AuthOk(ref)).status is Status.RETRY_LATER  # RX only: qla prli_status 0
+        assert r.port.session.state is SessionState.AUTH_PENDING and not r.port.wire
+        assert r.req(sa(ref, 0x202, SaDirection.TX)).status is Status.OK
+        compl = [e for e in r.events if isinstance(e, SaUpdateCompl)]
+        assert [(c.direction, c.spi) for c in compl] == [(SaDirection.RX, 0x101), (SaDirection.TX, 0x202)]
+        r.port.wire.clear()
+        r.engine.handle(Message(AuthOk(ref), 0, 1, 1, 1))
+        prli = [f for f in r.port.wire if f.header.r_ctl == RCtl.ELS_REQ and f.payload[0] == 0x20]
+        assert prli and r.port.session.state is SessionState.PRLI
+        # The session's transform is this login's ESP stage.
+        assert r.port.session.transform is r.engine.login.esp
+    run(body)
+
+
+def test_refusals_change_nothing():
+    def body():
+        r = Rig()
+        ref = r.login()
+        stale = PortRef(ref.wwpn, ref.port_id, ref.generation + 1)
+        assert r.req(sa(stale, 0x101, SaDirection.RX)).status is Status.STALE_GENERATION
+        assert r.req(sa(PortRef(0x1234), 0x101, SaDirection.RX)).status is Status.NO_SUCH_PORT
+        unknown = ElsReply(ref, 77, ElsReplyAction.LS_ACC, bytes(LsAcc().pack()))
+        assert r.req(unknown).status is Status.INVALID_PARAM
+        assert not r.engine.login.sadb.sas(SaDirection.RX)
+        t = r.req(GetTargets())
+        assert t.total == 1 and t.entries[0].port == ref
+    run(body)
+
+
+def test_auth_els_relay_both_ways():
+    def body():
+        r = Rig()
+        ref = r.login()
+        ike = AuthEls(0x22, 0x1234, b"ike-sa-init")
+        d = r.engine.handle(Message(ElsSend(ref, ike.pack()), 0, 1, 1, 1))
+        got: list = []
+        d.bind(got.append)
+        r.shuttle()
+        assert r.target_auth and r.target_auth[0].fc4_payload == ike.pack()
+        # The target answers the exchange with LS_ACC: the agent's ELS_RESPONSE.
+        r.port.push(r.port.session.receive(els_reply(r.target_auth[0], LsAcc(), rx_id=9), r.port.t))
+        assert isinstance(got[0], ElsResponse) and got[0].result is ElsResult.LS_ACC
+        # The target's own AUTH_ELS request becomes ELS_RCVD; ELS_REPLY answers it on its exchange.
+        req = els_request(s_id=r.port.session.remote_id, d_id=r.port.session.local_id, ox_id=0x55,
+                          els=AuthEls(0x22, 0x1234, b"resp"))
+        r.port.push(r.port.session.receive(req, r.port.t))
+        rcvd = [e for e in r.events if isinstance(e, ElsRcvd)]
+        assert rcvd and rcvd[0].payload == req.fc4_payload
+        answer = ElsReply(ref, rcvd[0].rx_exchange, ElsReplyAction.LS_ACC, b"\x02\0\0\0")
+        assert r.req(answer).status is Status.OK
+    run(body)
+
+
+def test_auth_fail_holds_the_login_and_clears_keys():
+    def body():
+        r = Rig()
+        ref = r.login()
+        r.req(sa(ref, 0x101, SaDirection.RX))
+        sadb = r.engine.login.sadb
+        rx = sadb.sas(SaDirection.RX)[0]
+        r.port.wire.clear()
+        assert r.req(AuthFail(ref)).status is Status.OK
+        assert r.port.session.state is SessionState.GONE and r.engine.login is None
+        assert not sadb.sas(SaDirection.RX) and not rx.alive
+        shut = [e for e in r.events if isinstance(e, SessionShutdown)]
+        assert shut and shut[0].reason is ShutdownReason.AUTH_FAIL
+        done: list = []
+        r.port.submit(0, ScsiCommand(bytes(6)), done.append)
+        assert done[0].sense == SENSE_NOT_AUTHORIZED
+    run(body)
+
+
+def test_link_down_ends_the_secure_login():
+    def body():
+        r = Rig()
+        r.login()
+        r.port.session.disconnected(r.port.t, "link down")
+        r.port.push([])
+        assert any(isinstance(e, LinkDown) for e in r.events)
+        shut = [e for e in r.events if isinstance(e, SessionShutdown)]
+        assert shut and shut[0].reason is ShutdownReason.LINK_DOWN
+        assert r.req(AuthOk(PortRef(TGT, 0, 1))).status in (Status.STALE_GENERATION, Status.REFUSED)
+    run(body)
+
+
+def test_no_key_material_in_status_or_events():
+    def body():
+        r = Rig()
+        ref = r.login()
+        u = sa(ref, 0x101, SaDirection.RX)
+        r.req(u)
+        text = repr(r.engine.status()) + repr(r.events)
+        assert u.key.hex() not in text and u.key not in text.encode()
+    run(body)
