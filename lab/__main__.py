@@ -96,12 +96,23 @@ def cmd_scenario(a: argparse.Namespace) -> int:
     img = ensure_image(log=lambda m: print(m, flush=True))
     print(f"== guest image ready after {time.monotonic() - t0:.0f} s; running the edifd scenario", flush=True)
     res = run_edifd_lab(img, run_dir("scenario"), timeout=a.timeout, log=lambda m: print(m, flush=True))
+    print("\n== tenant data path: edif-target on this host, edifd's software HBA in VM-H", flush=True)
+    from .tenant_lab import run_tenant_lab
+
+    tenant = run_tenant_lab(img, run_dir("tenant"), mib=64, log=lambda m: print(m, flush=True))
+    res["tenant"] = tenant
+    res["problems"] = res["problems"] + [f"tenant: {p}" for p in tenant["problems"]]
     out = PROJECT_ROOT / "lab" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     print("\n== summary (full details in lab/out/summary.json)")
     for name, ok, detail in verdicts(res):
         print(f"  {'PASS' if ok else 'FAIL'}  {name:<44} {detail}")
+    io = tenant.get("guest", {}).get("io") or {}
+    what = "tenant 64 MiB via HBA, FC link reset midway"
+    print(f"  {'PASS' if not tenant['problems'] else 'FAIL'}  {what:<44} "
+          f"{io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r, backing file exact: "
+          f"{tenant.get('backing_sha256_ok')}")
     print(f"  total {time.monotonic() - t0:.0f} s")
     for p in res["problems"]:
         _err(f"lab scenario: {p}")
