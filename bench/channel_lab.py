@@ -21,21 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.channel_lab import run_channel_lab  # noqa: E402
+from lab.control import run_dir  # noqa: E402
 from lab.image import ensure_image  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=1000, help="channel round trips (default 1000)")
-    ap.add_argument("--out", type=Path, help="keep the VM shares here (default: a temporary directory)")
+    ap.add_argument("--out", type=Path, help="keep the VM shares here (default: lab/out/bench-channel/<pid>)")
     a = ap.parse_args()
-    out = a.out or Path(tempfile.mkdtemp(prefix="edif-bench-channel-lab-"))
+    out = a.out or run_dir("bench-channel")
     s = run_channel_lab(ensure_image(log=print), out, count=a.count, phases=("ping", "bench"),
                         log=lambda m: print(m, flush=True))
     b = (s.get("vm_s") or {}).get("bench") or {}

@@ -2,16 +2,19 @@
 initiator as scsi-block. One run of lab/channel_lab.py (two boots) feeds every test here.
 
 Lost and duplicated messages are counted by request ids and upstream sequence numbers on the agent
-side (edif-agent ping) and by edifd's channel counters on the host side.
+side (edif-agent ping) and by edifd's channel counters on the host side. The VM shares and the
+summary stay in lab/out/channel/<pid>/. EDIF_LAB_CHANNEL_COUNT changes the 1000 messages per phase.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from lab.channel_lab import WWPN, run_channel_lab
+from lab.control import run_dir
 
 pytestmark = pytest.mark.lab
 
@@ -19,8 +22,10 @@ COUNT = int(os.environ.get("EDIF_LAB_CHANNEL_COUNT", "1000"))
 
 
 @pytest.fixture(scope="module")
-def lab(lab_image, tmp_path_factory):
-    s = run_channel_lab(lab_image, tmp_path_factory.mktemp("channel-lab"), count=COUNT)
+def lab(lab_image):
+    out = run_dir("channel")  # the VM shares and summary.json stay in lab/out/channel/<pid>/ (CI artifacts)
+    s = run_channel_lab(lab_image, out, count=COUNT)
+    (out / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True, default=str))
     assert not s.get("error"), s.get("error")
     return s
 
