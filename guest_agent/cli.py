@@ -25,7 +25,16 @@ from typing import Any
 
 import click
 
-from edifd.proto import ChannelKeyError, Keepalive, Kind, MessageType, Status, load_channel_key
+from edifd.proto import (
+    ChannelKeyError,
+    EventAck,
+    Keepalive,
+    Kind,
+    MessageType,
+    PortRef,
+    Status,
+    load_channel_key,
+)
 
 from .discovery import (
     DEFAULT_PRODUCT,
@@ -468,7 +477,7 @@ def _disk_dict(d: ControlDisk) -> dict[str, Any]:
 def run(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
         port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
         sys_root: str, keepalive: float, status_file: str | None) -> None:
-    """Serve the channel until SIGTERM: handshake, keep READs parked, send KEEPALIVEs, log events.
+    """Serve the channel until SIGTERM: handshake, keep READs parked, send KEEPALIVEs, log and ack events.
 
     Under systemd (Type=notify) it reports READY=1 once the handshake is done.
     """
@@ -481,9 +490,15 @@ def run(key_path: str | None, port: str | None, device: str | None, vendor: str,
         s = Session(disk, key, port_index=port_index, parked=parked, direct=not no_direct,
                     state_path=state_path)
 
-        def on_msg(msg: Any) -> None:
-            if not _is_heartbeat(msg) and not _is_response(msg):
-                click.echo(f"event {msg.type.name} seq {msg.sequence}", err=True)
+        def on_msg(msg: Any) -> None:  # under the endpoint lock
+            if _is_heartbeat(msg) or _is_response(msg):
+                return
+            click.echo(f"event {msg.type.name} seq {msg.sequence}", err=True)
+            if msg.type.needs_ack:  # e.g. SESSION_SHUTDOWN: the host waits (bounded) for this ack
+                port = getattr(msg.body, "port", None)
+                s.ep.client.request(EventAck(msg.type, msg.sequence, port if isinstance(port, PortRef)
+                                             else PortRef(0)))
+                s.ep.kick()
 
         s.handlers.append(on_msg)
         with _Stopper() as stopper:
@@ -495,6 +510,8 @@ def run(key_path: str | None, port: str | None, device: str | None, vendor: str,
                 while not stopper.event.is_set() and not s.ep.fatal:
                     s.ep.call(lambda c: c.request(Keepalive()))
                     stopper.event.wait(keepalive)
+                    # Nobody waits on these answers: do not hoard them in the client.
+                    s.ep.call(lambda c: c.take_responses() if hasattr(c, "take_responses") else None)
                     if status_file:
                         tmp = f"{status_file}.tmp"
                         with open(tmp, "w") as fh:

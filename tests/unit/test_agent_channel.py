@@ -20,7 +20,7 @@ import pytest
 from test_agent_support import RemoteDiskServer
 
 from edifd.channel import BasicHandler, ChannelCore, StaticState
-from edifd.proto import ChannelKey, Keepalive
+from edifd.proto import ChannelKey, Keepalive, MessageType, PortRef, SessionShutdown, ShutdownReason
 
 KEY_HEX = "11" * 32
 KEY = ChannelKey(bytes.fromhex(KEY_HEX))
@@ -35,6 +35,7 @@ class Recorder(BasicHandler):
     def __init__(self) -> None:
         super().__init__(StaticState(wwpn=0x2100_0024_FF00_0001))
         self.handled: list = []
+        self.acks: list = []
 
     def handle(self, msg):  # type: ignore[override]
         self.handled.append(msg)
@@ -42,6 +43,9 @@ class Recorder(BasicHandler):
 
     def keepalive(self, msg) -> None:  # the core's hook for KEEPALIVE (it answers it itself)
         self.handled.append(msg)
+
+    def event_acked(self, msg) -> None:
+        self.acks.append(msg)
 
 
 class Host:
@@ -207,11 +211,20 @@ def test_run_serves_until_sigterm_and_reports_ready(host, files, tmp_path):
             time.sleep(0.05)
         st = json.loads(status.read_text())
         assert st["established"] is True and st["channel"]["responses"] >= 1
+        # An event that needs an ack is acked, naming the event's sequence and port.
+        port = PortRef(0x5001_4380_1234_5678, 0x010203, 7)
+        seq = host.server.core.post_event(SessionShutdown(port, ShutdownReason.LOGO))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not host.handler.acks:
+            time.sleep(0.05)
+        (ack,) = host.handler.acks
+        assert (ack.body.event_type, ack.body.event_sequence, ack.body.port) == (
+            MessageType.SESSION_SHUTDOWN, seq, port)
         assert KEY_HEX[:16] not in status.read_text()
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
-        assert "channel up on" in err
+        assert "channel up on" in err and "event SESSION_SHUTDOWN" in err
         assert srv.recv(64) == b"STOPPING=1"
     finally:
         srv.close()
