@@ -34,6 +34,7 @@ from edifd.hba.session import (
     SENSE_NOT_AUTHORIZED,
     ElsReceived,
     ElsReplyReceived,
+    LoggedIn,
     SessionEvent,
     SessionState,
     StateChanged,
@@ -160,7 +161,6 @@ class EdifEngine:
         self.app_active = False
         self.generation = 0
         self.login: _Login | None = None
-        self._last_state = port.session.state
         self._down_reason: ShutdownReason | None = None  # set by us before we end a login ourselves
         self._gone_announced = False
         self._rx_els: OrderedDict[int, Frame] = OrderedDict()
@@ -467,6 +467,8 @@ class EdifEngine:
         for ev in events:
             if isinstance(ev, StateChanged):
                 self._state_changed(ev)
+            elif isinstance(ev, LoggedIn):
+                self._logged_in(ev)
             elif isinstance(ev, ElsReplyReceived):
                 out = self._els_out.pop(ev.ox_id, None)
                 if out is not None:
@@ -481,41 +483,39 @@ class EdifEngine:
             self._refresh()
 
     def _state_changed(self, ev: StateChanged) -> None:
-        prev, self._last_state = self._last_state, ev.state
-        s = self.port.session
         if ev.state is SessionState.FLOGI and ev.reason == "link up":
             self._emit(LinkUp())
-        if prev in _LOGGED_IN and ev.state not in _LOGGED_IN:
-            self._login_ended(ev)
-        elif prev in _LOGGED_IN and ev.state is SessionState.PLOGI:
-            self._login_ended(ev)
+        if ev.state not in _LOGGED_IN and self.login is not None:
+            self._login_ended(ev.state, ev.reason)
         if ev.state is SessionState.DOWN and ev.reason != "logout":
             self._emit(LinkDown())
         if ev.state is SessionState.GONE and ev.reason.startswith("PLOGI rejected"):
             self._target_gone()
-        # A PLOGI completed: a new login (AUTH_PENDING for a secure peer, PRLI for the others).
-        new_login = (ev.state is SessionState.AUTH_PENDING and prev is not SessionState.PRLI) or (
-            ev.state is SessionState.PRLI and prev is SessionState.PLOGI)
-        if new_login:
-            self.generation = self.generation % 0xFFFFFFFF + 1
-            peer = s.peer
-            secure = bool(peer and peer.security and s.security)
-            lg = self.login = _Login(self.generation, secure)
-            s.transform = lg.esp if secure else IdentityTransform()
-            ref = self._ref()
-            assert ref is not None
-            if self._gone_announced:
-                self._gone_announced = False
-                self._emit(PortOnline(ref))
-            if secure:
-                lg.auth = AuthState.NEEDED
-                log.info("secure login to %s (generation %d): AUTH_NEEDED", _wwn(ref.wwpn), ref.generation)
-                self._emit(AuthNeeded(ref, RoleFlags.TARGET))
-            elif ev.state is SessionState.AUTH_PENDING:
-                log.warning("remote port %s requires authentication but no security application is active",
-                            _wwn(ref.wwpn))
+        lg = self.login
+        if ev.state is SessionState.AUTH_PENDING and lg is not None and not lg.secure:
+            log.warning("remote port %s requires authentication; no security application has asked for it",
+                        _wwn(self.port.session.remote_wwpn))
 
-    def _login_ended(self, ev: StateChanged) -> None:
+    def _logged_in(self, ev: LoggedIn) -> None:
+        """A PLOGI completed: a new login with its own generation and SAs (the old keys are gone)."""
+        if self.login is not None:  # a PLOGI while logged in is an implicit logout
+            self._login_ended(SessionState.PLOGI, "implicit logout (PLOGI)")
+        s = self.port.session
+        self.generation = self.generation % 0xFFFFFFFF + 1
+        secure = ev.peer.security and s.security
+        lg = self.login = _Login(self.generation, secure)
+        s.transform = lg.esp if secure else IdentityTransform()
+        ref = self._ref()
+        assert ref is not None
+        if self._gone_announced:
+            self._gone_announced = False
+            self._emit(PortOnline(ref))
+        if secure:
+            lg.auth = AuthState.NEEDED
+            log.info("secure login to %s (generation %d): AUTH_NEEDED", _wwn(ref.wwpn), ref.generation)
+            self._emit(AuthNeeded(ref, RoleFlags.TARGET))
+
+    def _login_ended(self, state: SessionState, text: str) -> None:
         lg, self.login = self.login, None
         reason, self._down_reason = self._down_reason, None
         ref = PortRef(self.port.session.remote_wwpn or 0, 0, self.generation) if lg else None
@@ -528,8 +528,7 @@ class EdifEngine:
         if ref is not None and self.port.session.remote_id:
             ref = PortRef(ref.wwpn, self.port.session.remote_id & 0xFFFFFF, ref.generation)
         if reason is None:
-            text = ev.reason
-            reason = (ShutdownReason.LINK_DOWN if ev.state is SessionState.DOWN
+            reason = (ShutdownReason.LINK_DOWN if state is SessionState.DOWN
                       else ShutdownReason.PORT_GONE if "RSCN" in text or "rejected" in text
                       else ShutdownReason.LOGO)
         # The keys go with the login (qla2xxx releases the SADB on session free).

@@ -17,6 +17,7 @@ from .session import (
     ElsReceived,
     ElsReplyReceived,
     InitiatorSession,
+    LoggedIn,
     ResetLink,
     SessionState,
     StateChanged,
@@ -34,7 +35,7 @@ __all__ = [
     "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_NOT_AUTHORIZED", "ElsReplyReceived",
     "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll",
     "Completed",    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
-    "InitiatorSession", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
+    "InitiatorSession", "LoggedIn", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
     "RemotePortCounters", "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers",
     "parse_report_luns",
 ]

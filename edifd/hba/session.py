@@ -143,6 +143,14 @@ class ElsReceived:
 
 
 @dataclass(frozen=True)
+class LoggedIn:
+    """A PLOGI (ours or the peer's) completed: a new login of the remote port begins (EDIF: new
+    generation, new SAs). Comes before the StateChanged to PRLI or AUTH_PENDING."""
+
+    peer: PeerInfo
+
+
+@dataclass(frozen=True)
 class ElsReplyReceived:
     """The LS_ACC / LS_RJT answering an ELS we originated with `send_els` (the AUTH_ELS relay)."""
 
@@ -150,7 +158,7 @@ class ElsReplyReceived:
     payload: bytes
 
 
-Event = Completed | StateChanged | ResetLink | ElsReceived | ElsReplyReceived
+Event = Completed | StateChanged | ResetLink | ElsReceived | ElsReplyReceived | LoggedIn
 SessionEvent = Event
 
 
@@ -308,8 +316,23 @@ class InitiatorSession:
             c.cmnd = fcp_cmnd_frame(s_id=self.local_id, d_id=self.remote_id, ox_id=c.ox_id, cmnd=cmnd,
                                     seq_id=self._next_seq())
             c.buf = bytearray(0 if c.write else c.dl)
+            sent = self.transform.outbound(c.cmnd)
+            if sent is None:  # the transform cannot protect it: nothing leaves, the command fails
+                self.counters.dropped_frames += 1
+                self._fail(c, SENSE_NOT_AUTHORIZED)
+                continue
             self._inflight[c.ox_id] = c
-            out.append(self.transform.outbound(c.cmnd))
+            out.append(sent)
+        return out
+
+    def _protect(self, frames: list[Frame]) -> list[Frame]:
+        out = []
+        for f in frames:
+            p = self.transform.outbound(f)
+            if p is None:
+                self.counters.dropped_frames += 1  # withheld: the exchange times out and is aborted
+            else:
+                out.append(p)
         return out
 
     def _alloc_xid(self) -> int:
@@ -395,6 +418,7 @@ class InitiatorSession:
         self.remote_wwpn, self.remote_wwnn = acc.wwpn, acc.wwnn
         self.peer = PeerInfo(acc.wwpn, acc.wwnn, self.remote_id, acc.security)
         self._revalidating = False
+        self._events.append(LoggedIn(self.peer))
         if self.policy.prli_allowed(self.peer, self.security):
             return [self._send_prli(now)]
         self._login_deadline = None
@@ -670,7 +694,7 @@ class InitiatorSession:
             data = c.cmd.data_out[xfer.data_ro : end]
             frames = fcp_data_frames(c.cmnd, data, from_target=False, rx_id=c.rx_id,
                                      seq_id=self._next_seq(), offset=xfer.data_ro)
-            return [self.transform.outbound(f) for f in frames]
+            return self._protect(frames)
         if h.r_ctl == RCtl.FCP_DATA:
             off = h.relative_offset
             data = frame.fc4_payload

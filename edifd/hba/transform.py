@@ -19,9 +19,11 @@ from edifd.fc import Frame
 
 
 class FrameTransform(Protocol):
-    """Per-session protection of FCP frames. Must not raise: return None to drop an inbound frame."""
+    """Per-session protection of FCP frames. Must not raise: return None to drop a frame. An
+    outbound None means "cannot be sent protected": the frame is not sent (counted in
+    `dropped_frames`), and a command whose FCP_CMND was withheld fails with SENSE_NOT_AUTHORIZED."""
 
-    def outbound(self, frame: Frame) -> Frame: ...
+    def outbound(self, frame: Frame) -> Frame | None: ...
 
     def inbound(self, frame: Frame) -> Frame | None: ...
 

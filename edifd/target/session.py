@@ -232,7 +232,7 @@ class TargetSession:
                 if plain is None:
                     return self._drop("dropped by the session transform")
                 out = self._fcp_in(plain)
-                return [self.transform.outbound(f) if f.header.type == FcType.FCP else f for f in out]
+                return self._protect(out)
             if h.type == FcType.ELS and h.r_ctl == RCtl.ELS_REQ:
                 return self._els_in(frame)
             if h.type == FcType.ELS and h.r_ctl == RCtl.ELS_REP:
@@ -423,7 +423,18 @@ class TargetSession:
 
         A completion for an exchange that was aborted or logged out meanwhile sends nothing.
         """
-        return [self.transform.outbound(f) for f in self._complete(rx_id, resp)]
+        return self._protect(self._complete(rx_id, resp))
+
+    def _protect(self, frames: list[Frame]) -> list[Frame]:
+        """FCP frames through the transform; one it withholds (None) is not sent, and counted."""
+        out = []
+        for f in frames:
+            p = self.transform.outbound(f) if f.header.type == FcType.FCP else f
+            if p is None:
+                self.counters.dropped_frames += 1
+            else:
+                out.append(p)
+        return out
 
     def _complete(self, rx_id: int, resp: ScsiResponse) -> list[Frame]:
         x = next((e for e in self._exchanges.values() if e.rx_id == rx_id), None)
