@@ -20,7 +20,8 @@ from typing import Any
 from edifd.channel import ChannelCore, StateFile, StaticState
 from edifd.channel.control_lun import HeartbeatTicker
 from edifd.config import Config, LunConfig
-from edifd.hba import Hba, PortConfig, Timers
+from edifd.edif.engine import EdifEngine
+from edifd.hba import Hba, InitiatorPort, PortConfig, RequireAuthWhenSecure, Timers
 from edifd.hba.remote_lun import RemoteLun
 from edifd.proto import ChannelKey, load_channel_key
 from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status
@@ -109,6 +110,7 @@ class Daemon:
         self.luns: list[ServedLun] = []
         self._ticker: HeartbeatTicker | None = None
         self.hba: Hba | None = None
+        self.engines: dict[str, EdifEngine] = {}  # control LUN name -> the EDIF engine of its HBA port
 
     def start(self) -> None:
         """Serve every LUN, or raise DaemonError having undone what this call did."""
@@ -117,7 +119,9 @@ class Daemon:
         try:
             self.lio.prepare(fabrics)
             self._start_hba()
-            for lun in self.config.luns:
+            # Control and file LUNs first: a remote LUN behind a secure target attaches only once
+            # the EDIF VM has authenticated it through its control LUN.
+            for lun in sorted(self.config.luns, key=lambda x: x.type == "remote"):
                 self.luns.append(self._serve(lun))
         except (TcmuError, OSError, ValueError) as e:
             raise DaemonError(str(e)) from None
@@ -130,7 +134,8 @@ class Daemon:
             return
         ports = [PortConfig(p.name, p.wwpn, p.wwnn, p.target, security=p.security,
                             pcap_path=str(p.pcap) if p.pcap else None) for p in h.ports]
-        self.hba = Hba(ports, Timers(io_timeout=h.io_timeout))
+        # EDIF: a secure login waits for AUTH_OK (no PRLI, no FCP) when both ends set the security bit.
+        self.hba = Hba(ports, Timers(io_timeout=h.io_timeout), policy=RequireAuthWhenSecure())
         self.hba.start_thread()
         for p in h.ports:
             log.info("hba port %s: WWPN %016x, link to %s:%d%s", p.name, p.wwpn, *p.target,
@@ -210,16 +215,47 @@ class Daemon:
         store = StateFile(d.state_dir / f"{lun.name}.channel-state")
         extra["channel_state"] = store
         restored = store.load()
+        port = self._hba_port_for(lun)
+        if port is not None and any(e.port is port for e in self.engines.values()):
+            store.close()
+            raise ValueError(f"lun {lun.name}: hba port {port.config.name} already has a control LUN")
+        engine = EdifEngine(self.hba, port) if self.hba is not None and port is not None else None
         try:
-            return ChannelCore(
+            core = ChannelCore(
                 key, num_blocks=lun.size // lun.block_size, block_size=lun.block_size,
-                port_index=lun.port_index, state=StaticState(wwpn=lun.wwpn or 0),
+                port_index=lun.port_index, handler=engine,
+                state=engine if engine is not None else StaticState(wwpn=lun.wwpn or 0),
                 park_time=d.park_time, queue_limit=lun.queue_limit, redeliver_after=d.redeliver_after,
                 restored=restored if restored is not None and restored.port_index == lun.port_index else None,
                 persist=store.save, name=lun.name)
         except BaseException:
             store.close()
             raise
+        if engine is not None:
+            engine.attach(core.post_event)
+            engine.start()
+            self.engines[lun.name] = engine
+            assert port is not None
+            log.info("lun %s: EDIF engine of hba port %s (WWPN %016x)", lun.name, port.config.name,
+                     port.config.wwpn)
+        return core
+
+    def _hba_port_for(self, lun: LunConfig) -> InitiatorPort | None:
+        """The HBA port a control LUN represents: the one with its `wwpn`, else the `port_index`-th
+        [[hba.port]]. None (no HBA, or no such port): the channel answers from a static state."""
+        if self.hba is None:
+            return None
+        if lun.wwpn is not None:
+            port = next((p for p in self.hba.ports if p.config.wwpn == lun.wwpn), None)
+            if port is None:
+                log.warning("lun %s: no [[hba.port]] has WWPN %016x; HBA requests are not supported",
+                            lun.name, lun.wwpn)
+            return port
+        if lun.port_index < len(self.hba.ports):
+            return self.hba.ports[lun.port_index]
+        log.warning("lun %s: port_index %d names no [[hba.port]]; HBA requests are not supported", lun.name,
+                    lun.port_index)
+        return None
 
     @staticmethod
     def _close_extra(served: ServedLun) -> None:
@@ -284,6 +320,9 @@ class Daemon:
                 served.medium.close()
             self._close_extra(served)
         self.luns.clear()
+        for engine in self.engines.values():
+            engine.stop()
+        self.engines.clear()
         if self.hba is not None:
             # Last: removing a remote LUN above sent SYNCHRONIZE CACHE through the HBA.
             self.hba.stop_thread()

@@ -169,6 +169,7 @@ class EdifEngine:
         self._shutdowns: dict[int, float] = {}  # event sequence -> ack deadline
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+        self._stopped = False
         # What other threads read (PORT_INFO, TARGET_LIST): replaced as a whole on the loop.
         self._view: tuple[PortInfo, list[TargetEntry], list[StatsEntry]] = (self._port_info(), [], [])
 
@@ -193,6 +194,11 @@ class EdifEngine:
         self._refresh()
 
     def stop(self) -> None:
+        """Thread-safe: stop the engine's timer (before `hba.stop_thread()`)."""
+        self._stopped = True
+        self._call(self._stop_on_loop)
+
+    def _stop_on_loop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -602,7 +608,8 @@ class EdifEngine:
                                 self.shutdown_ack_timeout)
             self._refresh()
         finally:
-            self._timer = asyncio.get_running_loop().call_later(self.tick_interval, self._tick)
+            if not self._stopped:
+                self._timer = asyncio.get_running_loop().call_later(self.tick_interval, self._tick)
 
     # --- upstream and views -------------------------------------------------------------------------
 
