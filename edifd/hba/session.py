@@ -409,8 +409,8 @@ class InitiatorSession:
         feats = CommonFeatures.CIRO | (CommonFeatures.SECURITY if self.security else 0)
         return cls(wwpn=self.wwpn, wwnn=self.wwnn, common_features=feats)
 
-    def _send_plogi(self, now: float) -> Frame:
-        self._set_state(SessionState.PLOGI, "PLOGI")
+    def _send_plogi(self, now: float, reason: str = "PLOGI") -> Frame:
+        self._set_state(SessionState.PLOGI, reason)
         self._login_deadline = now + self.login_timeout
         return self._els_request(self._login_params(Plogi), s_id=self.local_id, d_id=self.remote_id)
 
@@ -456,7 +456,7 @@ class InitiatorSession:
         self._reset_exchanges()
         log.info("remote port %s: %s; logging in again", _wwn(self.remote_wwpn), reason)
         self._revalidating = True
-        return [self._send_plogi(now)]
+        return [self._send_plogi(now, reason)]  # the cause rides on StateChanged (EDIF shutdown reason)
 
     def _gone(self, reason: str, fail_sense: bytes = SENSE_TARGET_GONE) -> None:
         log.warning("remote port %s gone: %s", _wwn(self.remote_wwpn), reason)

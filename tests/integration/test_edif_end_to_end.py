@@ -19,7 +19,7 @@ from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback
 from edifd.edif.engine import EdifEngine
 from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
-from edifd.proto import Body, ChannelKey
+from edifd.proto import Body, ChannelKey, SaDirection
 from edifd.scsi import ScsiCommand, ScsiDisk, Status
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 from guest_agent.client import ChannelClient
@@ -183,6 +183,7 @@ def test_edif_end_to_end(rig):
     # Wrong PSK on the second target: AUTH_FAIL, the login held, no FCP ever reached t2.
     _wait(lambda: engines[1].counters.auth_fail >= 1, what="AUTH_FAIL on T2")
     _wait(lambda: hba.ports[1].session.state is SessionState.GONE, what="T2 held")
+    _wait(lambda: engines[1].counters.shutdowns_acked == 1, what="SESSION_SHUTDOWN acked by the agent")
     r = _read(hba, T2, 0, 4096)
     assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
     assert target.server.port("t2").edif.counters.auth_failed >= 1
@@ -199,6 +200,9 @@ def test_edif_end_to_end(rig):
     with open(t1.config.luns[0].path, "rb") as f:
         assert hashlib.sha256(f.read(8 * MiB)).digest() == hashlib.sha256(pattern).digest()
     assert engines[0].login.esp.counters.rekeys >= 1
+    # Make-before-break finished: the old RX SA went after frames on the new one; one pair is left.
+    _wait(lambda: len(engines[0].login.sadb.sas(SaDirection.RX)) == 1, what="old RX SA removed")
+    assert len(engines[0].login.sadb.sas(SaDirection.TX)) == 1
     assert sum(engines[0].login.esp.counters.drops.values()) == 0
     hba.ports[0]._pcap_file.flush()  # noqa: SLF001 - read the trace while the port runs
 
@@ -289,11 +293,12 @@ def test_unauthenticated_secure_initiator_is_refused(rig):
         got = await exchange([prli])
         rjt = [parse_payload(f, reply_to=0x20) for f in got]
         assert any(isinstance(x, LsRjt) and int(x.explanation) == 0x48 for x in rjt)
-        before = t1.disks[0].medium.path
         cmnd = FcpCmnd(lun=bytes(8), cdb=bytes(6), dl=0)  # TEST UNIT READY in clear
         got = await exchange([fcp_cmnd_frame(s_id=s.local_id, d_id=s.remote_id, ox_id=0x4001, cmnd=cmnd)])
         assert got == []  # no FCP_RSP: refused
+        (ts,) = [x for x in t1.sessions if x.initiator_wwpn == 0x2000001B32A0B0E1]
+        assert ts.counters.dropped_frames >= 1 and ts.counters.commands == 0 and not ts.image_pair
+        assert ts.transform.counters.drops.get("clear_fcp") == 1
         writer.close()
-        return before
 
     asyncio.run(run())

@@ -7,9 +7,17 @@ import asyncio
 import os
 
 from edifd.channel.handler import Deferred
+from edifd.edif import ICV_FAILURE_LIMIT, EspTransform, SaDatabase
 from edifd.edif.engine import EdifEngine
-from edifd.fc import AuthEls, Frame, LsAcc, RCtl, els_reply, els_request
-from edifd.hba import SENSE_NOT_AUTHORIZED, InitiatorPort, PortConfig, RequireAuthWhenSecure, SessionState
+from edifd.fc import AuthEls, FcpCmnd, Frame, LsAcc, RCtl, els_reply, els_request, fcp_cmnd_frame
+from edifd.hba import (
+    SENSE_NOT_AUTHORIZED,
+    AllowAll,
+    InitiatorPort,
+    PortConfig,
+    RequireAuthWhenSecure,
+    SessionState,
+)
 from edifd.proto import (
     AuthFail,
     AuthNeeded,
@@ -22,10 +30,12 @@ from edifd.proto import (
     ElsResult,
     ElsSend,
     GetPortInfo,
+    GetStats,
     GetTargets,
     LinkDown,
     Message,
     PortRef,
+    PortState,
     SaDirection,
     SaUpdate,
     SaUpdateCompl,
@@ -33,6 +43,7 @@ from edifd.proto import (
     SessionShutdown,
     ShutdownReason,
     Status,
+    TargetGone,
 )
 from edifd.scsi import ScsiCommand
 from edifd.target import TargetSession
@@ -217,4 +228,83 @@ def test_no_key_material_in_status_or_events():
         r.req(u)
         text = repr(r.engine.status()) + repr(r.events)
         assert u.key.hex() not in text and u.key not in text.encode()
+    run(body)
+
+
+def _secure_ready(r: Rig) -> PortRef:
+    ref = r.login()
+    r.req(sa(ref, 0x101, SaDirection.RX))
+    r.req(sa(ref, 0x202, SaDirection.TX))
+    r.target.policy = AllowAll()  # the sans-IO target here does not authenticate: let PRLI through
+    assert r.req(AuthOk(ref)).status is Status.OK
+    assert r.port.session.state is SessionState.READY
+    return ref
+
+
+def test_rscn_and_refused_relogin_give_target_gone():
+    def body():
+        r = Rig()
+        ref = _secure_ready(r)
+        for f in r.target.go_offline():  # RSCN naming the target, then LS_RJT to the re-PLOGI
+            r.port.push(r.port.session.receive(f, r.port.t))
+        r.shuttle()
+        assert r.port.session.state is SessionState.GONE
+        shut = [e for e in r.events if isinstance(e, SessionShutdown)]
+        assert [s.reason for s in shut] == [ShutdownReason.PORT_GONE]
+        gone = [e for e in r.events if isinstance(e, TargetGone)]
+        assert len(gone) == 1 and gone[0].port.wwpn == ref.wwpn
+        assert r.req(GetTargets()).entries[0].state is PortState.OFFLINE
+    run(body)
+
+
+def test_icv_failures_tear_the_session_down_and_log_in_again():
+    async def body():
+        r = Rig()
+        ref = _secure_ready(r)
+        esp = r.engine.login.esp
+        # A sender with the right SPI and the wrong key: every frame fails its ICV.
+        forger = EspTransform(SaDatabase())
+        forger.sadb.install(SaDirection.TX, 0x101, Cipher.AES_GCM_256, os.urandom(32), os.urandom(4))
+        s = r.port.session
+        for ox in range(1, ICV_FAILURE_LIMIT + 1):
+            cmnd = FcpCmnd(lun=bytes(8), cdb=bytes(6), dl=0)
+            bad = forger.outbound(fcp_cmnd_frame(s_id=s.remote_id, d_id=s.local_id, ox_id=ox, cmnd=cmnd))
+            assert esp.inbound(bad) is None
+        r.port.push([])
+        await asyncio.sleep(0)  # the teardown runs on the loop, after the frame batch
+        r.shuttle()
+        shut = [e for e in r.events if isinstance(e, SessionShutdown)]
+        assert [x.reason for x in shut] == [ShutdownReason.KEYS_REMOVED]
+        assert r.engine.counters.teardowns == 1 and esp.counters.icv_failures == ICV_FAILURE_LIMIT
+        needed = [e for e in r.events if isinstance(e, AuthNeeded)]
+        assert [n.port.generation for n in needed] == [ref.generation, ref.generation + 1]
+        assert not r.engine.login.sadb.both_confirmed  # the new login starts without SAs
+    asyncio.run(body())
+
+
+def test_app_stop_logs_out_and_secure_connect_logs_in_again():
+    def body():
+        r = Rig()
+        ref = _secure_ready(r)
+        r.port.wire.clear()
+        r.engine.app_stopped(Message(GetPortInfo(), 0, 1, 1, 1))
+        assert r.port.wire and r.port.wire[0].payload[0] == 0x05  # LOGO
+        assert r.port.session.state is SessionState.GONE and not r.port.session.security
+        assert not any(isinstance(e, SessionShutdown) for e in r.events)  # nobody to tell
+        r.shuttle()
+        # The application comes back: SECURE_CONNECT (generation 0 = the current login) -> PLOGI
+        # with the security bit -> a new AUTH_NEEDED.
+        assert r.req(SecureConnect(PortRef(ref.wwpn))).status is Status.OK
+        needed = [e for e in r.events if isinstance(e, AuthNeeded)]
+        assert len(needed) == 2 and needed[1].port.generation == ref.generation + 1
+        assert r.port.session.security and r.port.session.state is SessionState.AUTH_PENDING
+    run(body)
+
+
+def test_get_stats_counts_protected_bytes():
+    def body():
+        r = Rig()
+        ref = _secure_ready(r)
+        st = r.req(GetStats())
+        assert st.total == 1 and st.entries[0].port == ref and st.entries[0].tx_bytes == 0
     run(body)
