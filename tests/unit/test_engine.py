@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edifd.channel.handler import Deferred
 from edifd.edif import ICV_FAILURE_LIMIT, EspTransform, SaDatabase
 from edifd.edif.engine import EdifEngine
@@ -37,6 +40,7 @@ from edifd.proto import (
     PortRef,
     PortState,
     SaDirection,
+    SaFlags,
     SaUpdate,
     SaUpdateCompl,
     SecureConnect,
@@ -307,4 +311,47 @@ def test_get_stats_counts_protected_bytes():
         ref = _secure_ready(r)
         st = r.req(GetStats())
         assert st.total == 1 and st.entries[0].port == ref and st.entries[0].tx_bytes == 0
+    run(body)
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["connect", "rx", "tx", "del_rx", "del_tx", "auth_ok", "auth_fail",
+                                            "els_reply", "stale", "app_stop", "link_down", "link_up"]),
+                          st.integers(1, 3)), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPS)
+def test_any_request_sequence_is_answered_and_prli_only_after_both_sas(ops):
+    def body():
+        r = Rig()
+        ref = r.login()
+        for op, n in ops:
+            cur = r.engine._ref() or ref
+            r.port.wire.clear()
+            body_ = {
+                "connect": SecureConnect(PortRef(ref.wwpn)),
+                "rx": sa(cur, n, SaDirection.RX), "tx": sa(cur, 10 + n, SaDirection.TX),
+                "del_rx": SaUpdate(cur, n, SaDirection.RX, Cipher.AES_GCM_256, flags=SaFlags.DELETE),
+                "del_tx": SaUpdate(cur, 10 + n, SaDirection.TX, Cipher.AES_GCM_256, flags=SaFlags.DELETE),
+                "auth_ok": AuthOk(cur), "auth_fail": AuthFail(cur),
+                "els_reply": ElsReply(cur, n, ElsReplyAction.LS_ACC, b"\x02\0\0\0"),
+                "stale": AuthOk(PortRef(cur.wwpn, cur.port_id, cur.generation + n)),
+            }.get(op)
+            if op == "app_stop":
+                r.engine.app_stopped(Message(GetPortInfo(), 0, 1, 1, 1))
+            elif op == "link_down":
+                r.port.session.disconnected(r.port.t, "link down")
+                r.port.push([])
+            elif op == "link_up":
+                r.port.push(r.port.session.connected(r.port.t))
+            else:
+                d = r.engine.handle(Message(body_, 0, 1, 1, 1))
+                answers: list = []
+                d.bind(answers.append)
+                assert len(answers) == 1  # every request is answered, at once here
+                prli = [f for f in r.port.wire if f.header.r_ctl == RCtl.ELS_REQ and f.payload[0] == 0x20]
+                if prli:
+                    assert op == "auth_ok" and answers[0].status is Status.OK
+                    assert r.engine.login.sadb.both_confirmed
+            r.shuttle()
     run(body)
