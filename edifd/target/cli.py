@@ -43,8 +43,13 @@ def check_config(config_path: str) -> None:
     cfg = _load(config_path)
     for p in cfg.ports:
         luns = ", ".join(f"{lc.lun}={lc.path} ({lc.size} B, {lc.block_size} B blocks)" for lc in p.luns)
+        auth = ""
+        if p.auth is not None:  # counts and kinds only: never a credential
+            kinds = sorted({type(x.credentials).__name__.removesuffix("Credentials").lower()
+                            for x in p.auth.peers.values() if x.credentials is not None})
+            auth = f"; EDIF responder for {len(p.auth.peers)} initiator(s) ({', '.join(kinds) or 'none'})"
         click.echo(f"port {p.name}: wwpn {p.wwpn:016x} listen {p.listen[0]}:{p.listen[1]} "
-                   f"security {'on' if p.security else 'off'}; LUNs: {luns or 'none'}")
+                   f"security {'on' if p.security else 'off'}; LUNs: {luns or 'none'}{auth}")
     click.echo("configuration OK")
 
 

@@ -176,3 +176,21 @@ def test_target_config_auth(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text("")
     with pytest.raises(ConfigError, match="no \\[initiators"):
         parse_target_config({"port": [_port("empty.toml")]}, tmp_path)
+
+
+def test_check_config_names_the_responder_without_secrets(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edifd.target.cli import main
+
+    psk = tmp_path / "psk"
+    psk.write_bytes(PSK)
+    psk.chmod(0o600)
+    (tmp_path / "auth.toml").write_text('[initiators."20:00:00:1b:32:a0:b0:c1"]\npsk_file = "psk"\n')
+    (tmp_path / "t.toml").write_text('[[port]]\nname = "t0"\nwwpn = "21:00:00:1b:32:00:00:02"\n'
+                                     'wwnn = "20:00:00:1b:32:00:00:02"\nlisten = "127.0.0.1:3225"\n'
+                                     'auth = "auth.toml"\n')
+    out = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "t.toml")])
+    assert out.exit_code == 0, out.output
+    assert "security on" in out.output and "EDIF responder for 1 initiator(s) (psk)" in out.output
+    assert PSK.decode() not in out.output
