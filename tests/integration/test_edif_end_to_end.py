@@ -302,3 +302,22 @@ def test_unauthenticated_secure_initiator_is_refused(rig):
         writer.close()
 
     asyncio.run(run())
+
+
+def test_link_drop_reauthenticates_with_new_keys(rig):
+    """LINK_DOWN/SESSION_SHUTDOWN, then LINK_UP, a new secure login (new generation, new SAs) and I/O."""
+    target, hba, engines, agents, pcap = rig
+    a1 = agents[0]
+    _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="secure T1")
+    first = engines[0].login
+    spi = first.sadb.tx_sa.spi
+    assert _write(hba, T1, 8, b"\xa5" * 4096).status == Status.GOOD
+    hba.call_soon(hba.ports[0].drop_link)
+    _wait(lambda: engines[0].login is not first and engines[0].login is not None
+          and hba.ports[0].session.state is SessionState.READY, what="secure again after the link drop")
+    assert engines[0].generation > first.generation and engines[0].login.sadb.tx_sa.spi != spi
+    assert not first.sadb.sas(SaDirection.TX)  # the old login's keys were cleared
+    assert _read(hba, T1, 8, 4096).data == b"\xa5" * 4096
+    shut = [m.body for m in a1.lb.delivered if type(m.body).__name__ == "SessionShutdown"]
+    assert [s.reason.name for s in shut] == ["LINK_DOWN"]
+    assert {"LinkDown", "LinkUp"} <= {type(m.body).__name__ for m in a1.lb.delivered}
