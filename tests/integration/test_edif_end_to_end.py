@@ -186,7 +186,11 @@ def test_edif_end_to_end(rig):
     _wait(lambda: engines[1].counters.shutdowns_acked == 1, what="SESSION_SHUTDOWN acked by the agent")
     r = _read(hba, T2, 0, 4096)
     assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
-    assert target.server.port("t2").edif.counters.auth_failed >= 1
+    t2 = target.server.port("t2")
+    assert t2.edif.counters.auth_failed >= 1
+    sessions = [x.counters.snapshot() for x in t2.sessions] + t2.sessions_closed
+    assert sessions and all(c["commands"] == 0 for c in sessions)  # no FCP_CMND ever reached t2
+    assert not any(x.image_pair for x in t2.sessions)
 
     # 8 MiB written and read back through ESP, with a rekey (bytes trigger: 2 MiB) during I/O.
     pattern = hashlib.shake_256(b"edif").digest(MiB) * 8
