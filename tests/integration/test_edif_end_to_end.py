@@ -204,8 +204,10 @@ def test_edif_end_to_end(rig):
     with open(t1.config.luns[0].path, "rb") as f:
         assert hashlib.sha256(f.read(8 * MiB)).digest() == hashlib.sha256(pattern).digest()
     assert engines[0].login.esp.counters.rekeys >= 1
-    # Make-before-break finished: the old RX SA went after frames on the new one; one pair is left.
-    _wait(lambda: len(engines[0].login.sadb.sas(SaDirection.RX)) == 1, what="old RX SA removed")
+    # Make-before-break finishes: the old RX SA goes once frames arrive on the new one (the agent's
+    # DELETE may come after the reads above, so keep a little I/O going); one pair is left.
+    _wait(lambda: _read(hba, T1, 0, 8192).status == Status.GOOD
+          and len(engines[0].login.sadb.sas(SaDirection.RX)) == 1, what="old RX SA removed")
     assert len(engines[0].login.sadb.sas(SaDirection.TX)) == 1
     assert sum(engines[0].login.esp.counters.drops.values()) == 0
     hba.ports[0]._pcap_file.flush()  # noqa: SLF001 - read the trace while the port runs
