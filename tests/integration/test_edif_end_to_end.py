@@ -49,7 +49,7 @@ class Agent:
     """One control LUN: ChannelCore(handler=engine) <- loopback SCSI <- ChannelClient <- SecurityApp,
     pumped by a thread the way edif-agent's main loop does it."""
 
-    def __init__(self, engine: EdifEngine, peers: dict[int, bytes], *, keepalive: float = 0.3,
+    def __init__(self, engine: EdifEngine, peers: dict[int, bytes], *, keepalive: float = 1.0,
                  rekey: RekeyPolicy | None = None) -> None:
         self.engine = engine
         self.core = ChannelCore(KEY, num_blocks=BLOCKS, handler=engine, state=engine, park_time=0.2)
@@ -238,7 +238,7 @@ def test_keepalive_loss_logs_out(rig):
     _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="secure T1")
     assert _write(hba, T1, 0, bytes(4096)).status == Status.GOOD
     a1.paused = True  # the EDIF VM hangs: no KEEPALIVE any more
-    _wait(lambda: (a1.core.tick() or True) and engines[0].counters.agent_lost == 1, timeout=5,
+    _wait(lambda: (a1.core.tick() or True) and engines[0].counters.agent_lost == 1, timeout=10,
           what="agent silent")
     _wait(lambda: hba.ports[0].session.state is SessionState.GONE, what="logout after agent loss")
     r = _read(hba, T1, 0, 4096)
