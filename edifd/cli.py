@@ -190,7 +190,11 @@ def edifctl_main(config_path: Path, as_json: bool) -> None:
             counters = lun.get(what)
             if counters:
                 click.echo(f"      {what}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
-        if "parked_reads" in lun:
-            click.echo(f"      parked READs now: {lun['parked_reads']}")
+        ch = lun.get("channel")
+        if ch:
+            click.echo(f"      channel: {'established' if ch.get('established') else 'no agent'}, "
+                       f"parked {ch.get('parked')}, queued {ch.get('queued')}, upstream issued/acked "
+                       f"{ch.get('upstream_issued')}/{ch.get('upstream_acked')}, "
+                       f"downstream next {ch.get('downstream_next')}")
     if stale:
         sys.exit(1)

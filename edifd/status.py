@@ -45,9 +45,10 @@ def collect(daemon: Any, *, state: str = "running") -> dict[str, Any]:
             "ring": _counters(served.handler) if served.handler is not None else None,
             "medium": _counters(served.medium),
         }
-        parked = getattr(served.medium, "parked", None)
-        if parked is not None and hasattr(parked, "__len__"):
-            entry["parked_reads"] = len(parked)
+        channel_status = getattr(served.medium, "status", None)
+        if callable(channel_status):  # a control LUN: sequence numbers, queue, parked READs
+            entry["channel"] = channel_status()
+            entry["parked_reads"] = entry["channel"].get("parked")
         luns.append(entry)
     return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns}
 

@@ -119,6 +119,23 @@ def cmd_scenario(a: argparse.Namespace) -> int:
     return 1 if res["problems"] else 0
 
 
+def cmd_channel(a: argparse.Namespace) -> int:
+    """The control channel lab (lab.channel_lab): edif-agent in VM-S over the iSCSI-mapped control LUN."""
+    from .channel_lab import problems, run_channel_lab
+    from .control import run_dir
+    from .image import ensure_image
+
+    img = ensure_image(log=_log)
+    res = run_channel_lab(img, run_dir("channel"), log=lambda m: print(m, flush=True))
+    out = PROJECT_ROOT / "lab" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "channel-summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    found = problems(res)
+    for p in found:
+        _err(f"lab channel: {p}")
+    return 1 if found else 0
+
+
 def cmd_smoke(a: argparse.Namespace) -> int:
     argv = [
         sys.executable,
@@ -160,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scenario", help="the main job: edifd in VM-H, used over tcm_loop, iSCSI, from VM-S")
     sc.add_argument("--timeout", type=float, default=600)
     sc.set_defaults(fn=cmd_scenario)
+    ch = sub.add_parser("channel", help="the control channel: edif-agent ping/faults in VM-S via iSCSI")
+    ch.set_defaults(fn=cmd_channel)
     sub.add_parser("smoke", help="run the lab smoke tests (pytest -m lab tests/lab)").set_defaults(
         fn=cmd_smoke
     )
