@@ -105,7 +105,9 @@ def up(
         raise LabError(f"127.0.0.1:{port} is already in use on this host")
     image = ensure_image(log=log)
     share = out_dir() / VM_NAME
-    share.mkdir(parents=True, exist_ok=True)
+    # A fresh share: files a previous run left (ready, endpoint.json of another backend) would lie.
+    shutil.rmtree(share, ignore_errors=True)
+    share.mkdir(parents=True)
     (share / "edifd.toml").write_text(edifd_lab_config(iqn=iqn, lun=0, portal_port=3260))
     vm = guest_vm(
         image, VM_NAME, share, guest_shell("serve.sh", backend), {"LAB_IQN": iqn},
