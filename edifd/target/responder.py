@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from edifd.edif import EspTransform, SaDatabase
+from edifd.edif import EspTransform, SaDatabase, TeardownRequested
 from edifd.fc import Frame
 from edifd.hba.transform import PeerInfo
 from edifd.proto import SaDirection
@@ -65,6 +65,7 @@ class ResponderCounters:
     refused: int = 0
     sa_installed: int = 0
     sa_removed: int = 0
+    teardowns: int = 0  # sessions logged out on the ESP stage's request (ICV failures)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -146,17 +147,27 @@ class PortResponder:
         if p is not None and p.child.rekeyed_spi_in == o.spi_in:
             link.pending_tx = None
             self._install_tx(link, p)
-        link.sadb.delete(SaDirection.TX, o.spi_out, now=0.0) if o.spi_out else None
+        if o.spi_out:
+            link.sadb.delete(SaDirection.TX, o.spi_out, now=0.0)
+        # The initiator sends its IKE Delete long after its TX switch: nothing is in flight on it.
         link.sadb.delete(SaDirection.RX, o.spi_in, now=0.0, force=True)
         self.counters.sa_removed += 1
 
-    def after_frames(self, link: LinkSecurity, now: float) -> None:
-        """After received frames: switch TX once the initiator is seen on the new RX SA."""
+    def after_frames(self, session: TargetSession, link: LinkSecurity, now: float) -> list[Frame]:
+        """After received frames: switch TX once the initiator is seen on the new RX SA; act on
+        the ESP stage's teardown requests (ICV failures): LOGO, so the initiator logs in and
+        authenticates again. Returns the frames to send."""
         p = link.pending_tx
         if p is not None:
             sa = link.sadb.rx_sa(p.child.spi_in)
             if sa is not None and sa.frames > 0:
                 link.pending_tx = None
                 self._install_tx(link, p)
+        out: list[Frame] = []
         for ev in link.esp.tick(now):
-            log.debug("ESP event %s", ev)
+            if isinstance(ev, TeardownRequested):
+                self.counters.teardowns += 1
+                log.warning("initiator %016x: tearing the session down: %s (%s)", session.initiator_wwpn or 0,
+                            ev.reason.value, ev.detail)
+                out += session.logout()  # its LoginEvent resets this link's keys
+        return out

@@ -210,7 +210,9 @@ class TargetPort:
                     self._send(conn, session.receive(ev))
                     self._events(conn)
                 if self.edif is not None and conn.link is not None:
-                    self.edif.after_frames(conn.link, asyncio.get_running_loop().time())
+                    now = asyncio.get_running_loop().time()
+                    self._send(conn, self.edif.after_frames(session, conn.link, now))
+                    self._events(conn)
                 if not data:
                     break
                 if writer.transport.get_write_buffer_size() > 4 << 20:

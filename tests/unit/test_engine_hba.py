@@ -194,3 +194,31 @@ def test_check_config_names_the_responder_without_secrets(tmp_path: Path) -> Non
     assert out.exit_code == 0, out.output
     assert "security on" in out.output and "EDIF responder for 1 initiator(s) (psk)" in out.output
     assert PSK.decode() not in out.output
+
+
+def test_target_icv_failures_log_the_initiator_out_and_clear_its_keys() -> None:
+    import os
+
+    from edifd.edif import ICV_FAILURE_LIMIT, EspTransform, SaDatabase
+    from edifd.fc import FcpCmnd, fcp_cmnd_frame
+    from edifd.proto import Cipher, SaDirection
+    from edifd.target.responder import PortResponder
+    from guest_agent.secconfig import SecConfig
+
+    w, pol = secure_wire()
+    w.up()
+    edif = PortResponder(LO, SecConfig(peers={}))
+    link = edif.attach(w.t)
+    key, salt = os.urandom(16), os.urandom(4)
+    link.sadb.install(SaDirection.RX, 0x77, Cipher.AES_GCM_128, key, salt)
+    forger = EspTransform(SaDatabase())
+    forger.sadb.install(SaDirection.TX, 0x77, Cipher.AES_GCM_128, os.urandom(16), salt)  # wrong key
+    for ox in range(1, ICV_FAILURE_LIMIT + 1):
+        f = fcp_cmnd_frame(s_id=w.i.local_id, d_id=w.i.remote_id, ox_id=ox,
+                           cmnd=FcpCmnd(lun=bytes(8), cdb=bytes(6), dl=0))
+        assert w.t.receive(forger.outbound(f)) == []
+    out = edif.after_frames(w.t, link, 0.0)
+    assert [f.payload[0] for f in out] == [ElsCode.LOGO] and edif.counters.teardowns == 1
+    assert link.sadb.counters.icv_failures == ICV_FAILURE_LIMIT and not w.t.logged_in
+    link2 = edif.new_login(w.t, link)  # what the server does on the LoginEvent
+    assert not link.sadb.sas(SaDirection.RX) and link2 is not link and w.t.transform is link2.esp
