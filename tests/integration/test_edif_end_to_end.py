@@ -306,6 +306,7 @@ def test_unauthenticated_secure_initiator_is_refused(rig):
         assert ts.counters.dropped_frames >= 1 and ts.counters.commands == 0 and not ts.image_pair
         assert ts.transform.counters.drops.get("clear_fcp") == 1
         writer.close()
+        await writer.wait_closed()
 
     asyncio.run(run())
 
