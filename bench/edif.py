@@ -9,31 +9,46 @@ For 1 MiB of I/O (512 FCP_DATA frames of 2048 bytes) it times, in the same run:
   (for GMAC ciphers: tag + verify over the same bytes as AAD).
 Each figure is the best of --repeat runs (MB = 10^6 bytes). The final line is JSON.
 
-`hba_target_loopback()` is the hook for the HBA <-> target figure over a TCP loopback link; it
-returns None until edifd/hba and edifd/target can be driven from here.
+`hba_target_loopback()` adds the link-level figure: 1 MiB sequential WRITE and READ MB/s through a
+real `Hba` <-> `TargetPort` over 127.0.0.1 (both on one asyncio loop in this process), once with
+plaintext sessions and once with secure ones, beside raw TCP loopback MB/s and the AES-GCM ceiling
+at 2048-byte frames, all in the same run. Secure = ESP transforms on both ends holding the SAs of a
+real IKE negotiation (our `Initiator` <-> `Responder` in memory: IKE_SA_INIT + IKE_AUTH, PSK, X25519,
+child AES-GCM-128), installed directly into each side's `SaDatabase`; the channel/engine path that
+carries those keys in edifd is not in the loop (docs/engine.md §5 has its figures).
 
-    python3 bench/edif.py [--repeat 7] [--cipher AES_GCM_128 ...]
+    python3 bench/edif.py [--quick] [--repeat 7] [--cipher AES_GCM_128 ...] [--seconds 2] [--qd 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
+import socket
 import struct
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cryptography  # noqa: E402
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
-from edifd.edif import EspTransform, SaDatabase  # noqa: E402
+from edifd.edif import EspTransform, SaDatabase, cipher_from_ike  # noqa: E402
 from edifd.fc import FcpCmnd, Frame, fcp_cmnd_frame, fcp_data_frames  # noqa: E402
-from edifd.proto import Cipher, SaDirection  # noqa: E402
+from edifd.hba import Hba, PortConfig, Timers  # noqa: E402
+from edifd.ike import ChildSaEstablished, FcSelector, Identity, IkeConfig, Initiator, Responder, Send  # noqa: E402
+from edifd.proto import Cipher, SaDirection, SaFlags  # noqa: E402
+from edifd.scsi import ScsiCommand, cdb  # noqa: E402
+from edifd.target import LunConfig, TargetPort, TargetPortConfig  # noqa: E402
 
 MIB = 1 << 20
 FRAME = 2048
@@ -108,13 +123,275 @@ def aesgcm_run(key_size: int, n: int, gmac: bool) -> Callable[[], None]:
     return run
 
 
-def hba_target_loopback(mib: int = 1) -> dict[str, float] | None:
-    """MB/s of `mib` MiB reads/writes HBA <-> target over TCP loopback, encrypted and plaintext.
+# --- HBA <-> target over TCP loopback -------------------------------------------------------------------
 
-    For the lead to fill in once the HBA link and the target model are runnable in-process;
-    until then it reports nothing and the JSON carries null.
-    """
-    return None
+I_WWPN, T_WWPN = 0x2000001B32B0E0C1, 0x2100001B32B0E0C2  # lower initiator WWPN: the target originates PLOGI
+BENCH_PSK = b"edif bench pre-shared key, not a secret"
+# Point-to-point IDs the higher Port_Name assigns (docs/hba.md): target 0x010101, initiator 0x010102.
+TS_I = (FcSelector(0x010102, 0x010102, 0x00, 0x0F, 0x08, 0x08),)
+TS_T = (FcSelector(0x010101, 0x010101, 0x00, 0x0F, 0x08, 0x08),)
+
+
+def ike_configs(i_wwpn: int = I_WWPN, t_wwpn: int = T_WWPN) -> tuple[IkeConfig, IkeConfig]:
+    """FC profile (ID_FC_NAME, FC_ESP_HEADER, TS type 9), PSK, X25519 first; child AES-GCM-128 first."""
+    common = dict(psk=BENCH_PSK)
+    ci = IkeConfig(local_id=Identity.wwpn(i_wwpn), remote_id=Identity.wwpn(t_wwpn), local_ts=TS_I,
+                   remote_ts=TS_T, **common)
+    ct = IkeConfig(local_id=Identity.wwpn(t_wwpn), remote_id=Identity.wwpn(i_wwpn), local_ts=TS_T,
+                   remote_ts=TS_I, **common)
+    return ci, ct
+
+
+def relay(src: Initiator | Responder, dst: Initiator | Responder, data: bytes,
+          src_events: list[object], dst_events: list[object]) -> None:
+    """Carry IKE messages between two in-memory peers until neither has anything to send."""
+    queue: list[tuple[Initiator | Responder, Initiator | Responder, list[object], list[object], bytes]] = [
+        (dst, src, dst_events, src_events, data)]
+    while queue:
+        to, back, to_ev, back_ev, msg = queue.pop(0)
+        for ev in to.receive(msg):
+            if isinstance(ev, Send):
+                queue.append((back, to, back_ev, to_ev, ev.data))
+            else:
+                to_ev.append(ev)
+
+
+def negotiate() -> tuple[Initiator, Responder, ChildSaEstablished, ChildSaEstablished]:
+    """IKE_SA_INIT + IKE_AUTH between our initiator and responder; the first child SA of each side."""
+    ci, ct = ike_configs()
+    ini, res = Initiator(ci), Responder(ct)
+    ev_i: list[object] = []
+    ev_r: list[object] = []
+    relay(ini, res, ini.start(), ev_i, ev_r)
+    ci_child = next(e for e in ev_i if isinstance(e, ChildSaEstablished))
+    cr_child = next(e for e in ev_r if isinstance(e, ChildSaEstablished))
+    return ini, res, ci_child, cr_child
+
+
+def install_pair(sadb: SaDatabase, child: ChildSaEstablished, *, rx: bool = True, tx: bool = True,
+                 rekey: bool = False) -> None:
+    """Program a child SA pair: RX = *_in, TX = *_out (what SA_UPDATE would carry)."""
+    cipher = cipher_from_ike(child.cipher.encr, child.cipher.key_bits)
+    flags = SaFlags.REKEY if rekey else SaFlags(0)
+    sides = ((rx, SaDirection.RX, child.spi_in, child.key_in, child.salt_in),
+             (tx, SaDirection.TX, child.spi_out, child.key_out, child.salt_out))
+    for want, direction, spi, key, salt in sides:
+        if want:
+            r = sadb.install(direction, spi, cipher, key, salt, flags=flags)
+            if not r.ok:
+                raise RuntimeError(f"SA install refused: {r.detail}")
+
+
+class TargetEsp:
+    """The target's ESP stage with the responder's rekey rule (edifd/target/responder.py): a rekeyed
+    pair's TX SA is installed only once a frame verified on its new RX SA, so the target never sends
+    on an SA the initiator cannot decrypt yet."""
+
+    def __init__(self) -> None:
+        self.sadb = SaDatabase()
+        self.esp = EspTransform(self.sadb)
+        self.pending_tx: ChildSaEstablished | None = None
+        self.tx_switched_at: float | None = None
+
+    def outbound(self, frame: Frame) -> Frame | None:
+        return self.esp.outbound(frame)
+
+    def inbound(self, frame: Frame) -> Frame | None:
+        out = self.esp.inbound(frame)
+        p = self.pending_tx
+        if p is not None:
+            sa = self.sadb.rx_sa(p.spi_in)
+            if sa is not None and sa.frames > 0:
+                self.pending_tx = None
+                install_pair(self.sadb, p, rx=False, rekey=True)
+                self.tx_switched_at = time.perf_counter()
+        return out
+
+
+@dataclass
+class Rig:
+    """A real Hba port linked to a real TargetPort over 127.0.0.1, both on the running loop."""
+
+    hba: Hba
+    target: TargetPort
+    secure: bool
+    ike_i: Initiator | None = None
+    ike_r: Responder | None = None
+    child_i: ChildSaEstablished | None = None
+    child_r: ChildSaEstablished | None = None
+    esp_i: EspTransform | None = None
+    esp_t: TargetEsp | None = None
+    lun_blocks: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def io(self, lba: int, block: int, write: bool, payload: bytes = b"") -> bool:
+        n = block // 512
+        if write:
+            cmd = ScsiCommand(cdb.write(lba, n, size=16), data_out=payload or bytes(block))
+        else:
+            cmd = ScsiCommand(cdb.read(lba, n, size=16), data_in_len=block)
+        resp = await self.hba.execute(T_WWPN, 0, cmd)
+        if not resp.ok:
+            self.errors.append(f"{'WRITE' if write else 'READ'} lba {lba}: status {int(resp.status)} "
+                               f"sense {resp.sense[:14].hex()}")
+        return resp.ok
+
+    def esp_summary(self) -> dict[str, object]:
+        """Frames protected each way and ESP drops on both ends (must be 0)."""
+        if self.esp_i is None or self.esp_t is None:
+            return {}
+        ci, ct = self.esp_i.counters, self.esp_t.esp.counters
+        return {"frames_out_protected": ci.frames_out_protected + ct.frames_out_protected,
+                "frames_in_protected": ci.frames_in_protected + ct.frames_in_protected,
+                "drops": sum(ci.drops.values()) + sum(ct.drops.values()),
+                "rekeys": ci.rekeys + ct.rekeys}
+
+
+async def open_rig(tmp: Path, *, secure: bool, lun_bytes: int = 64 * MIB, io_timeout: float = 30.0) -> Rig:
+    esp_i: EspTransform | None = None
+    esp_t: TargetEsp | None = None
+    ike_i = ike_r = child_i = child_r = None
+    if secure:
+        ike_i, ike_r, child_i, child_r = negotiate()
+        esp_i, esp_t = EspTransform(SaDatabase()), TargetEsp()
+        install_pair(esp_i.sadb, child_i)
+        install_pair(esp_t.sadb, child_r)
+    lun = LunConfig(0, str(tmp / f"lun-{'esp' if secure else 'clear'}.img"), lun_bytes)
+    target = TargetPort(TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,)),
+                        transform_factory=(lambda: esp_t) if esp_t is not None else None)
+    await target.start()
+    hba = Hba([PortConfig("p0", I_WWPN, I_WWPN - 1, target.address, remote_wwpn=T_WWPN)],
+              Timers(io_timeout=io_timeout),
+              transform_factory=(lambda _c: esp_i) if esp_i is not None else None)
+    await hba.start()
+    rig = Rig(hba, target, secure, ike_i, ike_r, child_i, child_r, esp_i, esp_t, lun_bytes // 512)
+    if not await hba.wait_ready(T_WWPN, 15.0):
+        await close_rig(rig)
+        raise RuntimeError("the HBA did not log in to the target")
+    return rig
+
+
+async def close_rig(rig: Rig) -> None:
+    await rig.hba.stop()
+    await rig.target.stop()
+
+
+async def sequential(rig: Rig, *, block: int, write: bool, seconds: float, qd: int) -> dict[str, float]:
+    """Sequential `block`-byte I/O with `qd` outstanding for `seconds`: MB/s, IOPS, errors."""
+    loop = asyncio.get_running_loop()
+    payload = os.urandom(block)
+    span = rig.lun_blocks - block // 512 + 1
+    state = {"next": 0, "ops": 0, "errors": 0}
+    end = loop.time() + seconds
+
+    async def worker() -> None:
+        while loop.time() < end:
+            lba = state["next"]
+            state["next"] = (lba + block // 512) % span
+            if await rig.io(lba, block, write, payload):
+                state["ops"] += 1
+            else:
+                state["errors"] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(qd)))
+    dt = time.perf_counter() - t0
+    return {"mb_s": round(state["ops"] * block / dt / 1e6, 1), "iops": round(state["ops"] / dt, 1),
+            "ops": state["ops"], "errors": state["errors"]}
+
+
+def raw_tcp_mb_s(seconds: float, chunk: int = MIB) -> float:
+    """MB/s of `chunk`-byte sends over 127.0.0.1 to a thread that discards them (the link's floor cost)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got = [0]
+
+    def sink() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            while b := conn.recv(chunk):
+                got[0] += len(b)
+
+    t = threading.Thread(target=sink, daemon=True)
+    t.start()
+    buf = os.urandom(chunk)
+    with socket.create_connection(srv.getsockname()) as s:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            s.sendall(buf)
+        s.shutdown(socket.SHUT_WR)
+        t.join(30)
+        dt = time.perf_counter() - t0
+    srv.close()
+    return round(got[0] / dt / 1e6, 1)
+
+
+async def _loopback_async(tmp: Path, seconds: float, qd: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for mode in ("plaintext", "encrypted"):
+        rig = await open_rig(tmp, secure=mode == "encrypted")
+        try:
+            # The write pass fills the LUN first so the reads hit written blocks.
+            w = await sequential(rig, block=MIB, write=True, seconds=seconds, qd=qd)
+            r = await sequential(rig, block=MIB, write=False, seconds=seconds, qd=qd)
+            out[mode] = {"seq_write_1m": w, "seq_read_1m": r}
+            if rig.secure:
+                out[mode]["esp"] = rig.esp_summary()  # type: ignore[index]
+        finally:
+            await close_rig(rig)
+    return out
+
+
+def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7) -> dict[str, object]:
+    """1 MiB sequential WRITE/READ MB/s HBA <-> target over TCP loopback, plaintext and encrypted,
+    beside raw TCP loopback and the AES-GCM-128 ceiling at 2048-byte frames, all in this run."""
+    tcp = raw_tcp_mb_s(seconds)
+    t_ceiling = best_seconds(aesgcm_run(16, MIB // FRAME, False), repeat)
+    with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
+        res = asyncio.run(_loopback_async(Path(d), seconds, qd))
+    ceiling = mb_s(t_ceiling)
+    plain, enc = res["plaintext"], res["encrypted"]
+    assert isinstance(plain, dict) and isinstance(enc, dict)
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 4) if b else None
+
+    ratios = {}
+    for k in ("seq_write_1m", "seq_read_1m"):
+        e, p = enc[k]["mb_s"], plain[k]["mb_s"]
+        ratios[k] = {"encrypted_to_plaintext": ratio(e, p), "encrypted_to_ceiling": ratio(e, ceiling),
+                     "plaintext_to_raw_tcp": ratio(p, tcp)}
+    return {
+        "setup": "Hba <-> TargetPort on one asyncio loop in this process over 127.0.0.1; encrypted = ESP "
+                 "with SAs installed directly on both ends from an in-memory IKE negotiation (IKE_SA_INIT + "
+                 "IKE_AUTH, PSK, X25519, child AES-GCM-128); engine/channel not in the loop",
+        "cipher": "AES_GCM_128", "seconds": seconds, "qd": qd, "io_bytes": MIB,
+        "raw_tcp_mb_s": tcp, "aesgcm_ceiling_mb_s": ceiling,
+        "plaintext": plain, "encrypted": enc, "ratios": ratios,
+        "errors": sum(int(m[k]["errors"]) for m in (plain, enc) for k in ("seq_write_1m", "seq_read_1m")),
+    }
+
+
+def print_loopback(lb: dict[str, object]) -> None:
+    """The loopback table and ratios, human-readable."""
+    print(f"HBA <-> target over TCP loopback (1 MiB sequential, QD {lb['qd']}, {lb['seconds']} s each;"
+          " MB/s):")
+    print(f"  {'raw TCP loopback':28} {lb['raw_tcp_mb_s']:9.1f}")
+    print(f"  {'AES-GCM-128 ceiling (2 KiB)':28} {lb['aesgcm_ceiling_mb_s']:9.1f}")
+    for mode in ("plaintext", "encrypted"):
+        m = lb[mode]
+        assert isinstance(m, dict)
+        for k, label in (("seq_write_1m", "WRITE"), ("seq_read_1m", "READ")):
+            print(f"  {mode + ' ' + label:28} {m[k]['mb_s']:9.1f}   errors {m[k]['errors']}")
+    ratios = lb["ratios"]
+    assert isinstance(ratios, dict)
+    for k, r in ratios.items():
+        print(f"  {k}: encrypted/plaintext {r['encrypted_to_plaintext']}, encrypted/ceiling "
+              f"{r['encrypted_to_ceiling']}, plaintext/raw TCP {r['plaintext_to_raw_tcp']}")
+    enc = lb["encrypted"]
+    assert isinstance(enc, dict)
+    print(f"  ESP: {enc['esp']}")
 
 
 def mb_s(seconds: float, nbytes: int = MIB) -> float:
@@ -146,7 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--cipher", action="append", choices=[c.name for c in Cipher])
+    ap.add_argument("--seconds", type=float, default=2.0, help="duration of each loopback workload")
+    ap.add_argument("--qd", type=int, default=4, help="outstanding 1 MiB commands on the loopback link")
+    ap.add_argument("--no-loopback", action="store_true", help="frame-level figures only")
+    ap.add_argument("--quick", action="store_true", help="a fast run: repeat 2, 0.3 s workloads, AES-GCM-128")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeat, args.seconds = min(args.repeat, 2), min(args.seconds, 0.3)
+        args.cipher = args.cipher or [Cipher.AES_GCM_128.name]
     ciphers = [Cipher[c] for c in args.cipher] if args.cipher else list(Cipher)
     frames = one_mib_of_frames()
     assert len(frames) == MIB // FRAME and all(len(f.payload) == FRAME for f in frames)
@@ -157,9 +441,14 @@ def main(argv: list[str] | None = None) -> int:
               f" = {r['ratio_encrypted_to_plaintext']:.4f} x plaintext ({r['plaintext_mb_s']:.0f});"
               f" with codec {r['encrypted_with_codec_mb_s']:.1f} = {r['ratio_with_codec']:.3f}"
               f" x {r['plaintext_with_codec_mb_s']:.1f}; AES-GCM ceiling {r['aesgcm_ceiling_mb_s']:.0f} MB/s;"
-              f" {r['esp_us_per_frame_round_trip']:.1f} us/frame")
+              f" {r['esp_us_per_frame_round_trip']:.1f} us/frame", flush=True)
+    loopback = None
+    if not args.no_loopback:
+        loopback = hba_target_loopback(args.seconds, args.qd, args.repeat)
+        print_loopback(loopback)
     summary = {
         "bench": "edif",
+        "quick": args.quick,
         "io_bytes": MIB,
         "frame_bytes": FRAME,
         "frames": len(frames),
@@ -167,11 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cryptography": cryptography.__version__,
         "cpu_count": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "results": results,
-        "hba_target_loopback": hba_target_loopback(),
+        "hba_target_loopback": loopback,
     }
     print(json.dumps(summary, sort_keys=True))
-    return 0
+    return 1 if loopback is not None and loopback["errors"] else 0
 
 
 if __name__ == "__main__":
