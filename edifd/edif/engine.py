@@ -238,7 +238,7 @@ class EdifEngine:
         self._call(self._app_gone, ShutdownReason.APP_STOP, "APP_STOP")
 
     def agent_silent(self) -> None:
-        self._call(self._app_gone, ShutdownReason.APP_STOP, "agent silent (keepalives missed)")
+        self._call(self._app_gone, ShutdownReason.KEYS_REMOVED, "agent silent (keepalives missed)")
 
     def keepalive(self, msg: Message) -> None:
         return None
@@ -429,11 +429,15 @@ class EdifEngine:
     # --- application gone ---------------------------------------------------------------------------
 
     def _app_gone(self, reason: ShutdownReason, why: str) -> None:
-        if why.startswith("agent"):
+        """APP_STOP (reason APP_STOP: the app expects nothing more) or agent silence (KEYS_REMOVED:
+        told in a SESSION_SHUTDOWN, so a hung agent that resumes on the same epoch learns its
+        session is gone and connects again). Either way: no security bit, the secure login held."""
+        silent = reason is not ShutdownReason.APP_STOP
+        if silent:
             self.counters.agent_lost += 1
         else:
             self.counters.app_stops += 1
-        was_active, self.app_active = self.app_active, False
+            self.app_active = False  # qla: APP_STOP flushes the queues; nothing more is posted
         s = self.port.session
         s.security = False  # no security bit in PLOGI while no application runs (qla n2n_fw_acc_sec)
         s.relay_auth_els = False
@@ -442,8 +446,9 @@ class EdifEngine:
         if lg is not None and lg.secure and s.state is not SessionState.GONE:
             log.warning("%s: logging out the secure session to %s", why, _wwn(s.remote_wwpn))
             self._hold(reason, why)
-        elif was_active:
+        elif self.app_active:
             log.info("%s: no secure session to log out", why)
+        self.app_active = False
         self._refresh()
 
     def _hold(self, reason: ShutdownReason, why: str) -> None:

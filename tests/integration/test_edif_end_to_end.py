@@ -243,6 +243,15 @@ def test_keepalive_loss_logs_out(rig):
     _wait(lambda: hba.ports[0].session.state is SessionState.GONE, what="logout after agent loss")
     r = _read(hba, T1, 0, 4096)
     assert r.status == Status.CHECK_CONDITION and r.sense == SENSE_NOT_AUTHORIZED
+    # The agent was only hung: when it runs again it reads SESSION_SHUTDOWN(KEYS_REMOVED), connects
+    # again and authenticates a new login.
+    gen = engines[0].generation
+    a1.paused = False
+    _wait(lambda: hba.ports[0].session.state is SessionState.READY and engines[0].generation > gen,
+          what="secure again after the agent resumed")
+    shut = [m.body for m in a1.lb.delivered if type(m.body).__name__ == "SessionShutdown"]
+    assert [s.reason.name for s in shut] == ["KEYS_REMOVED"]
+    assert _read(hba, T1, 0, 4096).data == bytes(4096)
 
 
 def test_unauthenticated_secure_initiator_is_refused(rig):
