@@ -9,6 +9,7 @@ Exit codes (scripts and the lab rely on them):
   4  the channel key file was refused
   5  the channel did not come up (no handshake within --timeout, or the host refused us)
   6  I/O error on the control disk, or the state file
+  7  the security configuration (run --config) was refused
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ from .discovery import (
 )
 from .disk import ControlDiskEndpoint
 from .ping import PingTally
+from .service import SecurityService, write_status
 from .state import StateFile, StateFileError, decode_state, encode_state
 
 EXIT_OK, EXIT_PING_PROBLEMS, EXIT_NO_DISK, EXIT_KEY, EXIT_NOT_ESTABLISHED, EXIT_IO = 0, 1, 3, 4, 5, 6
+EXIT_CONFIG = 7
 
 
 class AgentExit(Exception):
@@ -61,12 +64,12 @@ class AgentExit(Exception):
 
 
 def make_client(key: Any, *, port_index: int, block_size: int, capacity_blocks: int, parked_reads: int,
-                state: bytes | None) -> Any:
-    """The sans-IO channel client (guest_agent.client); a seam for tests."""
+                state: bytes | None, **extra: Any) -> Any:
+    """The sans-IO channel client (guest_agent.client); a seam for tests. `extra`: e.g. keepalive_ms."""
     from .client import ChannelClient
 
     return ChannelClient(key, port_index=port_index, block_size=block_size, capacity_blocks=capacity_blocks,
-                         parked_reads=parked_reads, state=state)
+                         parked_reads=parked_reads, state=state, **extra)
 
 
 # -- shared plumbing ---------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class Session:
     """One endpoint plus the application's record, persisted together in the --state file."""
 
     def __init__(self, disk: ControlDisk, key: Any, *, port_index: int, parked: int, direct: bool,
-                 state_path: str | None, app_key: str | None = None) -> None:
+                 state_path: str | None, app_key: str | None = None, keepalive_ms: int = 0) -> None:
         self.disk = disk
         self.app_key = app_key
         self.app: dict[str, Any] = {}
@@ -109,8 +112,10 @@ class Session:
         except StateFileError as e:
             raise AgentExit(EXIT_IO, str(e)) from None
         self.record: Callable[[], dict[str, Any]] = lambda: {}
+        # keepalive_ms goes into APP_START so the host can tell our death (only the security service sets it).
+        extra = {"keepalive_ms": keepalive_ms} if keepalive_ms else {}
         client = make_client(key, port_index=port_index, block_size=disk.block_size,
-                             capacity_blocks=disk.capacity_blocks, parked_reads=parked, state=saved)
+                             capacity_blocks=disk.capacity_blocks, parked_reads=parked, state=saved, **extra)
         self.ep = ControlDiskEndpoint(client, disk.devnode, block_size=disk.block_size, parked=parked,
                                       direct=direct, persist=self._persist if self.state else None,
                                       on_message=self._deliver)
@@ -241,7 +246,7 @@ def main() -> None:
       edif-agent run --key /etc/edif/channel.key --state /var/lib/edif-agent/state
 
     Exit codes: 0 ok, 1 ping saw loss/duplicates/reordering, 2 usage, 3 no control disk,
-    4 key refused, 5 channel not established, 6 disk or state file I/O error.
+    4 key refused, 5 channel not established, 6 disk or state file I/O error, 7 security config refused.
     """
 
 
@@ -472,17 +477,29 @@ def _disk_dict(d: ControlDisk) -> dict[str, Any]:
 @main.command()
 @_common
 @click.option("--keepalive", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between KEEPALIVE requests.")
-@click.option("--status-file", metavar="FILE", help="Write the counters here (JSON) after every keepalive.")
+              help="Seconds between KEEPALIVEs (without --config; with it, the config's keepalive_interval).")
+@click.option("--status-file", metavar="FILE",
+              help="Write the status here (JSON, no key material) about once a second "
+                   "with --config, else after every keepalive.")
+@click.option("--config", "config_path", metavar="FILE",
+              help="Run the security service: authenticate the targets of this agent.toml (PSK files or "
+                   "certificates per target WWPN, rekey policy, keepalive) over the channel. Its "
+                   "channel_key is used unless --key is given.")
 def run(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
         port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
-        sys_root: str, keepalive: float, status_file: str | None) -> None:
-    """Serve the channel until SIGTERM: handshake, keep READs parked, send KEEPALIVEs, log and ack events.
+        sys_root: str, keepalive: float, status_file: str | None, config_path: str | None) -> None:
+    """Serve the channel until SIGTERM: handshake, keep READs parked, log and ack events.
 
+    Without --config it is the channel keeper only (KEEPALIVEs). With --config it is the security service:
+    GET_PORT_INFO, GET_TARGETS, SECURE_CONNECT and IKE over the AUTH_ELS relay for every configured target,
+    SA_UPDATEs, AUTH_OK, rekeys; SIGTERM sends APP_STOP (the host logs the secure sessions out) first.
     Under systemd (Type=notify) it reports READY=1 once the handshake is done.
     """
 
     def body() -> int:
+        if config_path:
+            return _run_service(config_path, key_path, port, device, vendor, product, port_index, parked,
+                                state_path, timeout, no_direct, sys_root, status_file)
         if not key_path:
             raise click.UsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
         key = _load_key(key_path)
@@ -513,10 +530,8 @@ def run(key_path: str | None, port: str | None, device: str | None, vendor: str,
                     # Nobody waits on these answers: do not hoard them in the client.
                     s.ep.call(lambda c: c.take_responses() if hasattr(c, "take_responses") else None)
                     if status_file:
-                        tmp = f"{status_file}.tmp"
-                        with open(tmp, "w") as fh:
-                            json.dump({"device": disk.devnode, "port": disk.wwpn_text, **s.ep.status()}, fh)
-                        os.replace(tmp, status_file)
+                        write_status(status_file, {"device": disk.devnode, "port": disk.wwpn_text,
+                                                   **s.ep.status()})
                 sd_notify("STOPPING=1")
             finally:
                 s.ep.stop(timeout=2.0)
@@ -525,6 +540,90 @@ def run(key_path: str | None, port: str | None, device: str | None, vendor: str,
         return EXIT_OK
 
     _run(body)
+
+
+STOP_FLUSH_S = 5.0  # how long SIGTERM waits for the APP_STOP answer before exiting anyway
+
+
+def _run_service(config_path: str, key_path: str | None, port: str | None, device: str | None, vendor: str,
+                 product: str, port_index: int, parked: int, state_path: str | None, timeout: float,
+                 no_direct: bool, sys_root: str, status_file: str | None) -> int:
+    """`run --config`: the security service on one control disk (one HBA port)."""
+    from .secapp import SecurityApp
+    from .secconfig import SecConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except SecConfigError as e:
+        raise AgentExit(EXIT_CONFIG, f"configuration refused: {e}") from None
+    if not key_path and config.channel_key is None:
+        raise click.UsageError("no channel key: give --key FILE or channel_key in the configuration")
+    key = _load_key(key_path or str(config.channel_key))
+    disk = _find_disk(device, port, vendor, product, sys_root)
+    s = Session(disk, key, port_index=port_index, parked=parked, direct=not no_direct, state_path=state_path,
+                keepalive_ms=int(config.keepalive_interval * 1000))
+
+    def log(line: str) -> None:
+        click.echo(f"edif-agent: {line}", err=True)
+
+    def request(b: Any) -> int:  # under the endpoint lock
+        rid: int = s.ep.client.request(b)
+        s.ep.kick()
+        return rid
+
+    app = SecurityApp(config, time.monotonic, port_index=port_index)
+    svc = SecurityService(app, request, log)
+
+    def on_msg(msg: Any) -> None:  # reader thread, under the endpoint lock
+        svc.on_message(msg)
+
+    def save_status() -> None:
+        if status_file:
+            st = s.locked(lambda: svc.status(time.monotonic()))
+            write_status(status_file, {"device": disk.devnode, "port": disk.wwpn_text, **st,
+                                       "channel": s.ep.status()})
+
+    def established() -> bool:
+        return bool(s.ep.call(lambda c: c.established))
+
+    s.handlers.append(on_msg)
+    log(f"security service for {len(app.sessions)} target(s) "
+        f"({', '.join(format_wwpn(w) for w in app.sessions) or 'none'})")
+    with _Stopper() as stopper:
+        s.ep.start()
+        try:
+            s.establish(timeout)
+            log(f"channel up on {disk.devnode} (port {disk.wwpn_text})")
+            s.locked(svc.start)
+            sd_notify("READY=1")
+            while not stopper.event.is_set() and not s.ep.fatal:
+                stopper.event.wait(1.0)  # the app's timers (keepalive, rekey, retries) have 1 s grain
+                if s.locked(lambda: svc.restart_needed):
+                    # The host forgot us or stopped answering: a new handshake, then every target afresh.
+                    s.ep.call(lambda c: c.start())
+                    try:
+                        s.establish(timeout)
+                    except AgentExit as e:
+                        log(f"channel not back yet: {e}")
+                        continue
+                    s.locked(svc.start)
+                s.ep.call(lambda c: (svc.tick(time.monotonic()),
+                                     c.take_responses() if hasattr(c, "take_responses") else None))
+                save_status()
+            sd_notify("STOPPING=1")
+            if established() and not s.ep.fatal:
+                s.locked(svc.stop)
+                log("APP_STOP sent: the host logs the secure sessions out")
+                deadline = time.monotonic() + STOP_FLUSH_S
+                while time.monotonic() < deadline and not s.locked(lambda: svc.stop_answered):
+                    s.wait(0.1)
+                log("APP_STOP answered" if svc.stop_answered else "APP_STOP not answered in time")
+            save_status()
+        finally:
+            s.ep.stop(timeout=2.0)
+    if s.ep.fatal:
+        raise AgentExit(EXIT_IO, f"channel failed: {s.ep.fatal}")
+    return EXIT_OK
 
 
 def sd_notify(state: str) -> None:

@@ -1,0 +1,287 @@
+"""The security service (guest_agent/service.py and `edif-agent run --config`).
+
+In process: `SecurityService` over the real ChannelClient <-> SCSI loopback <-> ChannelCore, with
+test_secapp's FakeHost as the HBA (test_secapp_channel.Rig). As a process: `edif-agent run --config`
+against the real ChannelCore behind the emulated control disk (test_agent_support.RemoteDiskServer),
+SIGTERM -> APP_STOP.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_agent_channel import agent
+from test_agent_support import RemoteDiskServer
+from test_secapp import PSK1, PSK2, T1, T2, Clock, FakeTarget, assert_keys_crosswise
+from test_secapp_channel import BLOCKS, KEY, ChannelHba, Rig
+
+from edifd.channel import ChannelCore
+from edifd.proto import AppStop, AuthFailReason, Cipher, Message
+from guest_agent.secapp import (
+    AppNotice,
+    ChannelLost,
+    SessionDown,
+    SessionFailed,
+    SessionRekeyed,
+    SessionSecure,
+    SessionState,
+)
+from guest_agent.secconfig import RekeyPolicy
+from guest_agent.service import SecurityService, describe, write_status
+
+
+class ServiceRig(Rig):
+    def __init__(self, **cfg) -> None:
+        super().__init__(**cfg)
+        self.stops: list[Message] = []
+        self.hba.app_stopped = self.stops.append  # the channel core's hook: it answers APP_STOP itself
+        self.lines: list[str] = []
+        self.svc = SecurityService(self.app, self.client.request, self.lines.append)
+        self.connected = True  # False: the host's end is unreachable (nothing moves on the disk)
+
+    def settle(self, rounds: int = 200) -> None:
+        for _ in range(rounds):
+            if not self.connected:
+                return
+            for body in self.hba.outbox:
+                self.core.post_event(body)
+            self.hba.outbox = []
+            msgs = self.lb.pump()
+            for m in msgs:
+                self.svc.on_message(m)
+            if not msgs and not self.hba.outbox and self.client.outstanding == 0:
+                return
+        raise AssertionError("the exchange did not settle")
+
+    def advance(self, dt: float) -> None:
+        self.clock.now += dt
+        if self.connected:
+            self.core.tick()
+        self.svc.tick(self.clock.now)
+        self.settle()
+
+
+def secret_free(text: str) -> None:
+    for secret in (PSK1, PSK2, KEY.material):
+        assert secret.decode(errors="replace")[:12] not in text
+        assert secret.hex()[:16] not in text
+
+
+def test_service_secures_the_target_and_logs_it():
+    rig = ServiceRig(keepalive_interval=5.0)
+    rig.svc.start()
+    rig.settle()
+    s = rig.app.session(T1)
+    assert s.state is SessionState.SECURE
+    assert_keys_crosswise(rig.hba, rig.target, rig.app)
+    assert rig.svc.figures.secured == 1 and rig.svc.figures.starts == 1
+    assert any("session secure" in line and "21:00:00:1b:32:a0:b0:c2" in line for line in rig.lines)
+    st = rig.svc.status()
+    assert st["app"]["targets"]["21:00:00:1b:32:a0:b0:c2"]["state"] == SessionState.SECURE.value
+    assert st["service"]["secured"] == 1 and st["service"]["last_events"] == rig.lines
+    secret_free(json.dumps(st) + "\n".join(rig.lines))
+    # Every request went through the real channel and was answered by request id.
+    assert rig.app.counters["unexpected"] == 0 and rig.client.outstanding == 0
+    assert rig.svc.figures.requests >= 7  # GET_PORT_INFO, GET_TARGETS, SECURE_CONNECT, 2 ELS, 2 SA, AUTH_OK
+
+
+def test_service_rekeys_by_lifetime_and_counts_it():
+    rig = ServiceRig(keepalive_interval=5.0, rekey=RekeyPolicy(lifetime=30.0, bytes=0))
+    rig.svc.start()
+    rig.settle()
+    old = rig.app.session(T1).current.spi_in
+    for _ in range(8):
+        rig.advance(5.0)
+    assert rig.svc.figures.rekeys >= 1
+    assert rig.app.session(T1).current.spi_in != old
+    assert any("rekeyed by lifetime" in line for line in rig.lines)
+    assert_keys_crosswise(rig.hba, rig.target, rig.app)
+
+
+def test_service_stop_sends_app_stop_and_sees_its_answer():
+    rig = ServiceRig(keepalive_interval=5.0)
+    rig.svc.start()
+    rig.settle()
+    rid = rig.svc.stop()
+    assert rid is not None and not rig.svc.stop_answered
+    rig.settle()
+    assert rig.svc.stop_answered and not rig.app.running
+    assert [m.request_id for m in rig.stops] == [rid] and isinstance(rig.stops[0].body, AppStop)
+    # Stopped: ticks send nothing (no keepalive, no rekey, no reconnect).
+    before = rig.svc.figures.requests
+    rig.advance(60.0)
+    assert rig.svc.figures.requests == before and rig.svc.status()["service"]["stopping"] is True
+
+
+def test_host_silence_asks_for_a_new_handshake_and_start_authenticates_again():
+    rig = ServiceRig(keepalive_interval=5.0)
+    rig.svc.start()
+    rig.settle()
+    rig.connected = False
+    for _ in range(5):
+        rig.advance(5.0)
+    assert rig.svc.restart_needed and rig.svc.figures.channel_lost == 1
+    assert rig.app.session(T1).state is not SessionState.SECURE
+    assert any(line.startswith("channel lost") for line in rig.lines)
+    # What the CLI loop does: handshake again, then start().
+    rig.connected = True
+    rig.client.start()
+    rig.lb.pump()
+    assert rig.client.established
+    rig.svc.start()
+    rig.settle()
+    assert not rig.svc.restart_needed and rig.app.session(T1).state is SessionState.SECURE
+    assert rig.svc.figures.secured == 2 and rig.svc.figures.starts == 2
+
+
+@pytest.mark.parametrize("event, words", [
+    (SessionSecure(T1, 0x1234, 0x5678, Cipher(1)), ["secure", "00001234", "00005678"]),
+    (SessionRekeyed(T1, 1, 2, "bytes"), ["rekeyed by bytes", "00000001 -> 00000002"]),
+    (SessionFailed(T2, AuthFailReason.PEER_REJECTED, "N(AUTHENTICATION_FAILED)"),
+     ["authentication failed", "PEER_REJECTED", "21:00:00:1b:32:a0:b0:c3"]),
+    (SessionDown(T1, "LOGO"), ["session down", "LOGO"]),
+    (ChannelLost("no message for 15 s"), ["channel lost", "15 s"]),
+    (AppNotice("target x not configured"), ["notice", "not configured"]),
+])
+def test_describe_names_what_happened(event, words):
+    line = describe(event)
+    for w in words:
+        assert w in line
+
+
+def test_write_status_is_atomic_json(tmp_path: Path):
+    p = tmp_path / "status.json"
+    write_status(str(p), {"a": 1})
+    write_status(str(p), {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert not (tmp_path / "status.json.tmp").exists()
+
+
+# -- the CLI as a process ----------------------------------------------------------------------------------
+
+
+class ThreadedHba(ChannelHba):
+    """ChannelHba behind a RemoteDiskServer: events are posted from a pump thread (as edifd's HBA does)."""
+
+    def __init__(self, targets) -> None:
+        super().__init__(None, Clock(), targets)
+        self.core: ChannelCore | None = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.stops: list[Message] = []
+
+    def app_stopped(self, msg: Message) -> None:  # the core answers APP_STOP itself and calls this
+        self.stops.append(msg)
+
+    def handle(self, msg: Message):  # type: ignore[override]
+        with self.lock:
+            return super().handle(msg)
+
+    def _pump(self) -> None:
+        while not self.stop.wait(0.02):
+            with self.lock:
+                out, self.outbox = self.outbox, []
+            for body in out:
+                assert self.core is not None
+                self.core.post_event(body)
+
+
+@pytest.fixture
+def svc_host(tmp_path):
+    hba = ThreadedHba([FakeTarget(T1, 0x020200, PSK1), FakeTarget(T2, 0x020300, PSK1)])
+
+    def make_core(_restored):
+        hba.core = ChannelCore(KEY, num_blocks=BLOCKS, handler=hba, park_time=0.3)
+        return hba.core
+
+    server = RemoteDiskServer(str(tmp_path / "disk.sock"), make_core)
+    hba.thread.start()
+    yield hba
+    hba.stop.set()
+    server.close()
+
+
+def write_agent_files(tmp_path: Path) -> dict[str, Path]:
+    key = tmp_path / "channel.key"
+    key.write_text(KEY.material.hex())
+    key.chmod(0o600)
+    (tmp_path / "psk").mkdir()
+    for name, psk in (("a", PSK1), ("b", PSK2)):
+        f = tmp_path / "psk" / name
+        f.write_bytes(psk)
+        f.chmod(0o600)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'channel_key = "{key}"\nkeepalive_interval = 1.0\nreconnect_delay = 1.0\n'
+        "auth_retry_backoff = 30.0\n"
+        '[targets."21:00:00:1b:32:a0:b0:c2"]\npsk_file = "psk/a"\n'
+        '[targets."21:00:00:1b:32:a0:b0:c3"]\npsk_file = "psk/b"\n'  # the wrong PSK for T2
+    )
+    dev = tmp_path / "ctl.img"
+    with open(dev, "wb") as fh:
+        fh.truncate(BLOCKS * 512)
+    return {"key": key, "config": cfg, "dev": dev, "sock": tmp_path / "disk.sock",
+            "status": tmp_path / "status.json"}
+
+
+def wait_for(pred, p, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def read_status(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_run_config_secures_one_target_fails_the_wrong_psk_and_stops_with_app_stop(svc_host, tmp_path):
+    files = write_agent_files(tmp_path)
+    p = agent(files, "--config", str(files["config"]), "--status-file", str(files["status"]),
+              command=("run",))
+    try:
+        def states() -> dict:
+            t = read_status(files["status"]).get("app", {}).get("targets", {})
+            return {w: v["state"] for w, v in t.items()}
+
+        wait_for(lambda: states().get("21:00:00:1b:32:a0:b0:c2") == SessionState.SECURE.value
+                 and states().get("21:00:00:1b:32:a0:b0:c3") == SessionState.FAILED.value, p)
+        st = read_status(files["status"])
+        assert st["service"]["secured"] == 1 and st["service"]["failures"] == 1
+        assert st["channel"]["established"] is True
+        with svc_host.lock:
+            assert_sas = {d for (d, _spi) in svc_host.sa[T1]}
+            assert len(assert_sas) == 2 and svc_host.sa[T2] == {}  # no SA_UPDATE for the failed target
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert len(svc_host.stops) == 1 and isinstance(svc_host.stops[0].body, AppStop)
+        assert "session secure" in err and "authentication failed (PEER_REJECTED" in err
+        assert "APP_STOP answered" in err
+        final = read_status(files["status"])
+        assert final["service"]["stop_answered"] is True and final["app"]["running"] is False
+        secret_free(err + files["status"].read_text())
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def test_run_config_refuses_a_bad_configuration(tmp_path):
+    files = write_agent_files(tmp_path)
+    files["config"].write_text('[targets."21:00:00:1b:32:a0:b0:c2"]\n')  # no credentials, no default PSK
+    p = agent(files, "--config", str(files["config"]), command=("run",))
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 7 and "no default PSK" in err
