@@ -1,0 +1,353 @@
+"""EDIF control-plane figures: secure sessions established per second, and the I/O stall of a rekey.
+
+1. Sessions per second for 1, 64 and 1,000 targets (in-process, native). One session = our `Initiator`
+   and a `Responder` (FC profile: ID_FC_NAME, FC_ESP_HEADER, TS type 9; PSK; X25519; child AES-GCM-128)
+   through IKE_SA_INIT + IKE_AUTH, then the child SA pair installed into a `SaDatabase` on each side.
+   For N targets, N initiators start at once and one thread serves every IKE message in arrival order
+   (a FIFO), as one control plane would after a host boot; for 1 target, sessions run one after another.
+   Reported: sessions/s, per-session latency (start to both sides' SAs installed: includes queueing
+   behind the other sessions) and per-session service time (the CPU spent on its own messages), p50/p99
+   in ms. The messages are handed over in memory: no AUTH_ELS framing, no FC link, no control channel
+   (docs/engine.md §5 has one full SECURE_CONNECT ... AUTH_OK ... PRLI through the engine: ~0.09 s).
+2. The longest I/O stall during a rekey under load: 64 KiB READs and WRITEs (alternating, QD 4) through
+   a secure `Hba` <-> `TargetPort` session over 127.0.0.1 (bench/edif.py's rig: both ends on one asyncio
+   loop, SAs from an in-memory IKE negotiation). Run once without and once with a rekey in the middle:
+   CREATE_CHILD_SA (REKEY_SA) between the two IKE SAs; target: new RX; initiator: new RX, new TX (the
+   switch), delete old TX, delete old RX (deferred until 3 frames on the new SA); target: new TX on the
+   first frame verified on its new RX SA; then the INFORMATIONAL Delete of the old pair, and the target
+   deletes it. Reported for the window around the rekey (and the same window of the run without): max and
+   p99 per-I/O latency, the longest gap between two I/O completions, and I/O errors (must be 0).
+The final line of output is one JSON object. MB = 10^6 bytes.
+
+    python3 bench/edif_scale.py [--quick] [--targets 1,64,1000] [--seconds 3] [--budget 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cryptography  # noqa: E402
+from edif import (  # noqa: E402
+    Rig,
+    close_rig,
+    ike_configs,
+    install_pair,
+    open_rig,
+)
+
+from edifd.edif import SaDatabase  # noqa: E402
+from edifd.ike import (  # noqa: E402
+    AuthFailed,
+    ChildSaEstablished,
+    ChildSaFailed,
+    Deleted,
+    Initiator,
+    NegotiationFailed,
+    Responder,
+    Send,
+)
+from edifd.proto import SaDirection  # noqa: E402
+
+KIB = 1024
+HOST_WWPN = 0x2000001B32C00001
+TARGET_BASE = 0x2100001B32D00000
+
+
+class BenchFailure(RuntimeError):
+    """A negotiation or an SA install failed, or the run went over its time budget."""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+# --- 1. sessions per second ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    ini: Initiator
+    res: Responder
+    sadb_i: SaDatabase = field(default_factory=SaDatabase)
+    sadb_r: SaDatabase = field(default_factory=SaDatabase)
+    sides: int = 0  # sides with their child SA pair installed
+    service: float = 0.0  # seconds spent on this session's messages and installs
+    started: float = 0.0
+    done: float | None = None
+
+
+def _establish(targets: int, deadline: float) -> list[_Session]:
+    """Start `targets` sessions at once and serve their IKE messages first come, first served."""
+    sessions = []
+    for k in range(targets):
+        ci, cr = ike_configs(HOST_WWPN, TARGET_BASE + k)
+        sessions.append(_Session(Initiator(ci), Responder(cr)))
+    queue: deque[tuple[int, bool, bytes]] = deque()
+    t0 = time.perf_counter()
+    for k, s in enumerate(sessions):
+        a = time.perf_counter()
+        s.started = a
+        queue.append((k, True, s.ini.start()))
+        s.service += time.perf_counter() - a
+    served = 0
+    while queue:
+        k, to_responder, data = queue.popleft()
+        s = sessions[k]
+        a = time.perf_counter()
+        peer, sadb = (s.res, s.sadb_r) if to_responder else (s.ini, s.sadb_i)
+        for ev in peer.receive(data):
+            if isinstance(ev, Send):
+                queue.append((k, not to_responder, ev.data))
+            elif isinstance(ev, ChildSaEstablished):
+                install_pair(sadb, ev)
+                s.sides += 1
+            elif isinstance(ev, AuthFailed | NegotiationFailed | ChildSaFailed):
+                raise BenchFailure(f"session {k}: {type(ev).__name__}: {ev.reason}")
+        b = time.perf_counter()
+        s.service += b - a
+        if s.sides == 2 and s.done is None:
+            s.done = b
+        served += 1
+        if served % 256 == 0 and b > deadline:
+            raise BenchFailure(f"over the time budget after {b - t0:.1f} s ({targets} targets)")
+    for k, s in enumerate(sessions):
+        if s.done is None or not (s.sadb_i.both_confirmed and s.sadb_r.both_confirmed):
+            raise BenchFailure(f"session {k} did not end with RX and TX SAs on both sides")
+    return sessions
+
+
+def sessions_per_second(targets: int, *, rounds: int = 1, budget: float = 240.0) -> dict[str, object]:
+    """Secure sessions established per second to `targets` targets at once (`rounds` times, in sequence)."""
+    _establish(1, time.perf_counter() + budget)  # warm-up (first-use costs), not counted
+    deadline = time.perf_counter() + budget
+    latencies: list[float] = []
+    services: list[float] = []
+    elapsed = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        sessions = _establish(targets, deadline)
+        elapsed += time.perf_counter() - t0
+        latencies += [s.done - t0 for s in sessions if s.done is not None]
+        services += [s.service for s in sessions]
+    n = targets * rounds
+    return {"targets": targets, "rounds": rounds, "sessions": n,
+            "sessions_per_s": round(n / elapsed, 1), "seconds": round(elapsed, 3),
+            "latency_ms": {"p50": ms(percentile(latencies, 50)), "p99": ms(percentile(latencies, 99)),
+                           "max": ms(max(latencies))},
+            "service_ms": {"p50": ms(percentile(services, 50)), "p99": ms(percentile(services, 99))}}
+
+
+# --- 2. the I/O stall of a rekey ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Io:
+    start: float
+    end: float
+    ok: bool
+
+
+async def _stream(rig: Rig, *, seconds: float, qd: int, block: int) -> list[_Io]:
+    """Alternating 64 KiB WRITE/READ per worker, `qd` workers, for `seconds`; every I/O's timing."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    payload = os.urandom(block)
+    nb = block // 512
+    span = min(rig.lun_blocks, 32 << 11) // nb  # a 32 MiB region, so writes and reads overlap
+    out: list[_Io] = []
+
+    async def worker(w: int) -> None:
+        i = w
+        while loop.time() < end:
+            lba = (i * 7919 % span) * nb
+            a = time.perf_counter()
+            ok = await rig.io(lba, block, write=i % 2 == 0, payload=payload)
+            out.append(_Io(a, time.perf_counter(), ok))
+            i += qd
+
+    await asyncio.gather(*(worker(w) for w in range(qd)))
+    return out
+
+
+async def _rekey(rig: Rig, marks: dict[str, float]) -> None:
+    """One child-SA rekey in the order qla2xxx is built for, both ends; `marks` gets each step's time."""
+    assert rig.ike_i and rig.ike_r and rig.child_i and rig.esp_i and rig.esp_t
+    loop = asyncio.get_running_loop()
+    old_i = rig.child_i
+    sadb_i, tesp = rig.esp_i.sadb, rig.esp_t
+    old_t_rx, old_t_tx = tesp.sadb.sas(SaDirection.RX)[0].spi, tesp.sadb.tx_sa.spi  # type: ignore[union-attr]
+    marks["start"] = time.perf_counter()
+    request = rig.ike_i.rekey_child(old_i.spi_in)  # CREATE_CHILD_SA with N(REKEY_SA)
+    await asyncio.sleep(0)  # each step is a separate message in the real flow: let I/O run between them
+    response = None
+    for ev in rig.ike_r.receive(request):
+        if isinstance(ev, Send):
+            response = ev.data
+        elif isinstance(ev, ChildSaEstablished):
+            install_pair(tesp.sadb, ev, tx=False, rekey=True)  # target: new RX at once
+            tesp.pending_tx = ev  # its TX when the initiator is seen on the new RX SA
+    if response is None or tesp.pending_tx is None:
+        raise BenchFailure("the responder did not answer the rekey")
+    marks["target_new_rx"] = time.perf_counter()
+    await asyncio.sleep(0)
+    new_i = next((e for e in rig.ike_i.receive(response) if isinstance(e, ChildSaEstablished)), None)
+    if new_i is None:
+        raise BenchFailure("the rekey did not produce a new child SA")
+    install_pair(sadb_i, new_i, tx=False, rekey=True)  # 1. new RX
+    marks["initiator_new_rx"] = time.perf_counter()
+    await asyncio.sleep(0)
+    install_pair(sadb_i, new_i, rx=False, rekey=True)  # 2. new TX: the switch
+    marks["initiator_tx_switch"] = time.perf_counter()
+    await asyncio.sleep(0)
+    sadb_i.delete(SaDirection.TX, old_i.spi_out, now=loop.time())  # 3. old TX, immediate
+    sadb_i.delete(SaDirection.RX, old_i.spi_in, now=loop.time())  # 4. old RX, deferred
+    marks["initiator_deletes_requested"] = time.perf_counter()
+    rig.child_i = new_i
+    # Make-before-break ends when 3 frames verified on the new RX SA (I/O keeps flowing meanwhile).
+    while sadb_i.pending_rx_delete is not None or tesp.pending_tx is not None:
+        if time.perf_counter() - marks["start"] > 10.0:
+            raise BenchFailure("the old RX SA / the target's TX switch did not complete within 10 s")
+        await asyncio.sleep(0.002)
+    marks["initiator_old_rx_gone"] = time.perf_counter()
+    marks["target_tx_switch"] = tesp.tx_switched_at or time.perf_counter()
+    deleted = False
+    for ev in rig.ike_r.receive(rig.ike_i.delete_child(old_i.spi_in)):  # INFORMATIONAL Delete, old pair
+        if isinstance(ev, Send):
+            rig.ike_i.receive(ev.data)
+        elif isinstance(ev, Deleted):
+            deleted = True
+    if not deleted:
+        raise BenchFailure("the responder did not delete the old child SA")
+    tesp.sadb.delete(SaDirection.TX, old_t_tx, now=loop.time())
+    tesp.sadb.delete(SaDirection.RX, old_t_rx, now=loop.time())  # deferred if frames may still be in flight
+    marks["end"] = time.perf_counter()
+
+
+def _window_stats(ios: list[_Io], lo: float, hi: float) -> dict[str, object]:
+    """I/Os in flight at any time in [lo, hi]: max/p99 latency, longest completion gap, errors."""
+    sel = sorted((x for x in ios if x.end >= lo and x.start <= hi), key=lambda x: x.end)
+    if not sel:
+        return {"ios": 0}
+    lat = [x.end - x.start for x in sel]
+    ends = [lo] + [x.end for x in sel if lo <= x.end <= hi] + [hi]
+    gap = max(b - a for a, b in zip(ends, ends[1:], strict=False))
+    return {"ios": len(sel), "max_latency_ms": ms(max(lat)), "p99_latency_ms": ms(percentile(lat, 99)),
+            "p50_latency_ms": ms(percentile(lat, 50)), "longest_gap_ms": ms(gap),
+            "errors": sum(not x.ok for x in sel)}
+
+
+def _whole(ios: list[_Io]) -> dict[str, object]:
+    return _window_stats(ios, min(x.start for x in ios), max(x.end for x in ios)) if ios else {"ios": 0}
+
+
+async def _rekey_stall_async(tmp: Path, seconds: float, qd: int, block: int,
+                             margin: float) -> dict[str, object]:
+    rig = await open_rig(tmp, secure=True, io_timeout=30.0)
+    try:
+        await _stream(rig, seconds=min(0.5, seconds / 4), qd=qd, block=block)  # warm-up, fills blocks
+        base = await _stream(rig, seconds=seconds, qd=qd, block=block)
+        marks: dict[str, float] = {}
+
+        async def later() -> None:
+            await asyncio.sleep(seconds / 3)
+            await _rekey(rig, marks)
+
+        t0 = time.perf_counter()
+        ios, _ = await asyncio.gather(_stream(rig, seconds=seconds, qd=qd, block=block), later())
+        lo, hi = marks["start"] - margin, marks["initiator_old_rx_gone"] + margin
+        b0 = base[0].start if base else t0
+        with_rekey = _window_stats(ios, lo, hi)
+        without = _window_stats(base, b0 + (lo - t0), b0 + (hi - t0))  # the same window, no rekey
+        esp = rig.esp_summary()
+        steps = {k: ms(v - marks["start"]) for k, v in sorted(marks.items(), key=lambda kv: kv[1])}
+        return {
+            "block": block, "qd": qd, "seconds": seconds, "window_margin_s": margin,
+            "window_ms": ms(hi - lo), "rekey_steps_ms": steps,
+            "with_rekey": with_rekey, "without_rekey": without,
+            "whole_run": {"with_rekey": _whole(ios), "without_rekey": _whole(base)},
+            "io_errors": sum(not x.ok for x in ios + base), "esp": esp,
+            "sas_after": {"initiator": rig.esp_i.sadb.snapshot() if rig.esp_i else None},
+            "errors_seen": rig.errors[:5],
+        }
+    finally:
+        await close_rig(rig)
+
+
+def rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
+                margin: float = 0.25) -> dict[str, object]:
+    """The longest I/O stall of a rekey under load, against the same window without a rekey."""
+    with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
+        return asyncio.run(_rekey_stall_async(Path(d), seconds, qd, block, margin))
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--targets", default="1,64,1000", help="comma-separated target counts")
+    ap.add_argument("--rounds-single", type=int, default=50, help="sessions in sequence for 1 target")
+    ap.add_argument("--seconds", type=float, default=3.0, help="each I/O stream of the rekey bench")
+    ap.add_argument("--qd", type=int, default=4)
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds allowed per session count")
+    ap.add_argument("--quick", action="store_true", help="1 and 64 targets, 5 single rounds, 1 s streams")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.targets = "1,64"
+        args.rounds_single, args.seconds = min(args.rounds_single, 5), min(args.seconds, 1.0)
+    counts = [int(x) for x in args.targets.split(",") if x.strip()]
+    scale = []
+    print("Secure sessions (IKE_SA_INIT + IKE_AUTH PSK X25519 + SA install both sides, in memory):")
+    for n in counts:
+        r = sessions_per_second(n, rounds=args.rounds_single if n == 1 else 1, budget=args.budget)
+        scale.append(r)
+        lat, svc = r["latency_ms"], r["service_ms"]
+        assert isinstance(lat, dict) and isinstance(svc, dict)
+        print(f"  {n:5d} target(s): {r['sessions_per_s']:8.1f} sessions/s; latency p50 {lat['p50']:.2f} ms"
+              f" p99 {lat['p99']:.2f} ms; service p50 {svc['p50']:.2f} ms p99 {svc['p99']:.2f} ms",
+              flush=True)
+    stall = rekey_stall(args.seconds, args.qd)
+    w, wo = stall["with_rekey"], stall["without_rekey"]
+    assert isinstance(w, dict) and isinstance(wo, dict)
+    print(f"Rekey under load (64 KiB READ/WRITE, QD {args.qd}; window {stall['window_ms']:.0f} ms"
+          " around it):")
+    for label, x in (("with rekey", w), ("without", wo)):
+        print(f"  {label:11} {x['ios']:5d} I/Os  max {x['max_latency_ms']:8.2f} ms"
+              f"  p99 {x['p99_latency_ms']:8.2f} ms  p50 {x['p50_latency_ms']:7.2f} ms"
+              f"  longest gap {x['longest_gap_ms']:8.2f} ms  errors {x['errors']}")
+    print(f"  rekey steps (ms from start): {stall['rekey_steps_ms']}")
+    print(f"  I/O errors over both runs: {stall['io_errors']}; ESP: {stall['esp']}")
+    summary = {
+        "bench": "edif_scale", "quick": args.quick, "python": platform.python_version(),
+        "cryptography": cryptography.__version__, "cpu_count": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "sessions": {"path": "in-memory IKE (FC profile, PSK, X25519, AES-GCM-128 child) + SaDatabase "
+                             "install on both sides; no AUTH_ELS framing, link or channel", "results": scale},
+        "rekey_stall": stall,
+    }
+    print(json.dumps(summary, sort_keys=True))
+    return 1 if stall["io_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
