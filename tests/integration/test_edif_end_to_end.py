@@ -19,13 +19,20 @@ from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback
 from edifd.edif.engine import EdifEngine
 from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
-from edifd.proto import Body, ChannelKey, SaDirection
+from edifd.proto import Body, ChannelKey, Cipher, SaDirection
 from edifd.scsi import ScsiCommand, ScsiDisk, Status
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 from guest_agent.client import ChannelClient
 from guest_agent.secapp import SecurityApp, SessionRekeyed
 from guest_agent.secapp import SessionState as AppState
-from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig
+from guest_agent.secconfig import (
+    AES_GCM_16_256,
+    IkePolicy,
+    PeerPolicy,
+    PskCredentials,
+    RekeyPolicy,
+    SecConfig,
+)
 
 KEY = ChannelKey(bytes(range(1, 33)))
 BLOCKS = (16 << 20) // 512
@@ -50,13 +57,14 @@ class Agent:
     pumped by a thread the way edif-agent's main loop does it."""
 
     def __init__(self, engine: EdifEngine, peers: dict[int, bytes], *, keepalive: float = 1.0,
-                 rekey: RekeyPolicy | None = None) -> None:
+                 rekey: RekeyPolicy | None = None, ike: IkePolicy | None = None) -> None:
         self.engine = engine
         self.core = ChannelCore(KEY, num_blocks=BLOCKS, handler=engine, state=engine, park_time=0.2)
         engine.attach(self.core.post_event)
         cfg = SecConfig(peers={w: PeerPolicy(w, PskCredentials(p)) for w, p in peers.items()},
                         keepalive_interval=keepalive, keepalive_misses=20, reconnect_delay=0.2,
-                        auth_retry_backoff=30.0, rekey=rekey or RekeyPolicy(lifetime=3600.0, bytes=0))
+                        auth_retry_backoff=30.0, rekey=rekey or RekeyPolicy(lifetime=3600.0, bytes=0),
+                        ike=ike or IkePolicy())
         self.app = SecurityApp(cfg, time.monotonic)
         self.client = ChannelClient(KEY, capacity_blocks=BLOCKS, clock=time.monotonic,
                                     keepalive_ms=int(keepalive * 1000))
@@ -159,8 +167,9 @@ def rig(tmp_path: Path):
         e.start()
     # Wait for both links to log in (non-secure: the targets refuse PRLI, AUTH_PENDING).
     _wait(lambda: all(p.session.state is SessionState.AUTH_PENDING for p in hba.ports), what="first logins")
-    agents = [Agent(engines[0], {T1: PSK1}, rekey=RekeyPolicy(lifetime=3600.0, bytes=2 * MiB,
-                                                              stats_interval=0.5)),
+    # The first port negotiates 256-bit ESP keys only; the responder offers both sizes.
+    rekey = RekeyPolicy(lifetime=3600.0, bytes=2 * MiB, stats_interval=0.5)
+    agents = [Agent(engines[0], {T1: PSK1}, rekey=rekey, ike=IkePolicy(esp_ciphers=(AES_GCM_16_256,))),
               Agent(engines[1], {T2: PSK2})]
     yield target, hba, engines, agents, pcap
     for a in agents:
@@ -179,6 +188,7 @@ def test_edif_end_to_end(rig):
           what="secure T1")
     _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="PRLI after AUTH_OK")
     assert engines[0].login.secure and engines[0].login.sadb.both_confirmed
+    assert engines[0].login.sadb.tx_sa.cipher is Cipher.AES_GCM_256
     t1 = target.server.port("t1")
     # Wrong PSK on the second target: AUTH_FAIL, the login held, no FCP ever reached t2.
     _wait(lambda: engines[1].counters.auth_fail >= 1, what="AUTH_FAIL on T2")
