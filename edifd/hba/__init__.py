@@ -32,10 +32,9 @@ from .transform import (
 )
 
 __all__ = [
-    "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_NOT_AUTHORIZED", "ElsReplyReceived",
-    "SENSE_PROTOCOL_ERROR", "SENSE_TARGET_GONE", "AllowAll",
-    "Completed",    "ElsReceived", "FrameTransform", "Hba", "HbaError", "IdentityTransform", "InitiatorPort",
-    "InitiatorSession", "LoggedIn", "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus",
-    "RemotePortCounters", "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers",
-    "parse_report_luns",
+    "SENSE_INVALID_REQUEST", "SENSE_IO_TIMEOUT", "SENSE_NOT_AUTHORIZED", "SENSE_PROTOCOL_ERROR",
+    "SENSE_TARGET_GONE", "AllowAll", "Completed", "ElsReceived", "ElsReplyReceived", "FrameTransform",
+    "Hba", "HbaError", "IdentityTransform", "InitiatorPort", "InitiatorSession", "LoggedIn",
+    "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus", "RemotePortCounters",
+    "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers", "parse_report_luns",
 ]
