@@ -7,8 +7,11 @@
    (a FIFO), as one control plane would after a host boot; for 1 target, sessions run one after another.
    Reported: sessions/s, per-session latency (start to both sides' SAs installed: includes queueing
    behind the other sessions) and per-session service time (the CPU spent on its own messages), p50/p99
-   in ms. The messages are handed over in memory: no AUTH_ELS framing, no FC link, no control channel
-   (docs/engine.md §5 has one full SECURE_CONNECT ... AUTH_OK ... PRLI through the engine: ~0.09 s).
+   in ms. The messages are handed over in memory: no AUTH_ELS framing, no FC link, no control channel.
+   The same through the whole edifd path for 1 and 64 targets (--engine-targets): per target an HBA port
+   with its EdifEngine, a control LUN (ChannelCore over the in-process loopback SCSI) and the agent's
+   SecurityApp + ChannelClient, an FC link over 127.0.0.1 to its own EDIF target port (AuthResponder, PSK);
+   latency = application start (APP_START done) to PRLI done after AUTH_OK. One thread pumps every agent.
 2. The longest I/O stall during a rekey under load: 64 KiB READs and WRITEs (alternating, QD 4) through
    a secure `Hba` <-> `TargetPort` session over 127.0.0.1 (bench/edif.py's rig: both ends on one asyncio
    loop, SAs from an in-memory IKE negotiation). Run once without and once with a rekey in the middle:
@@ -19,7 +22,8 @@
    p99 per-I/O latency, the longest gap between two I/O completions, and I/O errors (must be 0).
 The final line of output is one JSON object. MB = 10^6 bytes.
 
-    python3 bench/edif_scale.py [--quick] [--targets 1,64,1000] [--seconds 3] [--budget 240]
+    python3 bench/edif_scale.py [--quick] [--targets 1,64,1000] [--engine-targets 1,64] [--seconds 3]
+                                [--budget 240]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import os
 import platform
@@ -42,6 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cryptography  # noqa: E402
 from edif import (  # noqa: E402
+    BENCH_PSK,
     Rig,
     close_rig,
     ike_configs,
@@ -156,6 +162,128 @@ def sessions_per_second(targets: int, *, rounds: int = 1, budget: float = 240.0)
             "latency_ms": {"p50": ms(percentile(latencies, 50)), "p99": ms(percentile(latencies, 99)),
                            "max": ms(max(latencies))},
             "service_ms": {"p50": ms(percentile(services, 50)), "p99": ms(percentile(services, 99))}}
+
+
+class _Agent:
+    """One control LUN as the e2e test wires it: SecurityApp -> ChannelClient -> loopback SCSI ->
+    ChannelCore(handler = the port's EdifEngine). Pumped by the caller's thread."""
+
+    def __init__(self, engine: object, target_wwpn: int, key: object) -> None:
+        from edifd.channel import ChannelCore
+        from edifd.channel.loopback import Loopback
+        from edifd.scsi import ScsiDisk
+        from guest_agent.client import ChannelClient
+        from guest_agent.secapp import SecurityApp
+        from guest_agent.secconfig import PeerPolicy, PskCredentials, RekeyPolicy, SecConfig
+
+        blocks = (16 << 20) // 512
+        self.core = ChannelCore(key, num_blocks=blocks, handler=engine, state=engine, park_time=0.2)
+        engine.attach(self.core.post_event)  # type: ignore[attr-defined]
+        cfg = SecConfig(peers={target_wwpn: PeerPolicy(target_wwpn, PskCredentials(BENCH_PSK))},
+                        keepalive_interval=1.0, keepalive_misses=20, reconnect_delay=0.2,
+                        rekey=RekeyPolicy(lifetime=3600.0, bytes=0))
+        self.app = SecurityApp(cfg, time.monotonic)
+        self.client = ChannelClient(key, capacity_blocks=blocks, clock=time.monotonic, keepalive_ms=1000)
+        self.lb = Loopback(ScsiDisk(self.core), self.client)
+        self.client.start()
+        self.lb.pump()
+        if not self.client.established:
+            raise BenchFailure("the control channel did not come up")
+
+    def send(self, items: list) -> None:
+        from edifd.proto import Body
+
+        for item in items:
+            if isinstance(item, Body):
+                self.app.sent(item, self.client.request(item))
+
+    def pump(self) -> None:
+        self.send(self.app.tick(time.monotonic()))
+        for m in self.lb.pump(k=4, rounds=3):
+            self.send(self.app.on_message(m))
+        self.core.tick()
+
+
+def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
+    """`targets` HBA ports, each linked to its own EDIF target port (AuthResponder, PSK) and driven by
+    its own engine + agent; every agent starts at once. Seconds from APP start to PRLI done, per port."""
+    import threading
+
+    from edifd.edif.engine import EdifEngine
+    from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
+    from edifd.proto import ChannelKey
+    from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
+    from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, SecConfig
+
+    hosts = [HOST_WWPN + k for k in range(targets)]
+    tgts = [TARGET_BASE + k for k in range(targets)]
+    ports = tuple(
+        TargetPortConfig(f"t{k}", t, t - (1 << 56), ("127.0.0.1", 0),
+                         (LunConfig(0, str(tmp / f"t{k}.img"), 1 << 20),), True,
+                         SecConfig(peers={h: PeerPolicy(h, PskCredentials(BENCH_PSK))}, ike=IkePolicy()))
+        for k, (h, t) in enumerate(zip(hosts, tgts, strict=True)))
+    server = TargetServer(TargetConfig(ports))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="bench-target", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    hba = Hba([PortConfig(f"p{k}", h, h - 1, server.port(f"t{k}").address, remote_wwpn=t)
+               for k, (h, t) in enumerate(zip(hosts, tgts, strict=True))],
+              Timers(io_timeout=timeout), policy=RequireAuthWhenSecure())
+    hba.start_thread()
+    engines = [EdifEngine(hba, p) for p in hba.ports]
+    try:
+        for e in engines:
+            e.start()
+        end = time.monotonic() + timeout
+        # First logins are not secure (no application yet): the targets hold them in AUTH_PENDING.
+        while not all(p.session.state is SessionState.AUTH_PENDING for p in hba.ports):
+            if time.monotonic() > end:
+                raise BenchFailure("the first logins did not complete")
+            time.sleep(0.01)
+        key = ChannelKey(os.urandom(32))
+        agents = [_Agent(e, t, key) for e, t in zip(engines, tgts, strict=True)]
+        started = [0.0] * targets
+        done: list[float | None] = [None] * targets
+        for k, a in enumerate(agents):
+            started[k] = time.perf_counter()
+            a.send(a.app.start())
+        while any(d is None for d in done):
+            if time.monotonic() > end:
+                raise BenchFailure(f"{sum(d is None for d in done)} of {targets} sessions not secure in time")
+            for k, a in enumerate(agents):
+                a.pump()
+                if done[k] is None and hba.ports[k].session.state is SessionState.READY:
+                    done[k] = time.perf_counter()
+            time.sleep(0.0005)  # the agents' threads would sleep too; lets the HBA and target loops run
+        for e in engines:
+            if not (e.login and e.login.secure and e.login.sadb.both_confirmed):
+                raise BenchFailure("a session reached READY without both SAs")
+        return [d - s for d, s in zip(done, started, strict=True) if d is not None]
+    finally:
+        for e in engines:
+            e.stop()
+        hba.stop_thread()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def engine_sessions(targets: int, *, rounds: int = 1, timeout: float = 60.0) -> dict[str, object]:
+    """Secure sessions through the whole edifd path (agent, channel, engine, AUTH_ELS on the FC link,
+    target responder, SA_UPDATE, AUTH_OK, PRLI), `targets` at once; fresh ports per round."""
+    lat: list[float] = []
+    elapsed = 0.0
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
+            r = _engine_round(targets, Path(d), timeout)
+        lat += r
+        elapsed += max(r)  # the round ends with its last session
+    n = targets * rounds
+    return {"targets": targets, "rounds": rounds, "sessions": n, "sessions_per_s": round(n / elapsed, 1),
+            "seconds": round(elapsed, 3),
+            "latency_ms": {"p50": ms(percentile(lat, 50)), "p99": ms(percentile(lat, 99)),
+                           "max": ms(max(lat))}}
 
 
 # --- 2. the I/O stall of a rekey ----------------------------------------------------------------------------
@@ -311,11 +439,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="each I/O stream of the rekey bench")
     ap.add_argument("--qd", type=int, default=4)
     ap.add_argument("--budget", type=float, default=240.0, help="seconds allowed per session count")
+    ap.add_argument("--engine-targets", default="1,64",
+                    help="target counts for the full engine/channel path ('' = skip)")
+    ap.add_argument("--engine-rounds-single", type=int, default=10, help="rounds of the 1-target engine case")
     ap.add_argument("--quick", action="store_true", help="1 and 64 targets, 5 single rounds, 1 s streams")
     args = ap.parse_args(argv)
+    # The engine path logs a warning per port before its application starts (expected here).
+    logging.getLogger("edifd").setLevel(logging.ERROR)
+    logging.getLogger("guest_agent").setLevel(logging.ERROR)
     if args.quick:
         args.targets = "1,64"
         args.rounds_single, args.seconds = min(args.rounds_single, 5), min(args.seconds, 1.0)
+        args.engine_rounds_single = min(args.engine_rounds_single, 2)
     counts = [int(x) for x in args.targets.split(",") if x.strip()]
     scale = []
     print("Secure sessions (IKE_SA_INIT + IKE_AUTH PSK X25519 + SA install both sides, in memory):")
@@ -327,6 +462,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {n:5d} target(s): {r['sessions_per_s']:8.1f} sessions/s; latency p50 {lat['p50']:.2f} ms"
               f" p99 {lat['p99']:.2f} ms; service p50 {svc['p50']:.2f} ms p99 {svc['p99']:.2f} ms",
               flush=True)
+    engine = []
+    counts = [int(x) for x in args.engine_targets.split(",") if x.strip()]
+    if counts:
+        print("Secure sessions through the whole path (agent, channel, engine, AUTH_ELS on the link, target"
+              " responder, SA_UPDATE, AUTH_OK, PRLI):")
+    for n in counts:
+        r = engine_sessions(n, rounds=args.engine_rounds_single if n == 1 else 1, timeout=args.budget)
+        engine.append(r)
+        lat = r["latency_ms"]
+        assert isinstance(lat, dict)
+        print(f"  {n:5d} target(s): {r['sessions_per_s']:8.1f} sessions/s; latency p50 {lat['p50']:.2f} ms"
+              f" p99 {lat['p99']:.2f} ms", flush=True)
     stall = rekey_stall(args.seconds, args.qd)
     w, wo = stall["with_rekey"], stall["without_rekey"]
     assert isinstance(w, dict) and isinstance(wo, dict)
@@ -343,7 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         "cryptography": cryptography.__version__, "cpu_count": os.cpu_count(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "sessions": {"path": "in-memory IKE (FC profile, PSK, X25519, AES-GCM-128 child) + SaDatabase "
-                             "install on both sides; no AUTH_ELS framing, link or channel", "results": scale},
+                             "install on both sides; no AUTH_ELS framing, link or channel",
+                     "results": scale},
+        "engine_sessions": {"path": "SecurityApp -> ChannelClient -> loopback SCSI -> ChannelCore -> "
+                                    "EdifEngine -> Hba (FC over TCP 127.0.0.1) -> TargetServer with "
+                                    "AuthResponder (PSK); latency = application start to PRLI done",
+                            "results": engine},
         "rekey_stall": stall,
     }
     print(json.dumps(summary, sort_keys=True))

@@ -86,6 +86,15 @@ def test_sessions_per_second_shape(targets, rounds):
     assert 0 < svc["p50"] <= svc["p99"]
 
 
+@pytest.mark.parametrize(("targets", "rounds"), [(1, 2), (3, 1)])
+def test_engine_sessions_shape(targets, rounds):
+    """The whole path: every port reaches PRLI after AUTH_OK with both SAs (checked inside), per port."""
+    r = edif_scale.engine_sessions(targets, rounds=rounds, timeout=30.0)
+    assert r["sessions"] == targets * rounds and _is_rate(r["sessions_per_s"])
+    lat = r["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+
+
 def test_sessions_over_budget_raise():
     with pytest.raises(edif_scale.BenchFailure):
         edif_scale._establish(300, deadline=0.0)  # noqa: SLF001 - the budget check itself
@@ -110,11 +119,13 @@ def test_rekey_stall_shape():
 
 
 def test_edif_scale_main_json(capsys):
-    assert edif_scale.main(["--targets", "1,3", "--rounds-single", "2", "--seconds", "0.4"]) == 0
+    assert edif_scale.main(["--targets", "1,3", "--rounds-single", "2", "--seconds", "0.4",
+                            "--engine-targets", "2", "--engine-rounds-single", "1"]) == 0
     out = capsys.readouterr().out
     summary = _last_json(out)
     assert summary["bench"] == "edif_scale"
     assert [x["targets"] for x in summary["sessions"]["results"]] == [1, 3]
+    assert [x["targets"] for x in summary["engine_sessions"]["results"]] == [2]
     assert summary["rekey_stall"]["io_errors"] == 0
     assert "sessions/s" in out and "Rekey under load" in out
 
