@@ -191,10 +191,10 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
     if lun_type not in LUN_TYPES:
         r.problems.append(f"{where}.type: must be one of {', '.join(LUN_TYPES)}")
     size = 0
+    # A remote LUN's size is the target's (READ CAPACITY at start). Giving it here lets edifd export
+    # the LUN before the target is reachable (a secure target needs the EDIF VM's authentication
+    # first); the capacity is checked against it once the login completes.
     raw_size = r.take(t, "size", where, (str, int), None, required=lun_type != "remote")
-    if lun_type == "remote" and raw_size is not None:
-        r.problems.append(f"{where}.size: a remote LUN's size is the target's (READ CAPACITY)")
-        raw_size = None
     if raw_size is not None:
         try:
             size = parse_size(raw_size)

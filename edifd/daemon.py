@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,7 @@ class Daemon:
         self.luns: list[ServedLun] = []
         self._ticker: HeartbeatTicker | None = None
         self.hba: Hba | None = None
+        self._stopping = threading.Event()
         self.engines: dict[str, EdifEngine] = {}  # control LUN name -> the EDIF engine of its HBA port
 
     def start(self) -> None:
@@ -144,6 +146,13 @@ class Daemon:
     def _remote(self, lun: LunConfig) -> RemoteLun:
         assert self.hba is not None and lun.target_wwpn is not None  # config guarantees both
         rl = RemoteLun(self.hba, lun.target_wwpn, lun.remote_lun, io_timeout=self.config.hba.io_timeout)
+        if lun.size:
+            # Configured geometry: serve now (the target may first need the EDIF VM to authenticate
+            # us); check it against the target's READ CAPACITY in the background once logged in.
+            rl.assume(lun.size, lun.block_size)
+            threading.Thread(target=self._verify_remote, args=(lun, rl), name=f"verify:{lun.name}",
+                             daemon=True).start()
+            return rl
         try:
             rl.attach(self.config.hba.io_timeout)
         except Exception as e:
@@ -165,6 +174,21 @@ class Daemon:
                             serial=lun.serial, port_wwpn=lun.wwpn if lun.type == "control" else None)
         disk = ScsiDisk(medium, identity)
         return self._export(ServedLun(lun, disk, medium, extra=extra), backstore_spec(lun, self.config))
+
+    def _verify_remote(self, lun: LunConfig, rl: RemoteLun) -> None:
+        # Until the login completes (a slow EDIF VM is not an error) or edifd stops.
+        while not self._stopping.is_set():
+            try:
+                problem = rl.verify(30.0)
+            except Exception as e:  # not logged in yet, or the HBA is going away
+                log.debug("lun %s: capacity check: %s; retrying", lun.name, e)
+                self._stopping.wait(1.0)
+                continue
+            if problem:
+                log.error("lun %s: %s; I/O past the smaller of the two will fail", lun.name, problem)
+            else:
+                log.info("lun %s: target capacity matches the configured %d bytes", lun.name, lun.size)
+            return
 
     def _serve_remote(self, lun: LunConfig) -> ServedLun:
         """A tenant LUN whose CDBs go, unchanged, as FCP to a LUN of a storage target."""
@@ -294,6 +318,7 @@ class Daemon:
 
     def stop(self, *, teardown: bool = False) -> None:
         """Complete everything in flight, drain the rings; with teardown also remove LIO objects."""
+        self._stopping.set()
         if self._ticker is not None:
             self._ticker.stop()
         for served in reversed(self.luns):

@@ -66,6 +66,24 @@ class RemoteLun:
         log.info("remote LUN %016x/%d attached: %d blocks of %d bytes", self.target_wwpn, self.lun,
                  self._num_blocks, block_size)
 
+    def assume(self, size: int, block_size: int) -> None:
+        """Use a configured geometry instead of attaching first; `verify` checks it later."""
+        if block_size not in (512, 1024, 2048, 4096) or size <= 0 or size % block_size:
+            raise ValueError(f"bad geometry: {size} bytes of {block_size}-byte blocks")
+        self._block_size, self._num_blocks = block_size, size // block_size
+
+    def verify(self, timeout: float) -> str | None:
+        """Attach (login + READ CAPACITY) and compare with the assumed geometry.
+        None when they agree; otherwise what differs (the LUN keeps the assumed geometry)."""
+        assumed = (self._block_size, self._num_blocks)
+        self.attach(timeout)
+        actual = (self._block_size, self._num_blocks)
+        self._block_size, self._num_blocks = assumed
+        if actual == assumed:
+            return None
+        return (f"target reports {actual[1]} blocks of {actual[0]} bytes, configured "
+                f"{assumed[1]} blocks of {assumed[0]} bytes")
+
     def attach(self, timeout: float) -> None:
         """From any thread but the HBA's: `attach_async` and wait."""
         self.hba.run_sync(self.attach_async(timeout), timeout + 1.0)

@@ -125,6 +125,35 @@ def test_remote_lun_config_problems_are_named():
         parse_config({"lun": [{"name": "t", "type": "remote", "hba_port": "nope", "target_wwpn": "zz",
                                "size": "1M"}]})
     text = str(e.value)
-    assert "lun[0].size: a remote LUN's size is the target's" in text
     assert "lun[0].target_wwpn" in text
     assert "no [[hba.port]] named 'nope'" in text
+
+
+def _config_sized(tmp: Path, host: str, port: int, size: str):
+    cfg = _config(tmp, host, port)
+    import dataclasses
+    lun = dataclasses.replace(cfg.luns[0], size=int(size))
+    return dataclasses.replace(cfg, luns=(lun,))
+
+
+@pytest.mark.parametrize("size,expect", [(8 * MIB, "target capacity matches"), (4 * MIB, "target reports")])
+def test_configured_size_serves_at_once_and_is_checked_after_login(tmp_path, caplog, size, expect):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="edifd.daemon")
+    target = _TargetThread(tmp_path)
+    lio = _Lio()
+    d = Daemon(_config_sized(tmp_path, *target.address, str(size)), lio=lio,
+               open_handler=lambda uio, disk: _Handler())
+    try:
+        d.start()
+        (spec,) = lio.specs
+        assert spec.size == size  # served with the configured geometry, no READ CAPACITY first
+        deadline = time.monotonic() + 10
+        while expect not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expect in caplog.text
+    finally:
+        d.stop()
+        target.close()
