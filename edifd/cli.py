@@ -190,6 +190,12 @@ def edifctl_main(config_path: Path, as_json: bool) -> None:
             counters = lun.get(what)
             if counters:
                 click.echo(f"      {what}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+        ed = lun.get("edif")
+        if ed and "error" not in ed:
+            esp = ed.get("esp") or {}
+            click.echo(f"      EDIF: app {'active' if ed.get('app_active') else 'not active'}, session "
+                       f"{ed.get('session')}, generation {ed.get('generation')}, auth {ed.get('auth')}"
+                       + (f", ESP {esp}" if esp else ""))
         ch = lun.get("channel")
         if ch:
             click.echo(f"      channel: {'established' if ch.get('established') else 'no agent'}, "

@@ -49,6 +49,12 @@ def collect(daemon: Any, *, state: str = "running") -> dict[str, Any]:
         if callable(channel_status):  # a control LUN: sequence numbers, queue, parked READs
             entry["channel"] = channel_status()
             entry["parked_reads"] = entry["channel"].get("parked")
+        engine = getattr(daemon, "engines", {}).get(cfg.name)
+        if engine is not None:  # the EDIF engine of this control LUN's HBA port: sessions, SAs, ESP
+            try:
+                entry["edif"] = engine.status()
+            except Exception as e:  # status must never take the daemon down
+                entry["edif"] = {"error": f"{type(e).__name__}: {e}"}
         luns.append(entry)
     return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns}
 
