@@ -102,6 +102,14 @@ def cmd_scenario(a: argparse.Namespace) -> int:
     tenant = run_tenant_lab(img, run_dir("tenant"), mib=64, log=lambda m: print(m, flush=True))
     res["tenant"] = tenant
     res["problems"] = res["problems"] + [f"tenant: {p}" for p in tenant["problems"]]
+    print("\n== EDIF: edif-agent in VM-S secures edifd's HBA ports in VM-H against edif-target on this host",
+          flush=True)
+    from .edif_lab import run_edif_lab
+    from .edif_lab import verdicts as edif_verdicts
+
+    edif = run_edif_lab(img, run_dir("edif"), mib=64, log=lambda m: print(m, flush=True))
+    res["edif"] = edif
+    res["problems"] = res["problems"] + [f"edif: {p}" for p in edif["problems"]]
     out = PROJECT_ROOT / "lab" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
@@ -113,9 +121,29 @@ def cmd_scenario(a: argparse.Namespace) -> int:
     print(f"  {'PASS' if not tenant['problems'] else 'FAIL'}  {what:<44} "
           f"{io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r, backing file exact: "
           f"{tenant.get('backing_sha256_ok')}")
+    for name, ok, detail in edif_verdicts(edif):
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<44} {detail}")
     print(f"  total {time.monotonic() - t0:.0f} s")
     for p in res["problems"]:
         _err(f"lab scenario: {p}")
+    return 1 if res["problems"] else 0
+
+
+def cmd_edif(a: argparse.Namespace) -> int:
+    """Only the EDIF phases of the scenario (lab.edif_lab); summary in lab/out/edif-summary.json."""
+    from .control import run_dir
+    from .edif_lab import run_edif_lab, verdicts
+    from .image import ensure_image
+
+    img = ensure_image(log=_log)
+    res = run_edif_lab(img, run_dir("edif"), mib=a.mib, log=lambda m: print(m, flush=True))
+    out = PROJECT_ROOT / "lab" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "edif-summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    for name, ok, detail in verdicts(res):
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<52} {detail}")
+    for p in res["problems"]:
+        _err(f"lab edif: {p}")
     return 1 if res["problems"] else 0
 
 
@@ -177,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scenario", help="the main job: edifd in VM-H, used over tcm_loop, iSCSI, from VM-S")
     sc.add_argument("--timeout", type=float, default=600)
     sc.set_defaults(fn=cmd_scenario)
+    ed = sub.add_parser("edif", help="only the EDIF phases: agent in VM-S, edifd in VM-H, edif-target here")
+    ed.add_argument("--mib", type=int, default=64)
+    ed.set_defaults(fn=cmd_edif)
     ch = sub.add_parser("channel", help="the control channel: edif-agent ping/faults in VM-S via iSCSI")
     ch.set_defaults(fn=cmd_channel)
     sub.add_parser("smoke", help="run the lab smoke tests (pytest -m lab tests/lab)").set_defaults(

@@ -1,0 +1,421 @@
+"""The EDIF lab scenario (part of ``make lab``): encrypted storage traffic on real kernels, end to end.
+
+* this host runs edif-target's code: two target ports (A and B), each its own ``TargetServer`` so each writes
+  its own pcap (edif-target has one trace file per process), with the EDIF responder: A knows port p0's PSK,
+  B has a *different* PSK for p1 than the agent (-> AUTH_FAIL);
+* VM-H (``lab.guest.vmh_edif``) runs edifd: two secure HBA ports linked to A and B over slirp (10.0.2.2), one
+  control LUN per port exported over iSCSI, and a tenant LUN behind A on tcm_loop;
+* VM-S (``lab.guest.vms_edif``) maps both control LUNs with QEMU's iSCSI initiator and runs one
+  ``edif-agent run --config`` per port: the security service authenticates the targets over the disk channel.
+
+Phases (printed with timings): agent started; A secured and B AUTH_FAIL; 64 MiB written and read back through
+ESP with a 10 s rekey lifetime (>= 1 rekey during I/O, 0 errors); the backing file; the traces (DF_CTL 0x40 +
+ESP header on every FCP frame, on no ELS/BLS frame, the pattern never in clear, no FCP_CMND at B); the agent
+stopped (SIGTERM -> APP_STOP) -> A logged out -> tenant I/O fails at once. Keys and PSKs are random per run,
+written 0600 into the shares, never logged or put in the summary.
+
+The verdict logic (``verdicts``, ``check_trace``, ``pcap_frames``) is pure and unit-tested on synthetic data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
+from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, SecConfig
+
+from .errors import LabError
+from .guest.vmh_edif import CTL_IQNS, I_WWPNS
+from .guest.vmh_tenant import MIB, chunk
+from .image import GuestImage
+from .scenario import collect, guest_python, guest_vm
+from .vm import Drive, HostFwd, free_port
+
+T_WWPNS = (0x2100001B32000E01, 0x2100001B32000E02)  # above the initiators' (they answer PLOGI)
+REKEY_LIFETIME = 10  # s: the agent's minimum, so several rekeys happen during the tenant I/O
+IO_TIMEOUT = 300  # s: edifd's HBA io_timeout; also bounds the start (target A must be secured by then)
+SAMPLE_LEN = 32
+
+# FC header offsets in a linktype-225 record (SOF ordered set first).
+_SOF = 4
+R_CTL, TYPE, DF_CTL = _SOF + 0, _SOF + 8, _SOF + 13
+PAYLOAD = _SOF + 24
+FC_TYPE_FCP, FC_TYPE_ELS, FC_TYPE_BLS = 0x08, 0x01, 0x00
+R_CTL_FCP_CMND = 0x06
+DF_CTL_ESP = 0x40
+ELS_AUTH, ELS_LOGO = 0x90, 0x05
+PCAP_LINKTYPE_FC2_DELIM = 225
+
+
+class PcapError(LabError):
+    """A trace file that is not a classic little-endian pcap of linktype 225."""
+
+
+def pcap_frames(data: bytes) -> list[bytes]:
+    """The records of a linktype-225 pcap: SOF(4) | FC header(24) | data field | CRC(4) | EOF(4).
+
+    A record cut short at the end (a writer still running) is left out. Raises only PcapError."""
+    if len(data) < 24:
+        raise PcapError(f"not a pcap file: {len(data)} bytes")
+    magic, _vmaj, _vmin, _zone, _sig, _snap, linktype = struct.unpack_from("<IHHiIII", data, 0)
+    if magic != 0xA1B2C3D4:
+        raise PcapError(f"not a little-endian microsecond pcap (magic {magic:#010x})")
+    if linktype != PCAP_LINKTYPE_FC2_DELIM:
+        raise PcapError(f"linktype {linktype}, expected {PCAP_LINKTYPE_FC2_DELIM} (FC-2 with delimiters)")
+    off, out = 24, []
+    while off + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        if off + 16 + incl > len(data):
+            break
+        out.append(data[off + 16: off + 16 + incl])
+        off += 16 + incl
+    return out
+
+
+def pattern_samples(mib: int, n: int = 16) -> list[bytes]:
+    """`n` SAMPLE_LEN-byte pieces of the tenant pattern, from MiBs spread over the run, unaligned."""
+    out = []
+    for k in range(n):
+        i = (k * max(mib, 1)) // n
+        off = (k * 4099 + 7) % (MIB - SAMPLE_LEN)
+        out.append(chunk(i)[off: off + SAMPLE_LEN])
+    return out
+
+
+def check_trace(frames: Iterable[bytes], samples: Iterable[bytes] = ()) -> dict[str, Any]:
+    """Counts behind the trace claims: ESP on every FCP frame and on nothing else, no data in clear."""
+    r = {"frames": 0, "fcp": 0, "fcp_esp": 0, "fcp_cmnd": 0, "other": 0, "other_esp": 0, "auth_els": 0,
+         "logo": 0, "short": 0, "pattern_hits": 0}
+    blob = bytearray()
+    for f in frames:
+        r["frames"] += 1
+        if len(f) < PAYLOAD + 8:
+            r["short"] += 1
+            continue
+        blob += f
+        esp = bool(f[DF_CTL] & DF_CTL_ESP)
+        if f[TYPE] == FC_TYPE_FCP:
+            r["fcp"] += 1
+            # The ESP header (SPI, sequence number) opens the data field; SPI 0 is reserved (RFC 4303 §2.1).
+            if esp and len(f) >= PAYLOAD + 8 + 8 and struct.unpack_from(">I", f, PAYLOAD)[0] != 0:
+                r["fcp_esp"] += 1
+            if f[R_CTL] == R_CTL_FCP_CMND:
+                r["fcp_cmnd"] += 1
+        else:
+            r["other"] += 1
+            r["other_esp"] += esp
+            if f[TYPE] == FC_TYPE_ELS and (f[R_CTL] & 0xF0) == 0x20:
+                r["auth_els"] += f[PAYLOAD] == ELS_AUTH
+                r["logo"] += f[PAYLOAD] == ELS_LOGO
+    data = bytes(blob)
+    r["pattern_hits"] = sum(data.count(s) for s in samples)
+    return r
+
+
+def _target(status: dict[str, Any] | None, wwpn: int) -> dict[str, Any]:
+    w = ":".join(f"{wwpn:016x}"[i:i + 2] for i in range(0, 16, 2))
+    return (((status or {}).get("app") or {}).get("targets") or {}).get(w) or {}
+
+
+def _engine(status: dict[str, Any] | None, ctl: str) -> dict[str, Any]:
+    return ((status or {}).get("engines") or {}).get(ctl) or {}
+
+
+def _rekeys(status: dict[str, Any] | None) -> int:
+    return int((_engine(status, "ctl0").get("esp") or {}).get("rekeys") or 0)
+
+
+Verdict = tuple[str, bool, str]
+
+
+def verdicts(s: dict[str, Any]) -> list[Verdict]:
+    """One (claim, passed, detail) per claim of the EDIF scenario; missing data fails its claim."""
+    h, vs = s.get("vm_h") or {}, s.get("vm_s") or {}
+    out: list[Verdict] = []
+    started = s.get("agents_started_s") is not None and not any(k.startswith("early_exit") for k in vs)
+    out.append(("EDIF: edif-agent security service started", started,
+                f"2 agents up after {s.get('agents_started_s')} s"))
+    a_agent = _target(s.get("agent_p0_secured"), T_WWPNS[0])
+    b_agent = _target(s.get("agent_p1_secured"), T_WWPNS[1])
+    e_a = _engine(h.get("status_secured") or s.get("edifd_status_secured"), "ctl0")
+    a_ok = (a_agent.get("state") == "secure" and e_a.get("auth") == "AUTHENTICATED"
+            and e_a.get("session") == "ready" and (e_a.get("counters") or {}).get("auth_ok", 0) >= 1)
+    out.append(("EDIF: target A secured (AUTH_OK)", a_ok,
+                f"agent {a_agent.get('state')}, edifd {e_a.get('auth')}/{e_a.get('session')}, "
+                f"after {s.get('secured_s')} s"))
+    # After AUTH_FAIL edifd logs B out (its login, and so its auth state, is gone): count, don't look.
+    eb = _engine(h.get("status_after_io") or s.get("edifd_status_secured"), "ctl1").get("counters") or {}
+    tb, trb = s.get("target_b") or {}, s.get("trace_b") or {}
+    b_ok = (b_agent.get("state") == "failed" and eb.get("auth_fail", 0) >= 1 and eb.get("auth_ok") == 0
+            and eb.get("sa_updates") == 0 and tb.get("commands") == 0 and trb.get("fcp_cmnd") == 0
+            and trb.get("auth_els", 0) > 0 and tb.get("auth_failed", 0) >= 1)
+    out.append(("EDIF: target B wrong PSK -> AUTH_FAIL, unusable", b_ok,
+                f"agent {b_agent.get('state')}, edifd auth_fail {eb.get('auth_fail')} "
+                f"auth_ok {eb.get('auth_ok')} "
+                f"SA_UPDATEs {eb.get('sa_updates')}, target auth_failed {tb.get('auth_failed')}, "
+                f"FCP_CMND at B {tb.get('commands')} (trace {trb.get('fcp_cmnd')})"))
+    io = h.get("io") or {}
+    mib = s.get("mib")
+    io_ok = (bool(io) and io.get("mib") == mib and not io.get("write_errors") and not io.get("read_errors")
+             and not io.get("mismatched_mib"))
+    out.append((f"EDIF: tenant {mib} MiB written + read back via ESP", io_ok,
+                f"{io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r, "
+                f"{len(io.get('write_errors') or []) + len(io.get('read_errors') or [])} errors, "
+                f"{len(io.get('mismatched_mib') or [])} MiB mismatched"))
+    rk = s.get("rekeys_during_io")
+    out.append(("EDIF: rekey during I/O, 0 I/O errors", io_ok and isinstance(rk, int) and rk >= 1,
+                f"{rk} rekey(s) during the I/O (engine), agent counted {s.get('agent_rekeys')}"))
+    out.append(("EDIF: target A backing file matches", s.get("backing_mismatched_mib") == [],
+                f"mismatched MiB: {s.get('backing_mismatched_mib')}"))
+    t = s.get("trace_a") or {}
+    esp_ok = (t.get("fcp", 0) > 0 and t.get("fcp_esp") == t.get("fcp") and t.get("other", 0) > 0
+              and t.get("other_esp") == 0 and t.get("auth_els", 0) > 0 and t.get("short") == 0)
+    out.append(("EDIF: trace A: DF_CTL 0x40 + ESP on every FCP frame", esp_ok,
+                f"{t.get('fcp_esp')}/{t.get('fcp')} FCP frames ESP, {t.get('other_esp')}/{t.get('other')} "
+                f"ELS/BLS marked, {t.get('auth_els')} AUTH_ELS"))
+    out.append(("EDIF: written pattern never in clear on the wire",
+                 t.get("pattern_hits") == 0 and (s.get("trace_b") or {}).get("pattern_hits") == 0
+                 and s.get("samples", 0) > 0,
+                f"{s.get('samples')} samples of {SAMPLE_LEN} bytes, hits {t.get('pattern_hits')}"))
+    e_stop = _engine(h.get("status_after_stop"), "ctl0")
+    counters = e_stop.get("counters") or {}
+    rcs = vs.get("agent_rcs")
+    logout_ok = (rcs == [0, 0] and (counters.get("app_stops") or 0) >= 1 and e_stop.get("session") != "ready"
+                 and (s.get("trace_a") or {}).get("logo", 0) >= 1)
+    out.append(("EDIF: agent stopped -> secure sessions logged out", logout_ok,
+                f"agent rc {rcs}, edifd app_stops {counters.get('app_stops')}, "
+                f"session {e_stop.get('session')}, "
+                f"LOGO in trace A: {t.get('logo')}"))
+    after = h.get("after_stop") or {}
+    fail_ok = after.get("ok") is False and not after.get("hung") and (after.get("s") or 1e9) < 10
+    out.append(("EDIF: tenant I/O to A then fails cleanly", fail_ok,
+                f"{after.get('errno')} ({after.get('strerror')}) after {after.get('s')} s"))
+    return out
+
+
+def problems(s: dict[str, Any]) -> list[str]:
+    out = [f"{name}: {detail}" for name, ok, detail in verdicts(s) if not ok]
+    for who in ("vm_h", "vm_s"):
+        err = (s.get(who) or {}).get("error")
+        if err:
+            out.append(f"{who}: {err}")
+    if s.get("error"):
+        out.append(s["error"])
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+class TargetPortThread:
+    """One edif-target port (TargetServer with one [[port]]) with its own pcap, on its own loop thread."""
+
+    def __init__(self, name: str, wwpn: int, backing: Path, size: int, auth: SecConfig, pcap: Path) -> None:
+        self.pcap = pcap
+        port = TargetPortConfig(name, wwpn, wwpn - (1 << 56), ("127.0.0.1", 0),
+                                (LunConfig(0, str(backing), size),), True, auth)
+        self.server = TargetServer(TargetConfig((port,), pcap_path=str(pcap)))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"edif-target-{name}", daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(15)
+        self.port = self.server.ports[0].address[1]
+
+    def counters(self) -> dict[str, Any]:
+        p = self.server.ports[0]
+        sessions = [x.counters.snapshot() for x in p.sessions] + list(p.sessions_closed)
+        return {"commands": sum(c.get("commands", 0) for c in sessions), "sessions": len(sessions),
+                **(p.edif.counters.snapshot() if p.edif is not None else {})}
+
+    def close(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(15)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def agent_config(port: int, target_wwpn: int, psk_file: str) -> str:
+    w = f"{target_wwpn:016x}"
+    return f"""# edif-agent for HBA port p{port} (lab: written by lab/edif_lab.py)
+channel_key = "channel-p{port}.key"
+keepalive_interval = 2.0
+keepalive_misses = 5
+reconnect_delay = 1.0
+auth_retry_backoff = 600.0  # B fails once and stays failed for the run
+
+[rekey]
+lifetime = {REKEY_LIFETIME}
+bytes = 0
+
+[targets."{w}"]
+psk_file = "{psk_file}"
+"""
+
+
+def _read_json(p: Path) -> dict[str, Any]:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float,
+          alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+        if not alive():
+            raise LabError(f"a VM exited while waiting for {what}")
+        time.sleep(0.5)
+
+
+def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callable[[str], None] = print,
+                 timeout: float = 2400) -> dict[str, Any]:
+    shutil.rmtree(workdir, ignore_errors=True)
+    share_h, share_s = workdir / "vm-h", workdir / "vm-s"
+    share_h.mkdir(parents=True)
+    share_s.mkdir(parents=True)
+    t0 = time.monotonic()
+
+    def phase(msg: str) -> None:
+        log(f"[{time.monotonic() - t0:7.1f} s] {msg}")
+
+    summary: dict[str, Any] = {"mib": mib, "rekey_lifetime_s": REKEY_LIFETIME, "io_timeout_s": IO_TIMEOUT}
+    psk_a, psk_b, psk_b_target = os.urandom(32), os.urandom(32), os.urandom(32)
+    for i in (0, 1):
+        key = os.urandom(32).hex().encode() + b"\n"
+        _write_private(share_h / f"channel-p{i}.key", key)
+        _write_private(share_s / f"channel-p{i}.key", key)
+    _write_private(share_s / "psk" / "a", b"hex:" + psk_a.hex().encode())
+    _write_private(share_s / "psk" / "b", b"hex:" + psk_b.hex().encode())
+    (share_s / "agent-p0.toml").write_text(agent_config(0, T_WWPNS[0], "psk/a"))
+    (share_s / "agent-p1.toml").write_text(agent_config(1, T_WWPNS[1], "psk/b"))
+
+    def auth(initiator: str, psk: bytes) -> SecConfig:
+        w = int(initiator.replace(":", ""), 16)
+        return SecConfig(peers={w: PeerPolicy(w, PskCredentials(psk))}, ike=IkePolicy())
+
+    size = 2 * mib * MIB
+    ta = TargetPortThread("A", T_WWPNS[0], workdir / "target-a.img", size, auth(I_WWPNS[0], psk_a),
+                          workdir / "target-a.pcap")
+    tb = TargetPortThread("B", T_WWPNS[1], workdir / "target-b.img", size, auth(I_WWPNS[1], psk_b_target),
+                          workdir / "target-b.pcap")
+    del psk_a, psk_b, psk_b_target
+    iscsi = free_port()
+    phase(f"[host] edif-target ports A 127.0.0.1:{ta.port} and B 127.0.0.1:{tb.port} (B's PSK for p1 differs "
+          "from the agent's); traces target-a.pcap, target-b.pcap")
+    try:
+        vm_h = guest_vm(image, f"edif-h-{os.getpid()}", share_h, guest_python("lab.guest.vmh_edif"),
+                        {"LAB_TARGET_A": f"10.0.2.2:{ta.port}", "LAB_TARGET_B": f"10.0.2.2:{tb.port}",
+                         "LAB_WWPN_A": f"{T_WWPNS[0]:016x}", "LAB_WWPN_B": f"{T_WWPNS[1]:016x}",
+                         "LAB_MIB": str(mib), "LAB_IO_TIMEOUT": str(IO_TIMEOUT)},
+                        hostfwd=[HostFwd(iscsi, 3260)])
+        with vm_h:
+            phase("[VM-H] booting: edifd with 2 secure HBA ports, 2 control LUNs over iSCSI, tenant LUN on A")
+            alive_h = lambda: vm_h.proc is not None and vm_h.proc.poll() is None  # noqa: E731
+            _wait(lambda: (share_h / "ctl_ready").exists() or (share_h / "result.json").exists(),
+                  "VM-H's control LUNs", timeout, alive_h)
+            if not (share_h / "ctl_ready").exists():
+                raise LabError(f"VM-H failed: {_read_json(share_h / 'result.json').get('error')}")
+            phase("[VM-H] control LUNs exported; edifd waits for target A to be secured")
+            vm_s = guest_vm(image, f"edif-s-{os.getpid()}", share_s, guest_python("lab.guest.vms_edif"),
+                            {"LAB_WWPN_P0": I_WWPNS[0], "LAB_WWPN_P1": I_WWPNS[1]}, net=False, lio=False,
+                            drives=[Drive.iscsi(iscsi, CTL_IQNS[0], 0), Drive.iscsi(iscsi, CTL_IQNS[1], 0)])
+            with vm_s:
+                phase("[VM-S] booting with both control LUNs (QEMU iSCSI initiator, scsi-block)")
+                alive = lambda: alive_h() and vm_s.proc is not None and vm_s.proc.poll() is None  # noqa: E731
+                _wait(lambda: (share_s / "agents_started").exists(), "the agents", timeout, alive)
+                summary["agents_started_s"] = round(time.monotonic() - t0, 1)
+                phase("[VM-S] edif-agent run --config started for ports p0 and p1")
+                def agent_state(i: int) -> Any:
+                    return _target(_read_json(share_s / f"agent-p{i}.json"), T_WWPNS[i]).get("state")
+
+                _wait(lambda: agent_state(0) == "secure" and agent_state(1) == "failed",
+                      "A secure and B failed in the agents' status", timeout, alive)
+                summary["agent_p0_secured"] = _read_json(share_s / "agent-p0.json")
+                summary["agent_p1_secured"] = _read_json(share_s / "agent-p1.json")
+                phase("[VM-S] agent: target A secure, target B AUTH_FAIL (wrong PSK)")
+                _wait(lambda: (share_h / "secured").exists(), "edifd ready (tenant LUN attached)", timeout,
+                      alive)
+                summary["secured_s"] = round(time.monotonic() - t0, 1)
+                summary["edifd_status_secured"] = _read_json(share_h / "secured").get("status")
+                ag0 = summary["agent_p0_secured"].get("service") or {}
+                phase(f"[VM-H] edifd ready: tenant LUN behind A attached; writing {mib} MiB with a "
+                      f"{REKEY_LIFETIME} s rekey lifetime")
+                last = ""
+
+                def io_done() -> bool:
+                    nonlocal last
+                    p = _read_json(share_h / "io.json")
+                    now = f"{p.get('phase')} {p.get('mib')} MiB"
+                    if p and now != last:
+                        last = now
+                        phase(f"[VM-H] tenant: {now}")
+                    return (share_h / "io_done").exists()
+
+                _wait(io_done, "the tenant I/O", timeout, alive)
+                summary["agent_p0_after_io"] = a_io = _read_json(share_s / "agent-p0.json")
+                summary["agent_rekeys"] = (a_io.get("service") or {}).get("rekeys", 0) - ag0.get("rekeys", 0)
+                io = _read_json(share_h / "io_done").get("io") or {}
+                phase(f"[VM-H] tenant I/O done: {io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r, "
+                      f"{len(io.get('write_errors') or []) + len(io.get('read_errors') or [])} errors")
+                (share_s / "stop_agent").touch()
+                phase("[host] SIGTERM to the agents (APP_STOP)")
+                _wait(lambda: (share_s / "agents_stopped").exists(), "the agents to stop", 300, alive)
+                phase(f"[VM-S] agents stopped: rc {_read_json(share_s / 'agents_stopped').get('rcs')}")
+                (share_h / "agent_stopped").touch()
+                vm_s.wait_exit(300)
+                s_run = collect(vm_s)
+            vm_h.wait_exit(600)
+            h_run = collect(vm_h)
+        summary["vm_s"], summary["vm_s_rc"] = s_run.result, s_run.rc
+        summary["vm_h"] = {k: v for k, v in h_run.result.items()}
+        summary["vm_h_rc"] = h_run.rc
+        after = summary["vm_h"].get("after_stop") or {}
+        phase(f"[VM-H] tenant I/O after the agent stopped: {after}")
+    except LabError as e:
+        summary["error"] = str(e)
+        phase(f"error: {e}")
+    finally:
+        summary["target_a"], summary["target_b"] = ta.counters(), tb.counters()
+        ta.close()
+        tb.close()
+    h = summary.get("vm_h") or {}
+    summary["rekeys_during_io"] = (_rekeys(h.get("status_after_io")) - _rekeys(h.get("status_secured"))
+                                   if h.get("status_after_io") else None)
+    with open(workdir / "target-a.img", "rb") as f:
+        summary["backing_mismatched_mib"] = [i for i in range(mib) if f.read(MIB) != chunk(i)]
+    samples = pattern_samples(mib)
+    summary["samples"] = len(samples)
+    for name in ("a", "b"):
+        try:
+            frames = pcap_frames((workdir / f"target-{name}.pcap").read_bytes())
+            summary[f"trace_{name}"] = check_trace(frames, samples)
+        except (OSError, PcapError) as e:
+            summary[f"trace_{name}"] = {"error": str(e)}
+    phase(f"[host] trace A: {summary['trace_a']}")
+    phase(f"[host] trace B: {summary['trace_b']}; target B: {summary['target_b']}")
+    summary["wall_s"] = round(time.monotonic() - t0, 1)
+    summary["problems"] = problems(summary)
+    return summary

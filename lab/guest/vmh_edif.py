@@ -1,0 +1,303 @@
+"""VM-H for the EDIF lab: edifd with two control LUNs (one per HBA port, exported over iSCSI for VM-S's
+edif-agent), two secure HBA ports linked to two edif-target ports on the lab host, and a tenant LUN behind
+target A (tcm_loop) that a tenant writes and reads back while the link is encrypted.
+
+Run as ``python3 -m lab.guest.vmh_edif``. Environment: ``LAB_TARGET_A``/``LAB_TARGET_B`` (host:port as seen
+from the guest), ``LAB_WWPN_A``/``LAB_WWPN_B`` (target WWPNs, hex), ``LAB_MIB``, ``LAB_IO_TIMEOUT``.
+
+Share protocol (``/lab``): ``ctl_ready`` once both control LUNs are exported (VM-S may boot); edifd's start
+then waits until the agent has authenticated target A (the remote LUN attaches only after AUTH_OK);
+``secured`` with the engine status; the tenant I/O (``io.json`` progress); ``io_done``; then the host stops
+the agent and touches ``agent_stopped``; the tenant tries I/O once more (it must fail quickly with a clear
+error); ``result.json``. ``edifd-status.json`` is copied to the share about once a second.
+
+``python3 -m lab.guest.vmh_edif --edifd run ...`` runs edifd itself with one lab-only addition: its
+status.json also carries each EDIF engine's status (auth state, SAs, ESP counters, engine counters), which
+edifd's own status does not include yet.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import SHARE, log, write_json, write_result
+from .vmh_edifd import aligned
+from .vmh_tenant import MIB, chunk, find_tenant_disk
+
+STATE = Path("/tmp/edifd")
+CONFIG = Path("/tmp/edifd-edif.toml")
+READY = Path("/tmp/edifd-edif.ready")
+STATUS = STATE / "status.json"
+LOG = SHARE / "edifd.log"
+KEYS = ("channel-p0.key", "channel-p1.key")
+CTL_IQNS = ("iqn.2026-11.io.edifd.lab:edif-ctl0", "iqn.2026-11.io.edifd.lab:edif-ctl1")
+# Initiator WWPNs below the targets' (the lab's other scenarios do the same).
+I_WWPNS = ("21:00:00:1b:32:00:00:a1", "21:00:00:1b:32:00:00:a2")
+I_WWNNS = ("20:00:00:1b:32:00:00:a1", "20:00:00:1b:32:00:00:a2")
+
+
+def config_text(targets: tuple[str, str], target_wwpns: tuple[str, str], io_timeout: float) -> str:
+    ports = ""
+    ctls = ""
+    for i in (0, 1):
+        ports += f"""
+[[hba.port]]
+name = "p{i}"
+wwpn = "{I_WWPNS[i]}"
+wwnn = "{I_WWNNS[i]}"
+target = "{targets[i]}"
+security = true
+"""
+        ctls += f"""
+[[lun]]
+name = "ctl{i}"
+type = "control"
+size = "32MiB"
+vendor = "EDIF"
+product = "CTRL"
+serial = "EDIFLAB-ECTL{i}"
+channel_key = "{STATE / KEYS[i]}"
+port_index = {i}
+wwpn = "{I_WWPNS[i]}"
+[lun.export]
+fabric = "iscsi"
+iqn = "{CTL_IQNS[i]}"
+portal = "0.0.0.0:3260"
+demo_mode = true
+"""
+    # Only target A carries a tenant LUN: edifd attaches remote LUNs at start (login + READ CAPACITY within
+    # io_timeout), and target B never authenticates (wrong PSK), so a LUN behind it would stop the start.
+    return f"""
+[daemon]
+state_dir = "{STATE}"
+log_level = "info"
+
+[hba]
+io_timeout = {io_timeout}
+{ports}
+{ctls}
+[[lun]]
+name = "tenantA"
+type = "remote"
+hba_port = "p0"
+target_wwpn = "{target_wwpns[0]}"
+remote_lun = 0
+[lun.export]
+fabric = "loopback"
+"""
+
+
+def edifd_with_engine_status(argv: list[str]) -> None:
+    """edifd's own CLI, with the engines' status added to status.json (lab-only, see the module doc)."""
+    import edifd.status as st
+    from edifd.cli import edifd_main
+
+    plain = st.collect
+
+    def collect(daemon: Any, **kw: Any) -> dict[str, Any]:
+        out = plain(daemon, **kw)
+        engines = {}
+        for name, engine in getattr(daemon, "engines", {}).items():
+            try:
+                engines[name] = engine.status()
+            except Exception as e:  # a status read must never take edifd down
+                engines[name] = {"error": f"{type(e).__name__}: {e}"}
+        out["engines"] = engines
+        return out
+
+    st.collect = collect  # type: ignore[assignment]
+    edifd_main(argv, prog_name="edifd")
+
+
+def iscsi_enabled(iqn: str) -> bool:
+    p = Path("/sys/kernel/config/target/iscsi") / iqn / "tpgt_1/enable"
+    try:
+        return p.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def read_status() -> dict[str, Any]:
+    try:
+        return json.loads(STATUS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class StatusCopier(threading.Thread):
+    """Copies edifd's status.json into the share about once a second; keeps the largest rekey count."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="status-copier")
+        self.stop = threading.Event()
+        self.max_rekeys = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            st = read_status()
+            if st:
+                write_json("edifd-status.json", st)
+                esp = (st.get("engines", {}).get("ctl0") or {}).get("esp") or {}
+                self.max_rekeys = max(self.max_rekeys, int(esp.get("rekeys") or 0))
+
+
+def wait_share(name: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (SHARE / name).exists():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def tenant_io(dev: str, mib: int) -> dict[str, Any]:
+    """Write `mib` MiB of the pattern with O_DIRECT, fsync, read back and compare; every error recorded."""
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+    buf = aligned(MIB)
+    res: dict[str, Any] = {"write_errors": [], "read_errors": [], "mismatched_mib": [], "mib": mib}
+    try:
+        t = time.monotonic()
+        for i in range(mib):
+            buf[:] = chunk(i)
+            try:
+                os.pwritev(fd, [buf], i * MIB)
+            except OSError as e:
+                res["write_errors"].append([i, e.strerror])
+            if i % 8 == 7:
+                write_json("io.json", {"phase": "write", "mib": i + 1})
+        os.fsync(fd)
+        res["write_s"] = round(time.monotonic() - t, 1)
+        t = time.monotonic()
+        for i in range(mib):
+            try:
+                os.preadv(fd, [buf], i * MIB)
+            except OSError as e:
+                res["read_errors"].append([i, e.strerror])
+                continue
+            if bytes(buf) != chunk(i):
+                res["mismatched_mib"].append(i)
+            if i % 8 == 7:
+                write_json("io.json", {"phase": "read", "mib": i + 1})
+        res["read_s"] = round(time.monotonic() - t, 1)
+    finally:
+        os.close(fd)
+    res["write_MBps"] = round(mib / max(res["write_s"], 0.001), 2)
+    res["read_MBps"] = round(mib / max(res["read_s"], 0.001), 2)
+    return res
+
+
+def io_after_logout(dev: str, timeout: float) -> dict[str, Any]:
+    """One 4 KiB O_DIRECT READ after the agent stopped: it must fail (EIO-like), and quickly."""
+    out: dict[str, Any] = {}
+
+    def attempt() -> None:
+        buf = aligned(4096)
+        t = time.monotonic()
+        try:
+            fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+            try:
+                os.preadv(fd, [buf], 0)
+                out["ok"] = True
+            finally:
+                os.close(fd)
+        except OSError as e:
+            out.update(ok=False, errno=errno.errorcode.get(e.errno or 0, str(e.errno)), strerror=e.strerror)
+        out["s"] = round(time.monotonic() - t, 2)
+
+    th = threading.Thread(target=attempt, daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        out.update(ok=None, hung=True, s=timeout)
+    return out
+
+
+def main() -> int:
+    targets = (os.environ["LAB_TARGET_A"], os.environ["LAB_TARGET_B"])
+    twwpns = (os.environ["LAB_WWPN_A"], os.environ["LAB_WWPN_B"])
+    mib = int(os.environ.get("LAB_MIB", "64"))
+    io_timeout = float(os.environ.get("LAB_IO_TIMEOUT", "300"))
+    res: dict[str, Any] = {"targets": list(targets), "mib": mib, "io_timeout": io_timeout}
+    proc: subprocess.Popen[bytes] | None = None
+    copier = StatusCopier()
+    t0 = time.monotonic()
+    try:
+        STATE.mkdir(parents=True, exist_ok=True)
+        for k in KEYS:
+            shutil.copyfile(SHARE / k, STATE / k)
+            os.chmod(STATE / k, 0o600)
+        CONFIG.write_text(config_text(targets, twwpns, io_timeout))
+        READY.unlink(missing_ok=True)
+        with open(LOG, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lab.guest.vmh_edif", "--edifd", "run", "--config", str(CONFIG),
+                 "--ready-file", str(READY), "--teardown"], stdout=logf, stderr=subprocess.STDOUT)
+        # Control LUNs are served first; the start then blocks on target A's authentication.
+        while not all(iscsi_enabled(q) for q in CTL_IQNS):
+            if proc.poll() is not None:
+                raise RuntimeError(f"edifd exited with {proc.returncode} before exporting the control LUNs")
+            if time.monotonic() - t0 > 180:
+                raise RuntimeError("control LUNs not exported after 180 s")
+            time.sleep(0.2)
+        res["ctl_ready_s"] = round(time.monotonic() - t0, 1)
+        write_json("ctl_ready", {"s": res["ctl_ready_s"]})
+        log(f"control LUNs exported after {res['ctl_ready_s']} s; waiting for the agent to secure target A")
+        while not READY.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"edifd exited with {proc.returncode} (target A not secured in time?)")
+            if time.monotonic() - t0 > io_timeout + 240:
+                raise RuntimeError("edifd not ready")
+            time.sleep(0.2)
+        res["ready_s"] = round(time.monotonic() - t0, 1)
+        copier.start()
+        res["status_secured"] = read_status()
+        write_json("secured", {"s": res["ready_s"], "status": res["status_secured"]})
+        log(f"edifd ready after {res['ready_s']} s (tenant LUN behind target A attached)")
+        dev = find_tenant_disk()
+        res["dev"] = dev
+        if dev is None:
+            raise RuntimeError("the tenant LUN did not appear as /dev/sdX")
+        res["io"] = tenant_io(dev, mib)
+        res["status_after_io"] = read_status()
+        res["max_rekeys_seen"] = copier.max_rekeys
+        log(f"tenant I/O: {json.dumps({k: v for k, v in res['io'].items() if k != 'mismatched_mib'})}")
+        write_json("io_done", {"io": res["io"]})
+        if not wait_share("agent_stopped", 600):
+            raise RuntimeError("the host never said the agent stopped")
+        # The target is logged out now: a command must fail at once (07/74/71), not wait for io_timeout.
+        res["after_stop"] = io_after_logout(dev, min(io_timeout, 60.0))
+        log(f"I/O after the agent stopped: {res['after_stop']}")
+        time.sleep(1.5)
+        res["status_after_stop"] = read_status()
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        log(res["error"])
+    finally:
+        copier.stop.set()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                res["edifd_rc"] = proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                res["edifd_rc"] = None
+    res["wall_s"] = round(time.monotonic() - t0, 1)
+    write_result(res)
+    return 1 if "error" in res else 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--edifd"]:
+        edifd_with_engine_status(sys.argv[2:])
+    else:
+        sys.exit(main())
