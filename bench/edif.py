@@ -18,6 +18,7 @@ child AES-GCM-128), installed directly into each side's `SaDatabase`; the channe
 carries those keys in edifd is not in the loop (docs/engine.md §5 has its figures).
 
     python3 bench/edif.py [--quick] [--repeat 7] [--cipher AES_GCM_128 ...] [--seconds 2] [--qd 4]
+                          [--rounds 3] [--no-loopback]
 """
 
 from __future__ import annotations
@@ -327,29 +328,48 @@ def raw_tcp_mb_s(seconds: float, chunk: int = MIB) -> float:
     return round(got[0] / dt / 1e6, 1)
 
 
-async def _loopback_async(tmp: Path, seconds: float, qd: int) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for mode in ("plaintext", "encrypted"):
-        rig = await open_rig(tmp, secure=mode == "encrypted")
-        try:
-            # The write pass fills the LUN first so the reads hit written blocks.
-            w = await sequential(rig, block=MIB, write=True, seconds=seconds, qd=qd)
-            r = await sequential(rig, block=MIB, write=False, seconds=seconds, qd=qd)
-            out[mode] = {"seq_write_1m": w, "seq_read_1m": r}
-            if rig.secure:
-                out[mode]["esp"] = rig.esp_summary()  # type: ignore[index]
-        finally:
+async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int) -> dict[str, object]:
+    """Both rigs stay up; each round runs WRITE then READ on each, the mode order alternating per round,
+    so the load of a shared machine falls on both alike. Per workload: the best round (as the frame
+    figures take the best of --repeat), every round's MB/s, and the totals of ops and errors."""
+    rigs = {}
+    try:
+        for mode in ("plaintext", "encrypted"):
+            rigs[mode] = await open_rig(tmp, secure=mode == "encrypted")
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {"seq_write_1m": [], "seq_read_1m": []}
+                                                               for m in rigs}
+        for i in range(rounds):
+            for mode in (("plaintext", "encrypted") if i % 2 == 0 else ("encrypted", "plaintext")):
+                for k, write in (("seq_write_1m", True), ("seq_read_1m", False)):
+                    # The first write pass fills the LUN, so the reads hit written blocks.
+                    runs[mode][k].append(await sequential(rigs[mode], block=MIB, write=write,
+                                                          seconds=seconds / rounds, qd=qd))
+        out: dict[str, object] = {}
+        for mode, per in runs.items():
+            res: dict[str, object] = {}
+            for k, lst in per.items():
+                best = max(lst, key=lambda r: r["mb_s"])
+                res[k] = {"mb_s": best["mb_s"], "iops": best["iops"],
+                          "mb_s_rounds": [r["mb_s"] for r in lst], "ops": sum(int(r["ops"]) for r in lst),
+                          "errors": sum(int(r["errors"]) for r in lst)}
+            if rigs[mode].secure:
+                res["esp"] = rigs[mode].esp_summary()
+            out[mode] = res
+        return out
+    finally:
+        for rig in rigs.values():
             await close_rig(rig)
-    return out
 
 
-def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7) -> dict[str, object]:
-    """1 MiB sequential WRITE/READ MB/s HBA <-> target over TCP loopback, plaintext and encrypted,
+def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7,
+                        rounds: int = 3) -> dict[str, object]:
+    """1 MiB sequential WRITE/READ MB/s HBA <-> target over TCP loopback, plaintext and encrypted
+    (each workload `seconds` in all, split over `rounds` interleaved rounds; the best round counts),
     beside raw TCP loopback and the AES-GCM-128 ceiling at 2048-byte frames, all in this run."""
     tcp = raw_tcp_mb_s(seconds)
     t_ceiling = best_seconds(aesgcm_run(16, MIB // FRAME, False), repeat)
     with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
-        res = asyncio.run(_loopback_async(Path(d), seconds, qd))
+        res = asyncio.run(_loopback_async(Path(d), seconds, qd, rounds))
     ceiling = mb_s(t_ceiling)
     plain, enc = res["plaintext"], res["encrypted"]
     assert isinstance(plain, dict) and isinstance(enc, dict)
@@ -366,7 +386,7 @@ def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7) -> d
         "setup": "Hba <-> TargetPort on one asyncio loop in this process over 127.0.0.1; encrypted = ESP "
                  "with SAs installed directly on both ends from an in-memory IKE negotiation (IKE_SA_INIT + "
                  "IKE_AUTH, PSK, X25519, child AES-GCM-128); engine/channel not in the loop",
-        "cipher": "AES_GCM_128", "seconds": seconds, "qd": qd, "io_bytes": MIB,
+        "cipher": "AES_GCM_128", "seconds": seconds, "rounds": rounds, "qd": qd, "io_bytes": MIB,
         "raw_tcp_mb_s": tcp, "aesgcm_ceiling_mb_s": ceiling,
         "plaintext": plain, "encrypted": enc, "ratios": ratios,
         "errors": sum(int(m[k]["errors"]) for m in (plain, enc) for k in ("seq_write_1m", "seq_read_1m")),
@@ -375,15 +395,16 @@ def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7) -> d
 
 def print_loopback(lb: dict[str, object]) -> None:
     """The loopback table and ratios, human-readable."""
-    print(f"HBA <-> target over TCP loopback (1 MiB sequential, QD {lb['qd']}, {lb['seconds']} s each;"
-          " MB/s):")
+    print(f"HBA <-> target over TCP loopback (1 MiB sequential, QD {lb['qd']}, {lb['seconds']} s each"
+          f" in {lb['rounds']} interleaved rounds, best round; MB/s):")
     print(f"  {'raw TCP loopback':28} {lb['raw_tcp_mb_s']:9.1f}")
     print(f"  {'AES-GCM-128 ceiling (2 KiB)':28} {lb['aesgcm_ceiling_mb_s']:9.1f}")
     for mode in ("plaintext", "encrypted"):
         m = lb[mode]
         assert isinstance(m, dict)
         for k, label in (("seq_write_1m", "WRITE"), ("seq_read_1m", "READ")):
-            print(f"  {mode + ' ' + label:28} {m[k]['mb_s']:9.1f}   errors {m[k]['errors']}")
+            print(f"  {mode + ' ' + label:28} {m[k]['mb_s']:9.1f}   rounds {m[k]['mb_s_rounds']}"
+                  f"   errors {m[k]['errors']}")
     ratios = lb["ratios"]
     assert isinstance(ratios, dict)
     for k, r in ratios.items():
@@ -425,11 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cipher", action="append", choices=[c.name for c in Cipher])
     ap.add_argument("--seconds", type=float, default=2.0, help="duration of each loopback workload")
     ap.add_argument("--qd", type=int, default=4, help="outstanding 1 MiB commands on the loopback link")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved plaintext/encrypted loopback rounds")
     ap.add_argument("--no-loopback", action="store_true", help="frame-level figures only")
     ap.add_argument("--quick", action="store_true", help="a fast run: repeat 2, 0.3 s workloads, AES-GCM-128")
     args = ap.parse_args(argv)
     if args.quick:
-        args.repeat, args.seconds = min(args.repeat, 2), min(args.seconds, 0.3)
+        args.repeat, args.seconds, args.rounds = min(args.repeat, 2), min(args.seconds, 0.3), 1
         args.cipher = args.cipher or [Cipher.AES_GCM_128.name]
     ciphers = [Cipher[c] for c in args.cipher] if args.cipher else list(Cipher)
     frames = one_mib_of_frames()
@@ -444,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
               f" {r['esp_us_per_frame_round_trip']:.1f} us/frame", flush=True)
     loopback = None
     if not args.no_loopback:
-        loopback = hba_target_loopback(args.seconds, args.qd, args.repeat)
+        loopback = hba_target_loopback(args.seconds, args.qd, args.repeat, args.rounds)
         print_loopback(loopback)
     summary = {
         "bench": "edif",
