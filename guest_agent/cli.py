@@ -50,7 +50,7 @@ from .discovery import (
 )
 from .disk import ControlDiskEndpoint
 from .ping import PingTally
-from .service import SecurityService, write_status
+from .service import SecurityService, ServiceStatusError, format_status, read_status, write_status
 from .state import StateFile, StateFileError, decode_state, encode_state
 
 EXIT_OK, EXIT_PING_PROBLEMS, EXIT_NO_DISK, EXIT_KEY, EXIT_NOT_ESTABLISHED, EXIT_IO = 0, 1, 3, 4, 5, 6
@@ -406,12 +406,22 @@ def _ping(s: Session, tally: PingTally, count: int, interval: float, timeout: fl
 @click.option("--probe", is_flag=True, help="Also open the chosen disk, run the handshake and one KEEPALIVE, "
               "and print the channel counters (needs --key).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--service", "service_file", metavar="FILE",
+              help="Also show the security service's sessions from its --status-file (run --config).")
 def status(key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
            port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
-           sys_root: str, probe: bool, as_json: bool) -> None:
-    """List the control disks (device, port WWPN, serial, block size); --probe adds the channel counters."""
+           sys_root: str, probe: bool, as_json: bool, service_file: str | None) -> None:
+    """List the control disks (device, port WWPN, serial, block size); --probe adds the channel counters,
+    --service the security service's sessions (state, SPIs, SA age, failures; never keys)."""
 
     def body() -> int:
+        if service_file:
+            try:
+                svc = read_status(service_file)
+            except ServiceStatusError as e:
+                raise AgentExit(EXIT_IO, str(e)) from None
+            click.echo(json.dumps(svc, sort_keys=True) if as_json else format_status(svc))
+            return EXIT_OK
         if device:
             disks = [disk_for_device(device, sys_root=sys_root)]
         else:

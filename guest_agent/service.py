@@ -153,3 +153,37 @@ def write_status(path: str, status: dict[str, Any]) -> None:
     with open(tmp, "w") as fh:
         json.dump(status, fh, indent=1, sort_keys=True, default=str)
     os.replace(tmp, path)
+
+
+class ServiceStatusError(Exception):
+    """The status file cannot be read or is not the service's JSON."""
+
+
+def read_status(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except OSError as e:
+        raise ServiceStatusError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError:
+        raise ServiceStatusError(f"{path} is not JSON (is it the file of run --status-file?)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("app"), dict):
+        raise ServiceStatusError(f"{path} is not a security service status (no 'app' section)")
+    return data
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """The status file for people: one line per target, then the service's counts."""
+    app = st.get("app") or {}
+    svc = st.get("service") or {}
+    lines = [f"security service on {st.get('device', '?')} (port {st.get('port', '?')}): "
+             f"{'running' if app.get('running') else 'stopped'}, local WWPN {app.get('local_wwpn') or '-'}"]
+    for wwpn, t in sorted((app.get("targets") or {}).items()):
+        if not isinstance(t, dict):
+            continue
+        sa = (f" cipher {t.get('cipher')} spi in {t.get('spi_in')} out {t.get('spi_out')} "
+              f"age {t.get('sa_age_s')} s" if t.get("spi_in") else "")
+        lines.append(f"  target {wwpn}: {t.get('state')}{sa}, failures {t.get('failures')}")
+    lines.append(f"  secured {svc.get('secured', 0)}, rekeys {svc.get('rekeys', 0)}, failures "
+                 f"{svc.get('failures', 0)}, channel lost {svc.get('channel_lost', 0)}")
+    return "\n".join(lines)

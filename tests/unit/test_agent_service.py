@@ -285,3 +285,26 @@ def test_run_config_refuses_a_bad_configuration(tmp_path):
     p = agent(files, "--config", str(files["config"]), command=("run",))
     out, err = p.communicate(timeout=30)
     assert p.returncode == 7 and "no default PSK" in err
+
+
+def test_status_service_shows_the_sessions_without_keys(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from guest_agent import cli
+
+    rig = ServiceRig(keepalive_interval=5.0)
+    rig.svc.start()
+    rig.settle()
+    p = tmp_path / "status.json"
+    write_status(str(p), {"device": "/dev/sdb", "port": "50:01:43:80:12:34:56:78", **rig.svc.status()})
+    r = CliRunner().invoke(cli.main, ["status", "--service", str(p), "--sys-root", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "target 21:00:00:1b:32:a0:b0:c2: secure cipher" in r.output and "secured 1" in r.output
+    secret_free(r.output)
+    r = CliRunner().invoke(cli.main, ["status", "--service", str(p), "--json", "--sys-root", str(tmp_path)])
+    assert json.loads(r.output)["app"]["targets"]["21:00:00:1b:32:a0:b0:c2"]["state"] == "secure"
+    p.write_text("not json")
+    r = CliRunner().invoke(cli.main, ["status", "--service", str(p), "--sys-root", str(tmp_path)])
+    assert r.exit_code == cli.EXIT_IO and "not JSON" in r.output
+    r = CliRunner().invoke(cli.main, ["status", "--service", str(tmp_path / "none.json")])
+    assert r.exit_code == cli.EXIT_IO and "cannot read" in r.output
