@@ -14,16 +14,16 @@
    latency = application start (APP_START done) to PRLI done after AUTH_OK. One thread pumps every agent.
 2. The longest I/O stall during a rekey under load: 64 KiB READs and WRITEs (alternating, QD 4) through
    a secure `Hba` <-> `TargetPort` session over 127.0.0.1 (bench/edif.py's rig: both ends on one asyncio
-   loop, SAs from an in-memory IKE negotiation). Run once without and once with a rekey in the middle:
+   loop, SAs from an in-memory IKE negotiation). Run once without and once with --rekeys evenly spaced:
    CREATE_CHILD_SA (REKEY_SA) between the two IKE SAs; target: new RX; initiator: new RX, new TX (the
    switch), delete old TX, delete old RX (deferred until 3 frames on the new SA); target: new TX on the
    first frame verified on its new RX SA; then the INFORMATIONAL Delete of the old pair, and the target
-   deletes it. Reported for the window around the rekey (and the same window of the run without): max and
+   deletes it. Reported for the windows around the rekeys (and the same windows of the run without): max and
    p99 per-I/O latency, the longest gap between two I/O completions, and I/O errors (must be 0).
 The final line of output is one JSON object. MB = 10^6 bytes.
 
     python3 bench/edif_scale.py [--quick] [--targets 1,64,1000] [--engine-targets 1,64] [--seconds 3]
-                                [--budget 240]
+                                [--rekeys 3] [--budget 240]
 """
 
 from __future__ import annotations
@@ -324,6 +324,12 @@ async def _rekey(rig: Rig, marks: dict[str, float]) -> None:
     loop = asyncio.get_running_loop()
     old_i = rig.child_i
     sadb_i, tesp = rig.esp_i.sadb, rig.esp_t
+    # A previous rekey's deferred RX delete must finish first: each direction holds 2 SAs at most.
+    waited = time.perf_counter()
+    while tesp.sadb.pending_rx_delete is not None or sadb_i.pending_rx_delete is not None:
+        if time.perf_counter() - waited > 10.0:
+            raise BenchFailure("the previous rekey's old RX SA was not removed within 10 s")
+        await asyncio.sleep(0.002)
     old_t_rx, old_t_tx = tesp.sadb.sas(SaDirection.RX)[0].spi, tesp.sadb.tx_sa.spi  # type: ignore[union-attr]
     marks["start"] = time.perf_counter()
     request = rig.ike_i.rekey_child(old_i.spi_in)  # CREATE_CHILD_SA with N(REKEY_SA)
@@ -372,49 +378,55 @@ async def _rekey(rig: Rig, marks: dict[str, float]) -> None:
     marks["end"] = time.perf_counter()
 
 
-def _window_stats(ios: list[_Io], lo: float, hi: float) -> dict[str, object]:
-    """I/Os in flight at any time in [lo, hi]: max/p99 latency, longest completion gap, errors."""
-    sel = sorted((x for x in ios if x.end >= lo and x.start <= hi), key=lambda x: x.end)
+def _window_stats(ios: list[_Io], windows: list[tuple[float, float]]) -> dict[str, object]:
+    """I/Os in flight at any time in any of the windows: max/p50/p99 latency, the longest gap between two
+    completions (window edges count as completions), errors."""
+    sel = [x for x in ios if any(x.end >= lo and x.start <= hi for lo, hi in windows)]
     if not sel:
         return {"ios": 0}
     lat = [x.end - x.start for x in sel]
-    ends = [lo] + [x.end for x in sel if lo <= x.end <= hi] + [hi]
-    gap = max(b - a for a, b in zip(ends, ends[1:], strict=False))
+    gap = 0.0
+    for lo, hi in windows:
+        ends = [lo] + sorted(x.end for x in sel if lo <= x.end <= hi) + [hi]
+        gap = max(gap, max(b - a for a, b in zip(ends, ends[1:], strict=False)))
     return {"ios": len(sel), "max_latency_ms": ms(max(lat)), "p99_latency_ms": ms(percentile(lat, 99)),
             "p50_latency_ms": ms(percentile(lat, 50)), "longest_gap_ms": ms(gap),
             "errors": sum(not x.ok for x in sel)}
 
 
 def _whole(ios: list[_Io]) -> dict[str, object]:
-    return _window_stats(ios, min(x.start for x in ios), max(x.end for x in ios)) if ios else {"ios": 0}
+    return _window_stats(ios, [(min(x.start for x in ios), max(x.end for x in ios))]) if ios else {"ios": 0}
 
 
-async def _rekey_stall_async(tmp: Path, seconds: float, qd: int, block: int,
-                             margin: float) -> dict[str, object]:
+async def _rekey_stall_async(tmp: Path, seconds: float, qd: int, block: int, margin: float,
+                             rekeys: int) -> dict[str, object]:
     rig = await open_rig(tmp, secure=True, io_timeout=30.0)
     try:
         await _stream(rig, seconds=min(0.5, seconds / 4), qd=qd, block=block)  # warm-up, fills blocks
         base = await _stream(rig, seconds=seconds, qd=qd, block=block)
-        marks: dict[str, float] = {}
-
-        async def later() -> None:
-            await asyncio.sleep(seconds / 3)
-            await _rekey(rig, marks)
-
+        marks: list[dict[str, float]] = []
         t0 = time.perf_counter()
-        ios, _ = await asyncio.gather(_stream(rig, seconds=seconds, qd=qd, block=block), later())
-        lo, hi = marks["start"] - margin, marks["initiator_old_rx_gone"] + margin
+
+        async def rekey_now_and_then() -> None:
+            for i in range(rekeys):  # evenly spaced, so the windows around them do not overlap
+                await asyncio.sleep(max(0.0, t0 + seconds * (i + 1) / (rekeys + 1) - time.perf_counter()))
+                m: dict[str, float] = {}
+                await _rekey(rig, m)
+                marks.append(m)
+
+        ios, _ = await asyncio.gather(_stream(rig, seconds=seconds, qd=qd, block=block), rekey_now_and_then())
+        windows = [(m["start"] - margin, m["initiator_old_rx_gone"] + margin) for m in marks]
         b0 = base[0].start if base else t0
-        with_rekey = _window_stats(ios, lo, hi)
-        without = _window_stats(base, b0 + (lo - t0), b0 + (hi - t0))  # the same window, no rekey
-        esp = rig.esp_summary()
-        steps = {k: ms(v - marks["start"]) for k, v in sorted(marks.items(), key=lambda kv: kv[1])}
+        same_in_base = [(b0 + lo - t0, b0 + hi - t0) for lo, hi in windows]  # the same windows, no rekey
+        steps = [{k: ms(v - m["start"]) for k, v in sorted(m.items(), key=lambda kv: kv[1])} for m in marks]
         return {
-            "block": block, "qd": qd, "seconds": seconds, "window_margin_s": margin,
-            "window_ms": ms(hi - lo), "rekey_steps_ms": steps,
-            "with_rekey": with_rekey, "without_rekey": without,
+            "block": block, "qd": qd, "seconds": seconds, "rekeys": rekeys, "window_margin_s": margin,
+            "window_ms": [ms(hi - lo) for lo, hi in windows], "rekey_steps_ms": steps,
+            "with_rekey": _window_stats(ios, windows), "without_rekey": _window_stats(base, same_in_base),
+            "per_rekey": [{"with_rekey": _window_stats(ios, [w]), "without_rekey": _window_stats(base, [b])}
+                          for w, b in zip(windows, same_in_base, strict=True)],
             "whole_run": {"with_rekey": _whole(ios), "without_rekey": _whole(base)},
-            "io_errors": sum(not x.ok for x in ios + base), "esp": esp,
+            "io_errors": sum(not x.ok for x in ios + base), "esp": rig.esp_summary(),
             "sas_after": {"initiator": rig.esp_i.sadb.snapshot() if rig.esp_i else None},
             "errors_seen": rig.errors[:5],
         }
@@ -422,11 +434,11 @@ async def _rekey_stall_async(tmp: Path, seconds: float, qd: int, block: int,
         await close_rig(rig)
 
 
-def rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
-                margin: float = 0.25) -> dict[str, object]:
-    """The longest I/O stall of a rekey under load, against the same window without a rekey."""
+def rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB, margin: float = 0.25,
+                rekeys: int = 3) -> dict[str, object]:
+    """The longest I/O stall of `rekeys` rekeys under load, against the same windows without a rekey."""
     with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
-        return asyncio.run(_rekey_stall_async(Path(d), seconds, qd, block, margin))
+        return asyncio.run(_rekey_stall_async(Path(d), seconds, qd, block, margin, rekeys))
 
 
 # --- main -------------------------------------------------------------------------------------------------
@@ -438,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-single", type=int, default=50, help="sessions in sequence for 1 target")
     ap.add_argument("--seconds", type=float, default=3.0, help="each I/O stream of the rekey bench")
     ap.add_argument("--qd", type=int, default=4)
+    ap.add_argument("--rekeys", type=int, default=3, help="rekeys during the I/O stream")
     ap.add_argument("--budget", type=float, default=240.0, help="seconds allowed per session count")
     ap.add_argument("--engine-targets", default="1,64",
                     help="target counts for the full engine/channel path ('' = skip)")
@@ -450,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.targets = "1,64"
         args.rounds_single, args.seconds = min(args.rounds_single, 5), min(args.seconds, 1.0)
-        args.engine_rounds_single = min(args.engine_rounds_single, 2)
+        args.engine_rounds_single, args.rekeys = min(args.engine_rounds_single, 2), 1
     counts = [int(x) for x in args.targets.split(",") if x.strip()]
     scale = []
     print("Secure sessions (IKE_SA_INIT + IKE_AUTH PSK X25519 + SA install both sides, in memory):")
@@ -474,16 +487,17 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(lat, dict)
         print(f"  {n:5d} target(s): {r['sessions_per_s']:8.1f} sessions/s; latency p50 {lat['p50']:.2f} ms"
               f" p99 {lat['p99']:.2f} ms", flush=True)
-    stall = rekey_stall(args.seconds, args.qd)
+    stall = rekey_stall(args.seconds, args.qd, rekeys=args.rekeys)
     w, wo = stall["with_rekey"], stall["without_rekey"]
     assert isinstance(w, dict) and isinstance(wo, dict)
-    print(f"Rekey under load (64 KiB READ/WRITE, QD {args.qd}; window {stall['window_ms']:.0f} ms"
-          " around it):")
+    print(f"Rekey under load (64 KiB READ/WRITE, QD {args.qd}; {args.rekeys} rekey(s); windows"
+          f" {stall['window_ms']} ms around them, and the same windows of a run without):")
     for label, x in (("with rekey", w), ("without", wo)):
         print(f"  {label:11} {x['ios']:5d} I/Os  max {x['max_latency_ms']:8.2f} ms"
               f"  p99 {x['p99_latency_ms']:8.2f} ms  p50 {x['p50_latency_ms']:7.2f} ms"
               f"  longest gap {x['longest_gap_ms']:8.2f} ms  errors {x['errors']}")
-    print(f"  rekey steps (ms from start): {stall['rekey_steps_ms']}")
+    for steps in stall["rekey_steps_ms"]:  # type: ignore[union-attr]
+        print(f"  rekey steps (ms from its start): {steps}")
     print(f"  I/O errors over both runs: {stall['io_errors']}; ESP: {stall['esp']}")
     summary = {
         "bench": "edif_scale", "quick": args.quick, "python": platform.python_version(),

@@ -102,25 +102,28 @@ def test_sessions_over_budget_raise():
 
 
 def test_rekey_stall_shape():
-    r = edif_scale.rekey_stall(seconds=0.5, qd=2, margin=0.05)
+    r = edif_scale.rekey_stall(seconds=0.8, qd=2, margin=0.05, rekeys=2)
     assert r["io_errors"] == 0 and r["errors_seen"] == []
-    # Both ends switched TX (2 rekeys), nothing dropped, the old pair is gone on the initiator.
-    assert r["esp"]["rekeys"] == 2 and r["esp"]["drops"] == 0
+    # Both ends switched TX at each rekey, nothing dropped, only the newest pair is left on the initiator.
+    assert r["esp"]["rekeys"] == 2 * 2 and r["esp"]["drops"] == 0
     sas = r["sas_after"]["initiator"]
     assert len(sas["rx"]) == 1 and len(sas["tx"]) == 1 and sas["pending_rx_delete"] is None
-    steps = r["rekey_steps_ms"]
+    assert len(r["rekey_steps_ms"]) == 2 and len(r["per_rekey"]) == 2 and len(r["window_ms"]) == 2
     order = ["start", "target_new_rx", "initiator_new_rx", "initiator_tx_switch",
              "initiator_deletes_requested", "initiator_old_rx_gone", "end"]
-    assert [steps[k] for k in order] == sorted(steps[k] for k in order)
-    assert steps["initiator_tx_switch"] <= steps["target_tx_switch"] <= steps["initiator_old_rx_gone"]
-    for w in (r["with_rekey"], r["without_rekey"]):
+    for steps in r["rekey_steps_ms"]:
+        assert [steps[k] for k in order] == sorted(steps[k] for k in order)
+        assert steps["initiator_tx_switch"] <= steps["target_tx_switch"] <= steps["initiator_old_rx_gone"]
+    for w in (r["with_rekey"], r["without_rekey"], *(p["with_rekey"] for p in r["per_rekey"])):
         assert w["ios"] >= 1 and w["errors"] == 0
         assert 0 < w["p50_latency_ms"] <= w["p99_latency_ms"] <= w["max_latency_ms"]
         assert w["longest_gap_ms"] > 0
+    # The aggregate is the worst of the windows.
+    assert r["with_rekey"]["max_latency_ms"] == max(p["with_rekey"]["max_latency_ms"] for p in r["per_rekey"])
 
 
 def test_edif_scale_main_json(capsys):
-    assert edif_scale.main(["--targets", "1,3", "--rounds-single", "2", "--seconds", "0.4",
+    assert edif_scale.main(["--targets", "1,3", "--rounds-single", "2", "--seconds", "0.4", "--rekeys", "1",
                             "--engine-targets", "2", "--engine-rounds-single", "1"]) == 0
     out = capsys.readouterr().out
     summary = _last_json(out)
