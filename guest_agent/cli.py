@@ -142,10 +142,11 @@ class Session:
         with self.ep.lock:
             return fn()
 
-    def establish(self, timeout: float) -> None:
-        """Run the APP_START handshake unless the restored state is already established."""
+    def establish(self, timeout: float, *, again: bool = False) -> None:
+        """Run the APP_START handshake unless the restored state is already established (`again`: always,
+        e.g. after the host stopped answering while the client still counts the channel as up)."""
         ep = self.ep
-        if not ep.call(lambda c: c.established):
+        if again or not ep.call(lambda c: c.established):
             ep.call(lambda c: c.start())
         deadline = time.monotonic() + timeout
         while not ep.call(lambda c: c.established):
@@ -610,9 +611,8 @@ def _run_service(config_path: str, key_path: str | None, port: str | None, devic
                 stopper.event.wait(1.0)  # the app's timers (keepalive, rekey, retries) have 1 s grain
                 if s.locked(lambda: svc.restart_needed):
                     # The host forgot us or stopped answering: a new handshake, then every target afresh.
-                    s.ep.call(lambda c: c.start())
                     try:
-                        s.establish(timeout)
+                        s.establish(timeout, again=True)
                     except AgentExit as e:
                         log(f"channel not back yet: {e}")
                         continue

@@ -171,6 +171,7 @@ class ThreadedHba(ChannelHba):
     def __init__(self, targets) -> None:
         super().__init__(None, Clock(), targets)
         self.core: ChannelCore | None = None
+        self.core_server: RemoteDiskServer | None = None
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -201,6 +202,7 @@ def svc_host(tmp_path):
         return hba.core
 
     server = RemoteDiskServer(str(tmp_path / "disk.sock"), make_core)
+    hba.core_server = server
     hba.thread.start()
     yield hba
     hba.stop.set()
@@ -308,3 +310,32 @@ def test_status_service_shows_the_sessions_without_keys(tmp_path: Path):
     assert r.exit_code == cli.EXIT_IO and "not JSON" in r.output
     r = CliRunner().invoke(cli.main, ["status", "--service", str(tmp_path / "none.json")])
     assert r.exit_code == cli.EXIT_IO and "cannot read" in r.output
+
+
+def test_run_config_rehandshakes_after_host_silence_and_authenticates_again(svc_host, tmp_path):
+    files = write_agent_files(tmp_path)
+    p = agent(files, "--config", str(files["config"]), "--status-file", str(files["status"]),
+              command=("run",))
+    server = svc_host.core_server
+    try:
+        def svc() -> dict:
+            return read_status(files["status"]).get("service", {})
+
+        wait_for(lambda: svc().get("secured") == 1, p)
+        # The host's disk stops answering (every READ and WRITE blocks) for longer than keepalive_interval x
+        # keepalive_misses (1 s x 3): the app declares the channel lost and the loop handshakes again.
+        with server.lock:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and svc().get("channel_lost", 0) == 0:
+                time.sleep(0.1)
+        assert svc()["channel_lost"] == 1
+        wait_for(lambda: svc().get("secured") == 2 and svc().get("starts") == 2, p)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert "channel lost" in err and err.count("session secure") == 2
+        secret_free(err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
