@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from edifd.config import ConfigError, load_config
+from edifd.config import Config, ConfigError, load_config
 
 log = logging.getLogger("edifd")
 
@@ -21,6 +21,16 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+
+
+def _load_or_exit(config_path: Path) -> Config:
+    """The configuration, or every problem in it on stderr and exit status 2 (nothing touched)."""
+    try:
+        return load_config(config_path)
+    except ConfigError as e:
+        for p in e.problems:
+            click.echo(f"{config_path}: {p}", err=True)
+        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,12 +52,7 @@ def edifd_main() -> None:
               default="/etc/edifd/edifd.toml", show_default=True, help="edifd TOML configuration.")
 def check_config(config_path: Path) -> None:
     """Validate a configuration file and print what it would serve; changes nothing."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:
-        for p in e.problems:
-            click.echo(f"{config_path}: {p}", err=True)
-        sys.exit(2)
+    cfg = _load_or_exit(config_path)
     click.echo(f"{config_path}: OK, {len(cfg.luns)} LUN(s); park_time {cfg.daemon.park_time:g} s, "
                "TCMU cmd_time_out "
                + (f"{cfg.daemon.cmd_time_out} s" if cfg.daemon.cmd_time_out is not None else "automatic"))
@@ -75,12 +80,7 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: s
     """Serve the configured LUNs until SIGTERM or SIGINT."""
     from edifd.daemon import Daemon, DaemonError
 
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:
-        for p in e.problems:
-            click.echo(f"{config_path}: {p}", err=True)
-        sys.exit(2)
+    cfg = _load_or_exit(config_path)
     _setup_logging(log_level or cfg.daemon.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,12 +159,7 @@ def edifctl_main(config_path: Path, as_json: bool) -> None:
 
     from edifd.status import STATUS_FILE, read_status
 
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:
-        for p in e.problems:
-            click.echo(f"{config_path}: {p}", err=True)
-        sys.exit(2)
+    cfg = _load_or_exit(config_path)
     path = cfg.daemon.state_dir / STATUS_FILE
     try:
         st = read_status(path)

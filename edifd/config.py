@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edifd.confcheck import ProblemCollector as _Reader
+
 # TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
 # kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
 MIN_CMD_TIMEOUT_MARGIN = 10.0
@@ -119,30 +121,6 @@ class Config:
     daemon: DaemonConfig
     luns: tuple[LunConfig, ...]
     hba: HbaConfig = field(default_factory=HbaConfig)
-
-
-class _Reader:
-    """Collects problems instead of stopping at the first one."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
-             required: bool = False) -> Any:
-        if key not in table:
-            if required:
-                self.problems.append(f"{where}.{key}: required")
-            return default
-        value = table[key]
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.problems.append(f"{where}.{key}: expected {names}, got {type(value).__name__}")
-            return default
-        return value
-
-    def unknown(self, table: dict, known: set[str], where: str) -> None:
-        for key in sorted(set(table) - known):
-            self.problems.append(f"{where}.{key}: unknown key")
 
 
 def _ascii_field(r: _Reader, value: str, width: int, where: str) -> str:

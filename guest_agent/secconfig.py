@@ -52,6 +52,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from edifd.confcheck import ProblemCollector as _Reader
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
 from edifd.ike.codes import DhGroup
 
@@ -304,44 +305,6 @@ def load_cert_credentials(cert: str, key: str, ca: list[str]) -> CertCredentials
 
 
 # --- parsing ----------------------------------------------------------------------------------------------
-
-
-def _kp(where: str, key: str) -> str:
-    """Key path of `key` inside table `where` ('' = the top level)."""
-    return f"{where}.{key}" if where else key
-
-
-class _Reader:
-    """Collects problems instead of stopping at the first one."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
-             required: bool = False) -> Any:
-        if key not in table:
-            if required:
-                self.problems.append(f"{_kp(where, key)}: required")
-            return default
-        value = table[key]
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.problems.append(f"{_kp(where, key)}: expected {names}, got {type(value).__name__}")
-            return default
-        return value
-
-    def seconds(self, table: dict, key: str, where: str, default: float, lo: float, hi: float,
-                zero_ok: bool = False) -> float:
-        v = float(self.take(table, key, where, (int, float), default))
-        if not (lo <= v <= hi or (zero_ok and v == 0)):
-            extra = " (or 0 = off)" if zero_ok else ""
-            self.problems.append(f"{_kp(where, key)}: seconds between {lo:g} and {hi:g}{extra}")
-            return default
-        return v
-
-    def unknown(self, table: dict, known: set[str], where: str) -> None:
-        for key in sorted(set(table) - known):
-            self.problems.append(f"{_kp(where, key)}: unknown key")
 
 
 def _names(r: _Reader, t: dict, key: str, where: str, table: dict, default: tuple) -> tuple:

@@ -1,0 +1,49 @@
+"""Validation of TOML configuration tables that reports every problem at once, each by key path.
+
+Shared by edifd's configuration (`edifd.config`), the security application's and edif-target's
+(`guest_agent.secconfig`): an operator sees `lun[1].size: required` and
+`targets."21:00:…".psk_file: …` in one run instead of fixing one error per start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def key_path(where: str, key: str) -> str:
+    """Key path of `key` inside table `where` ('' = the top level)."""
+    return f"{where}.{key}" if where else key
+
+
+class ProblemCollector:
+    """Reads typed values out of parsed TOML tables, collecting problems instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
+             required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                self.problems.append(f"{key_path(where, key)}: required")
+            return default
+        value = table[key]
+        # bool is an int subclass in Python; TOML true is never a number here.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.problems.append(f"{key_path(where, key)}: expected {names}, got {type(value).__name__}")
+            return default
+        return value
+
+    def seconds(self, table: dict, key: str, where: str, default: float, lo: float, hi: float,
+                zero_ok: bool = False) -> float:
+        v = float(self.take(table, key, where, (int, float), default))
+        if not (lo <= v <= hi or (zero_ok and v == 0)):
+            extra = " (or 0 = off)" if zero_ok else ""
+            self.problems.append(f"{key_path(where, key)}: seconds between {lo:g} and {hi:g}{extra}")
+            return default
+        return v
+
+    def unknown(self, table: dict, known: set[str], where: str) -> None:
+        for key in sorted(set(table) - known):
+            self.problems.append(f"{key_path(where, key)}: unknown key")
