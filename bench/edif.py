@@ -135,11 +135,10 @@ TS_T = (FcSelector(0x010101, 0x010101, 0x00, 0x0F, 0x08, 0x08),)
 
 def ike_configs(i_wwpn: int = I_WWPN, t_wwpn: int = T_WWPN) -> tuple[IkeConfig, IkeConfig]:
     """FC profile (ID_FC_NAME, FC_ESP_HEADER, TS type 9), PSK, X25519 first; child AES-GCM-128 first."""
-    common = dict(psk=BENCH_PSK)
-    ci = IkeConfig(local_id=Identity.wwpn(i_wwpn), remote_id=Identity.wwpn(t_wwpn), local_ts=TS_I,
-                   remote_ts=TS_T, **common)
-    ct = IkeConfig(local_id=Identity.wwpn(t_wwpn), remote_id=Identity.wwpn(i_wwpn), local_ts=TS_T,
-                   remote_ts=TS_I, **common)
+    ci = IkeConfig(local_id=Identity.wwpn(i_wwpn), remote_id=Identity.wwpn(t_wwpn), psk=BENCH_PSK,
+                   local_ts=TS_I, remote_ts=TS_T)
+    ct = IkeConfig(local_id=Identity.wwpn(t_wwpn), remote_id=Identity.wwpn(i_wwpn), psk=BENCH_PSK,
+                   local_ts=TS_T, remote_ts=TS_I)
     return ci, ct
 
 
@@ -164,8 +163,10 @@ def negotiate() -> tuple[Initiator, Responder, ChildSaEstablished, ChildSaEstabl
     ev_i: list[object] = []
     ev_r: list[object] = []
     relay(ini, res, ini.start(), ev_i, ev_r)
-    ci_child = next(e for e in ev_i if isinstance(e, ChildSaEstablished))
-    cr_child = next(e for e in ev_r if isinstance(e, ChildSaEstablished))
+    ci_child = next((e for e in ev_i if isinstance(e, ChildSaEstablished)), None)
+    cr_child = next((e for e in ev_r if isinstance(e, ChildSaEstablished)), None)
+    if ci_child is None or cr_child is None:
+        raise RuntimeError(f"IKE negotiation failed: initiator {ev_i}, responder {ev_r}")
     return ini, res, ci_child, cr_child
 
 
@@ -193,6 +194,7 @@ class TargetEsp:
         self.esp = EspTransform(self.sadb)
         self.pending_tx: ChildSaEstablished | None = None
         self.tx_switched_at: float | None = None
+        self.problem: str | None = None  # a refused TX install (a transform must not raise)
 
     def outbound(self, frame: Frame) -> Frame | None:
         return self.esp.outbound(frame)
@@ -204,7 +206,10 @@ class TargetEsp:
             sa = self.sadb.rx_sa(p.spi_in)
             if sa is not None and sa.frames > 0:
                 self.pending_tx = None
-                install_pair(self.sadb, p, rx=False, rekey=True)
+                try:
+                    install_pair(self.sadb, p, rx=False, rekey=True)
+                except RuntimeError as e:
+                    self.problem = str(e)
                 self.tx_switched_at = time.perf_counter()
         return out
 

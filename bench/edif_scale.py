@@ -37,6 +37,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -55,7 +56,11 @@ from edif import (  # noqa: E402
     open_rig,
 )
 
+from edifd.channel import ChannelCore  # noqa: E402
+from edifd.channel.loopback import Loopback  # noqa: E402
 from edifd.edif import SaDatabase  # noqa: E402
+from edifd.edif.engine import EdifEngine  # noqa: E402
+from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers  # noqa: E402
 from edifd.ike import (  # noqa: E402
     AuthFailed,
     ChildSaEstablished,
@@ -66,7 +71,12 @@ from edifd.ike import (  # noqa: E402
     Responder,
     Send,
 )
-from edifd.proto import SaDirection  # noqa: E402
+from edifd.proto import Body, ChannelKey, SaDirection  # noqa: E402
+from edifd.scsi import ScsiDisk  # noqa: E402
+from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer  # noqa: E402
+from guest_agent.client import ChannelClient  # noqa: E402
+from guest_agent.secapp import SecurityApp  # noqa: E402
+from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig  # noqa: E402
 
 KIB = 1024
 HOST_WWPN = 0x2000001B32C00001
@@ -168,17 +178,10 @@ class _Agent:
     """One control LUN as the e2e test wires it: SecurityApp -> ChannelClient -> loopback SCSI ->
     ChannelCore(handler = the port's EdifEngine). Pumped by the caller's thread."""
 
-    def __init__(self, engine: object, target_wwpn: int, key: object) -> None:
-        from edifd.channel import ChannelCore
-        from edifd.channel.loopback import Loopback
-        from edifd.scsi import ScsiDisk
-        from guest_agent.client import ChannelClient
-        from guest_agent.secapp import SecurityApp
-        from guest_agent.secconfig import PeerPolicy, PskCredentials, RekeyPolicy, SecConfig
-
+    def __init__(self, engine: EdifEngine, target_wwpn: int, key: ChannelKey) -> None:
         blocks = (16 << 20) // 512
         self.core = ChannelCore(key, num_blocks=blocks, handler=engine, state=engine, park_time=0.2)
-        engine.attach(self.core.post_event)  # type: ignore[attr-defined]
+        engine.attach(self.core.post_event)
         cfg = SecConfig(peers={target_wwpn: PeerPolicy(target_wwpn, PskCredentials(BENCH_PSK))},
                         keepalive_interval=1.0, keepalive_misses=20, reconnect_delay=0.2,
                         rekey=RekeyPolicy(lifetime=3600.0, bytes=0))
@@ -190,9 +193,7 @@ class _Agent:
         if not self.client.established:
             raise BenchFailure("the control channel did not come up")
 
-    def send(self, items: list) -> None:
-        from edifd.proto import Body
-
+    def send(self, items: list[object]) -> None:
         for item in items:
             if isinstance(item, Body):
                 self.app.sent(item, self.client.request(item))
@@ -207,14 +208,6 @@ class _Agent:
 def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
     """`targets` HBA ports, each linked to its own EDIF target port (AuthResponder, PSK) and driven by
     its own engine + agent; every agent starts at once. Seconds from APP start to PRLI done, per port."""
-    import threading
-
-    from edifd.edif.engine import EdifEngine
-    from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
-    from edifd.proto import ChannelKey
-    from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
-    from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, SecConfig
-
     hosts = [HOST_WWPN + k for k in range(targets)]
     tgts = [TARGET_BASE + k for k in range(targets)]
     ports = tuple(
@@ -363,6 +356,8 @@ async def _rekey(rig: Rig, marks: dict[str, float]) -> None:
         if time.perf_counter() - marks["start"] > 10.0:
             raise BenchFailure("the old RX SA / the target's TX switch did not complete within 10 s")
         await asyncio.sleep(0.002)
+    if tesp.problem:
+        raise BenchFailure(f"the target's TX switch failed: {tesp.problem}")
     marks["initiator_old_rx_gone"] = time.perf_counter()
     marks["target_tx_switch"] = tesp.tx_switched_at or time.perf_counter()
     deleted = False
