@@ -20,6 +20,8 @@
    first frame verified on its new RX SA; then the INFORMATIONAL Delete of the old pair, and the target
    deletes it. Reported for the windows around the rekeys (and the same windows of the run without): max and
    p99 per-I/O latency, the longest gap between two I/O completions, and I/O errors (must be 0).
+   Then the same with the whole path: a session secured by the agent through the control channel and
+   the engine, and the rekey the agent starts itself (lifetime policy) halfway through the stream.
 The final line of output is one JSON object. MB = 10^6 bytes.
 
     python3 bench/edif_scale.py [--quick] [--targets 1,64,1000] [--engine-targets 1,64] [--seconds 3]
@@ -49,6 +51,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cryptography  # noqa: E402
 from edif import (  # noqa: E402
     BENCH_PSK,
+    I_WWPN,
+    MIB,
+    T_WWPN,
     Rig,
     close_rig,
     ike_configs,
@@ -178,13 +183,14 @@ class _Agent:
     """One control LUN as the e2e test wires it: SecurityApp -> ChannelClient -> loopback SCSI ->
     ChannelCore(handler = the port's EdifEngine). Pumped by the caller's thread."""
 
-    def __init__(self, engine: EdifEngine, target_wwpn: int, key: ChannelKey) -> None:
+    def __init__(self, engine: EdifEngine, target_wwpn: int, key: ChannelKey,
+                 rekey: RekeyPolicy | None = None) -> None:
         blocks = (16 << 20) // 512
         self.core = ChannelCore(key, num_blocks=blocks, handler=engine, state=engine, park_time=0.2)
         engine.attach(self.core.post_event)
         cfg = SecConfig(peers={target_wwpn: PeerPolicy(target_wwpn, PskCredentials(BENCH_PSK))},
                         keepalive_interval=1.0, keepalive_misses=20, reconnect_delay=0.2,
-                        rekey=RekeyPolicy(lifetime=3600.0, bytes=0))
+                        rekey=rekey or RekeyPolicy(lifetime=3600.0, bytes=0))
         self.app = SecurityApp(cfg, time.monotonic)
         self.client = ChannelClient(key, capacity_blocks=blocks, clock=time.monotonic, keepalive_ms=1000)
         self.lb = Loopback(ScsiDisk(self.core), self.client)
@@ -436,6 +442,106 @@ def rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB, margin
         return asyncio.run(_rekey_stall_async(Path(d), seconds, qd, block, margin, rekeys))
 
 
+def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB, margin: float = 0.25,
+                       timeout: float = 60.0) -> dict[str, object]:
+    """The same I/O stream through a session secured by the whole edifd path, with the rekey the agent
+    itself starts (SecurityApp lifetime policy): CREATE_CHILD_SA over AUTH_ELS, SA_UPDATE RX/TX through
+    the channel, AUTH_OK, deletes, IKE Delete. The SA steps are seen by polling the engine's SA
+    database from the agent's pump thread (about 1 ms resolution)."""
+    with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
+        tmp = Path(d)
+        auth = SecConfig(peers={I_WWPN: PeerPolicy(I_WWPN, PskCredentials(BENCH_PSK))}, ike=IkePolicy())
+        lun = LunConfig(0, str(tmp / "t0.img"), 64 * MIB)
+        tport = TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,), True, auth)
+        server = TargetServer(TargetConfig((tport,)))
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="bench-target", daemon=True)
+        thread.start()
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+        hba = Hba([PortConfig("p0", I_WWPN, I_WWPN - 1, server.port("t0").address, remote_wwpn=T_WWPN)],
+                  Timers(io_timeout=30.0), policy=RequireAuthWhenSecure())
+        hba.start_thread()
+        engine = EdifEngine(hba, hba.ports[0])
+        stop = threading.Event()
+        pumper: threading.Thread | None = None
+        try:
+            engine.start()
+            end = time.monotonic() + timeout
+            while hba.ports[0].session.state is not SessionState.AUTH_PENDING:
+                if time.monotonic() > end:
+                    raise BenchFailure("the first login did not complete")
+                time.sleep(0.01)
+            warm = min(0.5, seconds / 4)
+            # The pair's lifetime runs from its installation: it ends halfway through the second stream.
+            agent = _Agent(engine, T_WWPN, ChannelKey(os.urandom(32)),
+                           RekeyPolicy(lifetime=warm + 1.5 * seconds + 0.1, bytes=0))
+            marks: dict[str, float] = {}
+
+            def pump() -> None:
+                while not stop.is_set():
+                    agent.pump()
+                    login = engine.login
+                    if login is not None and login.sadb.both_confirmed:
+                        rx, now = len(login.sadb.sas(SaDirection.RX)), time.perf_counter()
+                        if rx == 2 and "initiator_new_rx" not in marks:
+                            marks["initiator_new_rx"] = now
+                        if login.esp.counters.rekeys >= 1 and "initiator_tx_switch" not in marks:
+                            marks["initiator_tx_switch"] = now
+                        switched = "initiator_tx_switch" in marks
+                        if rx == 1 and switched and "initiator_old_rx_gone" not in marks:
+                            marks["initiator_old_rx_gone"] = now
+                    time.sleep(0.001)
+
+            agent.send(agent.app.start())
+            pumper = threading.Thread(target=pump, name="bench-agent", daemon=True)
+            pumper.start()
+            while hba.ports[0].session.state is not SessionState.READY:
+                if time.monotonic() > end:
+                    raise BenchFailure("the session did not become secure")
+                time.sleep(0.005)
+            rig = Rig(hba, server.port("t0"), True, lun_blocks=lun.size // 512)
+
+            def stream(secs: float) -> list[_Io]:
+                coro = _stream(rig, seconds=secs, qd=qd, block=block)
+                return hba.run_sync(coro, secs + 60)  # type: ignore[no-any-return]
+
+            stream(warm)
+            base = stream(seconds)
+            t0 = time.perf_counter()
+            ios = stream(seconds)
+            t_wait = time.perf_counter()
+            while "initiator_old_rx_gone" not in marks and time.perf_counter() - t_wait < 25.0:
+                time.sleep(0.01)  # a late rekey: its window is reported, though the stream has ended
+            if "initiator_tx_switch" not in marks:
+                raise BenchFailure("the agent did not rekey during the stream")
+            lo = marks.get("initiator_new_rx", marks["initiator_tx_switch"]) - margin
+            hi = marks.get("initiator_old_rx_gone", marks["initiator_tx_switch"]) + margin
+            b0 = base[0].start if base else t0
+            login = engine.login
+            return {
+                "block": block, "qd": qd, "seconds": seconds, "window_margin_s": margin,
+                "window_ms": ms(hi - lo),
+                "rekey_steps_ms": {k: ms(v - marks.get("initiator_new_rx", v)) for k, v in
+                                   sorted(marks.items(), key=lambda kv: kv[1])},
+                "rekey_offset_in_stream_s": round(marks["initiator_tx_switch"] - t0, 3),
+                "with_rekey": _window_stats(ios, [(lo, hi)]),
+                "without_rekey": _window_stats(base, [(b0 + lo - t0, b0 + hi - t0)]),
+                "io_errors": sum(not x.ok for x in ios + base),
+                "esp_drops": sum(login.esp.counters.drops.values()) if login else None,
+                "esp_rekeys": login.esp.counters.rekeys if login else None,
+                "errors_seen": rig.errors[:5],
+            }
+        finally:
+            stop.set()
+            if pumper is not None:
+                pumper.join(5)
+            engine.stop()
+            hba.stop_thread()
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+
+
 # --- main -------------------------------------------------------------------------------------------------
 
 
@@ -446,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="each I/O stream of the rekey bench")
     ap.add_argument("--qd", type=int, default=4)
     ap.add_argument("--rekeys", type=int, default=3, help="rekeys during the I/O stream")
+    ap.add_argument("--no-engine-rekey", action="store_true", help="skip the rekey through the whole path")
     ap.add_argument("--budget", type=float, default=240.0, help="seconds allowed per session count")
     ap.add_argument("--engine-targets", default="1,64",
                     help="target counts for the full engine/channel path ('' = skip)")
@@ -494,6 +601,19 @@ def main(argv: list[str] | None = None) -> int:
     for steps in stall["rekey_steps_ms"]:  # type: ignore[union-attr]
         print(f"  rekey steps (ms from its start): {steps}")
     print(f"  I/O errors over both runs: {stall['io_errors']}; ESP: {stall['esp']}")
+    eng = None
+    if not args.no_engine_rekey:
+        eng = engine_rekey_stall(args.seconds, args.qd, timeout=args.budget)
+        print(f"Rekey started by the agent through the whole path (64 KiB READ/WRITE, QD {args.qd}; window"
+              f" {eng['window_ms']} ms, {eng['rekey_offset_in_stream_s']} s into the stream):")
+        for label, key in (("with rekey", "with_rekey"), ("without", "without_rekey")):
+            x = eng[key]
+            assert isinstance(x, dict)
+            print(f"  {label:11} {x['ios']:5d} I/Os  max {x['max_latency_ms']:8.2f} ms"
+                  f"  p99 {x['p99_latency_ms']:8.2f} ms  p50 {x['p50_latency_ms']:7.2f} ms"
+                  f"  longest gap {x['longest_gap_ms']:8.2f} ms  errors {x['errors']}")
+        print(f"  SA steps (ms from the new RX SA): {eng['rekey_steps_ms']}; I/O errors {eng['io_errors']},"
+              f" ESP drops {eng['esp_drops']}")
     summary = {
         "bench": "edif_scale", "quick": args.quick, "python": platform.python_version(),
         "cryptography": cryptography.__version__, "cpu_count": os.cpu_count(),
@@ -506,9 +626,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "AuthResponder (PSK); latency = application start to PRLI done",
                             "results": engine},
         "rekey_stall": stall,
+        "engine_rekey_stall": eng,
     }
     print(json.dumps(summary, sort_keys=True))
-    return 1 if stall["io_errors"] else 0
+    return 1 if stall["io_errors"] or (eng is not None and eng["io_errors"]) else 0
 
 
 if __name__ == "__main__":

@@ -122,6 +122,15 @@ def test_rekey_stall_shape():
     assert r["with_rekey"]["max_latency_ms"] == max(p["with_rekey"]["max_latency_ms"] for p in r["per_rekey"])
 
 
+def test_engine_rekey_stall_shape():
+    r = edif_scale.engine_rekey_stall(seconds=0.6, qd=2, margin=0.05, timeout=30.0)
+    assert r["io_errors"] == 0 and r["errors_seen"] == [] and r["esp_drops"] == 0 and r["esp_rekeys"] == 1
+    steps = r["rekey_steps_ms"]
+    assert steps["initiator_new_rx"] == 0 <= steps["initiator_tx_switch"] <= steps["initiator_old_rx_gone"]
+    for w in (r["with_rekey"], r["without_rekey"]):
+        assert w["ios"] >= 1 and w["errors"] == 0 and w["p50_latency_ms"] <= w["max_latency_ms"]
+
+
 def test_edif_scale_main_json(capsys):
     assert edif_scale.main(["--targets", "1,3", "--rounds-single", "2", "--seconds", "0.4", "--rekeys", "1",
                             "--engine-targets", "2", "--engine-rounds-single", "1"]) == 0
@@ -130,7 +139,7 @@ def test_edif_scale_main_json(capsys):
     assert summary["bench"] == "edif_scale"
     assert [x["targets"] for x in summary["sessions"]["results"]] == [1, 3]
     assert [x["targets"] for x in summary["engine_sessions"]["results"]] == [2]
-    assert summary["rekey_stall"]["io_errors"] == 0
+    assert summary["rekey_stall"]["io_errors"] == 0 and summary["engine_rekey_stall"]["io_errors"] == 0
     assert "sessions/s" in out and "Rekey under load" in out
 
 
