@@ -141,7 +141,7 @@ def cmd_edif(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "edif-summary.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     for name, ok, detail in verdicts(res):
-        print(f"  {'PASS' if ok else 'FAIL'}  {name:<52} {detail}")
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<44} {detail}")
     for p in res["problems"]:
         _err(f"lab edif: {p}")
     return 1 if res["problems"] else 0

@@ -158,7 +158,7 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
     b_ok = (b_agent.get("state") == "failed" and eb.get("auth_fail", 0) >= 1 and eb.get("auth_ok") == 0
             and eb.get("sa_updates") == 0 and tb.get("commands") == 0 and trb.get("fcp_cmnd") == 0
             and trb.get("auth_els", 0) > 0 and tb.get("auth_failed", 0) >= 1)
-    out.append(("EDIF: target B wrong PSK -> AUTH_FAIL, unusable", b_ok,
+    out.append(("EDIF: wrong PSK at B -> AUTH_FAIL, unusable", b_ok,
                 f"agent {b_agent.get('state')}, edifd auth_fail {eb.get('auth_fail')} "
                 f"auth_ok {eb.get('auth_ok')} "
                 f"SA_UPDATEs {eb.get('sa_updates')}, target auth_failed {tb.get('auth_failed')}, "
@@ -167,7 +167,7 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
     mib = s.get("mib")
     io_ok = (bool(io) and io.get("mib") == mib and not io.get("write_errors") and not io.get("read_errors")
              and not io.get("mismatched_mib"))
-    out.append((f"EDIF: tenant {mib} MiB written + read back via ESP", io_ok,
+    out.append((f"EDIF: tenant {mib} MiB via ESP, read back", io_ok,
                 f"{io.get('write_MBps')}/{io.get('read_MBps')} MB/s w/r, "
                 f"{len(io.get('write_errors') or []) + len(io.get('read_errors') or [])} errors, "
                 f"{len(io.get('mismatched_mib') or [])} MiB mismatched"))
@@ -179,10 +179,10 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
     t = s.get("trace_a") or {}
     esp_ok = (t.get("fcp", 0) > 0 and t.get("fcp_esp") == t.get("fcp") and t.get("other", 0) > 0
               and t.get("other_esp") == 0 and t.get("auth_els", 0) > 0 and t.get("short") == 0)
-    out.append(("EDIF: trace A: DF_CTL 0x40 + ESP on every FCP frame", esp_ok,
+    out.append(("EDIF: DF_CTL 0x40 + ESP on every FCP frame", esp_ok,
                 f"{t.get('fcp_esp')}/{t.get('fcp')} FCP frames ESP, {t.get('other_esp')}/{t.get('other')} "
                 f"ELS/BLS marked, {t.get('auth_els')} AUTH_ELS"))
-    out.append(("EDIF: written pattern never in clear on the wire",
+    out.append(("EDIF: pattern never in clear on the wire",
                  t.get("pattern_hits") == 0 and (s.get("trace_b") or {}).get("pattern_hits") == 0
                  and s.get("samples", 0) > 0,
                 f"{s.get('samples')} samples of {SAMPLE_LEN} bytes, hits {t.get('pattern_hits')}"))
@@ -191,7 +191,7 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
     rcs = vs.get("agent_rcs")
     logout_ok = (rcs == [0, 0] and (counters.get("app_stops") or 0) >= 1 and e_stop.get("session") != "ready"
                  and (s.get("trace_a") or {}).get("logo", 0) >= 1)
-    out.append(("EDIF: agent stopped -> secure sessions logged out", logout_ok,
+    out.append(("EDIF: agent stop -> sessions logged out", logout_ok,
                 f"agent rc {rcs}, edifd app_stops {counters.get('app_stops')}, "
                 f"session {e_stop.get('session')}, "
                 f"LOGO in trace A: {t.get('logo')}"))

@@ -155,9 +155,9 @@ def _spoil(path: str, value) -> dict:
 @pytest.mark.parametrize("path, value, claim", [
     ("agents_started_s", None, "service started"),
     ("agent_p0_secured.app.targets", {}, "target A secured"),
-    ("target_b.commands", 1, "target B"),
-    ("trace_b.fcp_cmnd", 2, "target B"),
-    ("vm_h.status_after_io.engines.ctl1.counters.sa_updates", 1, "target B"),
+    ("target_b.commands", 1, "at B"),
+    ("trace_b.fcp_cmnd", 2, "at B"),
+    ("vm_h.status_after_io.engines.ctl1.counters.sa_updates", 1, "at B"),
     ("vm_h.io.read_errors", [[3, "Input/output error"]], "tenant 64 MiB|rekey during I/O"),
     ("rekeys_during_io", 0, "rekey during I/O"),
     ("backing_mismatched_mib", [7], "backing file"),
@@ -206,7 +206,7 @@ def test_lab_target_a_secured(edif):
 
 @pytest.mark.lab
 def test_lab_wrong_psk_target_b_fails_and_stays_unusable(edif):
-    _claim(edif, "target B")
+    _claim(edif, "at B")
 
 
 @pytest.mark.lab
