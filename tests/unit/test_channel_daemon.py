@@ -3,6 +3,7 @@ VPD 0x83 port WWPN, the heartbeat ticker, and the core under concurrent threads.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -114,6 +115,8 @@ def test_daemon_serves_the_channel_and_a_restart_recognises_the_retried_write(tm
 
 
 def test_control_lun_without_key_refuses_every_write(tmp_path, caplog):
+    # Another test's in-process CLI run may have set the root logger's level (logging.basicConfig).
+    caplog.set_level(logging.WARNING, logger="edifd.daemon")
     d, disk, core = _serve(_config(tmp_path))
     try:
         client = ChannelClient(KEY, capacity_blocks=core.num_blocks)
