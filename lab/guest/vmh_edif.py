@@ -32,7 +32,7 @@ from typing import Any
 
 from .common import SHARE, log, write_json, write_result
 from .vmh_edifd import aligned
-from .vmh_tenant import MIB, chunk, find_tenant_disk
+from .vmh_tenant import find_tenant_disk, tenant_io
 
 STATE = Path("/tmp/edifd")
 CONFIG = Path("/tmp/edifd-edif.toml")
@@ -160,42 +160,6 @@ def wait_share(name: str, timeout: float) -> bool:
     return False
 
 
-def tenant_io(dev: str, mib: int) -> dict[str, Any]:
-    """Write `mib` MiB of the pattern with O_DIRECT, fsync, read back and compare; every error recorded."""
-    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
-    buf = aligned(MIB)
-    res: dict[str, Any] = {"write_errors": [], "read_errors": [], "mismatched_mib": [], "mib": mib}
-    try:
-        t = time.monotonic()
-        for i in range(mib):
-            buf[:] = chunk(i)
-            try:
-                os.pwritev(fd, [buf], i * MIB)
-            except OSError as e:
-                res["write_errors"].append([i, e.strerror])
-            if i % 8 == 7:
-                write_json("io.json", {"phase": "write", "mib": i + 1})
-        os.fsync(fd)
-        res["write_s"] = round(time.monotonic() - t, 1)
-        t = time.monotonic()
-        for i in range(mib):
-            try:
-                os.preadv(fd, [buf], i * MIB)
-            except OSError as e:
-                res["read_errors"].append([i, e.strerror])
-                continue
-            if bytes(buf) != chunk(i):
-                res["mismatched_mib"].append(i)
-            if i % 8 == 7:
-                write_json("io.json", {"phase": "read", "mib": i + 1})
-        res["read_s"] = round(time.monotonic() - t, 1)
-    finally:
-        os.close(fd)
-    res["write_MBps"] = round(mib / max(res["write_s"], 0.001), 2)
-    res["read_MBps"] = round(mib / max(res["read_s"], 0.001), 2)
-    return res
-
-
 def io_after_logout(dev: str, timeout: float) -> dict[str, Any]:
     """One 4 KiB O_DIRECT READ after the agent stopped: it must fail (EIO-like), and quickly."""
     out: dict[str, Any] = {}
@@ -267,7 +231,11 @@ def main() -> int:
         res["dev"] = dev
         if dev is None:
             raise RuntimeError("the tenant LUN did not appear as /dev/sdX")
-        res["io"] = tenant_io(dev, mib)
+        def progress(phase: str, done: int) -> None:  # the host follows the I/O through io.json
+            if done % 8 == 0:
+                write_json("io.json", {"phase": phase, "mib": done})
+
+        res["io"] = tenant_io(dev, mib, progress)
         res["status_after_io"] = read_status()
         res["max_rekeys_seen"] = copier.max_rekeys
         log(f"tenant I/O: {json.dumps({k: v for k, v in res['io'].items() if k != 'mismatched_mib'})}")

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def find_tenant_disk(timeout: float = 60) -> str | None:
     return None
 
 
-def tenant_io(dev: str, mib: int) -> dict[str, Any]:
+def tenant_io(dev: str, mib: int, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Write `mib` MiB of the pattern with O_DIRECT, fsync, read back and compare; every error recorded.
+    `progress(phase, mib_done)` runs after each MiB of the "write" and the "read" pass."""
     fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
     buf = aligned(MIB)
     res: dict[str, Any] = {"write_errors": [], "read_errors": [], "mismatched_mib": [], "mib": mib}
@@ -84,8 +87,8 @@ def tenant_io(dev: str, mib: int) -> dict[str, Any]:
                 os.pwritev(fd, [buf], i * MIB)
             except OSError as e:
                 res["write_errors"].append([i, e.strerror])
-            if i == mib // 2:
-                (SHARE / "midway").write_text("midway\n")  # the host resets the FC link now
+            if progress:
+                progress("write", i + 1)
         os.fsync(fd)
         res["write_s"] = round(time.monotonic() - t, 1)
         t = time.monotonic()
@@ -97,6 +100,8 @@ def tenant_io(dev: str, mib: int) -> dict[str, Any]:
                 continue
             if bytes(buf) != chunk(i):
                 res["mismatched_mib"].append(i)
+            if progress:
+                progress("read", i + 1)
         res["read_s"] = round(time.monotonic() - t, 1)
     finally:
         os.close(fd)
@@ -123,7 +128,11 @@ def main() -> int:
         inq = run(["sg_inq", dev])
         res["inquiry"] = inq["stdout"][-600:]
         log(f"tenant disk {dev} ready after {res['start_s']} s")
-        res["io"] = tenant_io(dev, mib)
+        def midway(phase: str, done: int) -> None:
+            if phase == "write" and done == mib // 2 + 1:
+                (SHARE / "midway").write_text("midway\n")  # the host resets the FC link now
+
+        res["io"] = tenant_io(dev, mib, midway)
         log(f"tenant I/O: {json.dumps({k: v for k, v in res['io'].items() if k != 'mismatched_mib'})}")
         status = Path("/tmp/edifd/status.json")
         if status.exists():
