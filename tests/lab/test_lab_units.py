@@ -34,8 +34,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    # A zombie still answers kill(0); it is dead for our purposes. It may also vanish right now.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # the state follows "(comm)", which may hold spaces
 
 
 @pytest.fixture
@@ -233,7 +237,8 @@ def _child(
         root=str(HERE.parents[1]), img=str(image.root), name=name, share=str(tmp_path / name),
         detached=detached, after=after,
     )  # fmt: skip
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
     assert p.stdout is not None
     return p, int(p.stdout.readline())
 
@@ -254,9 +259,11 @@ def test_parent_end_always_stops_qemu(
     how: str, fake_qemu: Path, image: GuestImage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_QEMU", "hang")
-    after = "sys.exit(0)" if how.startswith("normal") else "time.sleep(60)"
+    # The normal-exit child waits for its stdin to close, so it cannot stop QEMU before we saw it alive.
+    after = "sys.stdin.read(); sys.exit(0)" if how.startswith("normal") else "time.sleep(60)"
     p, qpid = _child(tmp_path, image, f"u-par-{os.getpid()}", after)
     assert _alive(qpid)
+    p.stdin.close()  # type: ignore[attr-defined]
     sig = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL (pdeathsig)": signal.SIGKILL}.get(how)
     if sig is not None:
         p.send_signal(sig)  # type: ignore[attr-defined]
