@@ -222,10 +222,7 @@ def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
                          SecConfig(peers={h: PeerPolicy(h, PskCredentials(BENCH_PSK))}, ike=IkePolicy()))
         for k, (h, t) in enumerate(zip(hosts, tgts, strict=True)))
     server = TargetServer(TargetConfig(ports))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="bench-target", daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    server.start_thread(30)
     hba = Hba([PortConfig(f"p{k}", h, h - 1, server.port(f"t{k}").address, remote_wwpn=t)
                for k, (h, t) in enumerate(zip(hosts, tgts, strict=True))],
               Timers(io_timeout=timeout), policy=RequireAuthWhenSecure())
@@ -263,9 +260,7 @@ def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
         for e in engines:
             e.stop()
         hba.stop_thread()
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        server.stop_thread(30)
 
 
 def engine_sessions(targets: int, *, rounds: int = 1, timeout: float = 60.0) -> dict[str, object]:
@@ -454,10 +449,7 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
         lun = LunConfig(0, str(tmp / "t0.img"), 64 * MIB)
         tport = TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,), True, auth)
         server = TargetServer(TargetConfig((tport,)))
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="bench-target", daemon=True)
-        thread.start()
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+        server.start_thread(30)
         hba = Hba([PortConfig("p0", I_WWPN, I_WWPN - 1, server.port("t0").address, remote_wwpn=T_WWPN)],
                   Timers(io_timeout=30.0), policy=RequireAuthWhenSecure())
         hba.start_thread()
@@ -537,9 +529,7 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
                 pumper.join(5)
             engine.stop()
             hba.stop_thread()
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
+            server.stop_thread(30)
 
 
 # --- main -------------------------------------------------------------------------------------------------

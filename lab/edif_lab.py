@@ -19,12 +19,10 @@ The verdict logic (``verdicts``, ``check_trace``, ``pcap_frames``) is pure and u
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -224,10 +222,7 @@ class TargetPortThread:
         port = TargetPortConfig(name, wwpn, wwpn - (1 << 56), ("127.0.0.1", 0),
                                 (LunConfig(0, str(backing), size),), True, auth)
         self.server = TargetServer(TargetConfig((port,), pcap_path=str(pcap)))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=f"edif-target-{name}", daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(15)
+        self.server.start_thread(15)
         self.port = self.server.ports[0].address[1]
 
     def counters(self) -> dict[str, Any]:
@@ -237,11 +232,7 @@ class TargetPortThread:
                 **(p.edif.counters.snapshot() if p.edif is not None else {})}
 
     def close(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(15)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+        self.server.stop_thread(15)
 
 
 def _write_private(path: Path, data: bytes) -> None:

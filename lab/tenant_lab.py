@@ -9,11 +9,9 @@ the relogin (or fail with a clear sense), and the target's backing file must hol
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,21 +33,14 @@ class TargetThread:
         self.backing = backing
         port = TargetPortConfig("t0", T_WWPN, T_WWNN, ("127.0.0.1", 0), (LunConfig(0, str(backing), size),))
         self.server = TargetServer(TargetConfig((port,)))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="edif-target", daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(15)
+        self.server.start_thread(15)
         self.port = self.server.ports[0].address[1]
 
     def drop_links(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.ports[0].drop_links)
+        self.server.call_soon(self.server.ports[0].drop_links)
 
     def close(self) -> None:
-        try:
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(15)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+        self.server.stop_thread(15)
 
 
 def run_tenant_lab(

@@ -113,18 +113,13 @@ class Target:
             return TargetPortConfig(name, wwpn, wwpn - (1 << 56), ("127.0.0.1", 0), (lun,), True, auth[name])
 
         self.server = TargetServer(TargetConfig((port("t1", T1), port("t2", T2))))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.server.start_thread(10)
 
     def address(self, name: str) -> tuple[str, int]:
         return self.server.port(name).address
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.server.stop_thread(10)
 
 
 def _initiators(psk: bytes) -> SecConfig:

@@ -3,7 +3,6 @@ target's READ CAPACITY, CDBs forwarded unchanged, a real target on loopback TCP,
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
@@ -57,16 +56,11 @@ class _TargetThread:
         self.backing = tmp / "lun0.img"
         self.server = TargetServer(TargetConfig((TargetPortConfig(
             "t0", T_WWPN, T_WWNN, ("127.0.0.1", 0), (LunConfig(0, str(self.backing), 8 * MIB),)),)))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.server.start_thread(10)
         self.address = self.server.ports[0].address
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.server.stop_thread(10)
 
 
 def _config(tmp: Path, host: str, port: int):

@@ -106,3 +106,30 @@ def test_run_reports_an_unopenable_backing_file(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["run", "--config", str(conf), "--log-level", "error"])
     assert r.exit_code == 1 and "LUN 0: cannot open backing file" in r.output
     assert not (tmp_path / "no").exists()
+
+
+def test_target_server_on_its_own_thread(tmp_path):
+    import socket
+
+    from edifd.target import LunConfig as TLun
+    from edifd.target import TargetConfig as TCfg
+    from edifd.target import TargetPortConfig as TPort
+    from edifd.target import TargetServer as TServer
+
+    server = TServer(TCfg((TPort("t0", 0x2100001B32000F01, 0x2000001B32000F01, ("127.0.0.1", 0),
+                                 (TLun(0, str(tmp_path / "l0.img"), 1 << 20),)),)))
+    with pytest.raises(RuntimeError, match="start_thread"):
+        server.call_soon(lambda: None)
+    server.start_thread(10)
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            server.start_thread(10)
+        with socket.create_connection(server.ports[0].address, timeout=5):
+            pass  # it listens as soon as start_thread returns
+        import threading
+        ran = threading.Event()
+        server.call_soon(ran.set)
+        assert ran.wait(5)
+    finally:
+        server.stop_thread(10)
+    server.stop_thread(10)  # a second stop is a no-op
