@@ -9,7 +9,6 @@ the relogin (or fail with a clear sense), and the target's backing file must hol
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -118,10 +117,3 @@ def tenant_problems(s: dict[str, Any]) -> list[str]:
     if s.get("vm_h_rc") != 0:
         out.append(f"VM-H rc={s.get('vm_h_rc')}")
     return out
-
-
-def pattern_sha256(mib: int) -> str:
-    h = hashlib.sha256()
-    for i in range(mib):
-        h.update(chunk(i))
-    return h.hexdigest()
