@@ -78,10 +78,10 @@ from edifd.ike import (  # noqa: E402
 )
 from edifd.proto import Body, ChannelKey, SaDirection  # noqa: E402
 from edifd.scsi import ScsiDisk  # noqa: E402
+from edifd.secapp.app import SecurityApp  # noqa: E402
+from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig  # noqa: E402
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer  # noqa: E402
 from guest_agent.client import ChannelClient  # noqa: E402
-from guest_agent.secapp import SecurityApp  # noqa: E402
-from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig  # noqa: E402
 
 KIB = 1024
 HOST_WWPN = 0x2000001B32C00001

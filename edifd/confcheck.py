@@ -1,7 +1,7 @@
 """Validation of TOML configuration tables that reports every problem at once, each by key path.
 
 Shared by edifd's configuration (`edifd.config`), the security application's and edif-target's
-(`guest_agent.secconfig`): an operator sees `lun[1].size: required` and
+(`edifd.secapp.config`): an operator sees `lun[1].size: required` and
 `targets."21:00:…".psk_file: …` in one run instead of fixing one error per start.
 """
 

@@ -280,7 +280,7 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
             wwpn = int(raw_wwpn.replace(":", ""), 16)
     queue_limit = r.take(t, "queue_limit", where, int, 64)
     if size and block_size in (512, 4096):
-        from edifd.channel.lba import LANES, ChannelGeometry, GeometryError
+        from edifd.proto.lba import LANES, ChannelGeometry, GeometryError
 
         try:
             window = ChannelGeometry(block_size, size // block_size).window

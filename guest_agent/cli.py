@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from edifd.fc import wwn_str
 from edifd.proto import (
     ChannelKeyError,
     EventAck,
@@ -44,7 +45,6 @@ from .discovery import (
     DiscoveryError,
     discover,
     disk_for_device,
-    format_wwpn,
     parse_wwpn,
     select,
 )
@@ -80,7 +80,7 @@ def _find_disk(device: str | None, port: str | None, vendor: str, product: str, 
     if device:
         d = disk_for_device(device, sys_root=sys_root)
         if wwpn is not None and d.wwpn not in (None, wwpn):
-            raise DiscoveryError(f"{device} reports port {d.wwpn_text}, not {format_wwpn(wwpn)}")
+            raise DiscoveryError(f"{device} reports port {d.wwpn_text}, not {wwn_str(wwpn)}")
         return d
     return select(discover(vendor, product, sys_root=sys_root), wwpn=wwpn, vendor=vendor, product=product,
                   where=os.path.join(sys_root, "block"))
@@ -560,8 +560,8 @@ def _run_service(config_path: str, key_path: str | None, port: str | None, devic
                  product: str, port_index: int, parked: int, state_path: str | None, timeout: float,
                  no_direct: bool, sys_root: str, status_file: str | None) -> int:
     """`run --config`: the security service on one control disk (one HBA port)."""
-    from .secapp import SecurityApp
-    from .secconfig import SecConfigError, load_config
+    from edifd.secapp.app import SecurityApp
+    from edifd.secapp.config import SecConfigError, load_config
 
     try:
         config = load_config(config_path)
@@ -599,7 +599,7 @@ def _run_service(config_path: str, key_path: str | None, port: str | None, devic
 
     s.handlers.append(on_msg)
     log(f"security service for {len(app.sessions)} target(s) "
-        f"({', '.join(format_wwpn(w) for w in app.sessions) or 'none'})")
+        f"({', '.join(wwn_str(w) for w in app.sessions) or 'none'})")
     with _Stopper() as stopper:
         s.ep.start()
         try:

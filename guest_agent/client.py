@@ -30,8 +30,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edifd.channel.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE, ChannelGeometry
-from edifd.channel.reject import Reject
 from edifd.proto import (
     AppStart,
     AppStartAnswer,
@@ -52,6 +50,8 @@ from edifd.proto import (
     new_nonce,
     verify_host_proof,
 )
+from edifd.proto.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE, ChannelGeometry
+from edifd.proto.reject import Reject
 from edifd.scsi import SenseData, SenseParseError
 
 LOST_DETAIL = 0xED1F0001  # RESPONSE.detail of a locally failed request: its answer was lost with its epoch

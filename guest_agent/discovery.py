@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edifd.fc import wwn_str
+
 DEFAULT_VENDOR = "EDIF"
 DEFAULT_PRODUCT = "CTRL"
 SECTOR = 512  # /sys/block/X/size is always in 512-byte units, whatever the logical block size
@@ -58,12 +60,7 @@ class ControlDisk:
 
     @property
     def wwpn_text(self) -> str:
-        return format_wwpn(self.wwpn) if self.wwpn is not None else "-"
-
-
-def format_wwpn(wwpn: int) -> str:
-    """The usual colon form: 50:01:43:80:12:34:56:78."""
-    return ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))
+        return wwn_str(self.wwpn) if self.wwpn is not None else "-"
 
 
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -277,10 +274,10 @@ def select(disks: Iterable[ControlDisk], *, wwpn: int | None = None, vendor: str
         hits = [d for d in disks if d.wwpn == wwpn]
         if not hits:
             have = ", ".join(f"{d.devnode}={d.wwpn_text}" for d in disks)
-            raise DiscoveryError(f"no EDIF control disk for port {format_wwpn(wwpn)}: {looked}; found {have}")
+            raise DiscoveryError(f"no EDIF control disk for port {wwn_str(wwpn)}: {looked}; found {have}")
         if len(hits) > 1:
             raise DiscoveryError(
-                f"several control disks report port {format_wwpn(wwpn)}: "
+                f"several control disks report port {wwn_str(wwpn)}: "
                 + ", ".join(d.devnode for d in hits) + " (multipath? pass --device)"
             )
         return hits[0]

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edifd.fc import wwn_str
 from edifd.proto import AppStop, Body, Kind, Message
-
-from .discovery import format_wwpn
-from .secapp import (
+from edifd.secapp.app import (
     AppEvent,
     AppNotice,
     ChannelLost,
@@ -33,16 +32,16 @@ from .secapp import (
 def describe(event: AppEvent) -> str:
     """One log line per app event. Only names, SPIs, reasons and cipher names: nothing secret."""
     if isinstance(event, SessionSecure):
-        return (f"target {format_wwpn(event.wwpn)}: session secure (cipher {event.cipher.name}, "
+        return (f"target {wwn_str(event.wwpn)}: session secure (cipher {event.cipher.name}, "
                 f"spi in {event.spi_in:08x} out {event.spi_out:08x})")
     if isinstance(event, SessionRekeyed):
-        return (f"target {format_wwpn(event.wwpn)}: rekeyed by {event.trigger} "
+        return (f"target {wwn_str(event.wwpn)}: rekeyed by {event.trigger} "
                 f"(spi in {event.old_spi_in:08x} -> {event.new_spi_in:08x})")
     if isinstance(event, SessionFailed):
         why = f"{event.reason.name}: {event.detail}"
-        return f"target {format_wwpn(event.wwpn)}: authentication failed ({why})"
+        return f"target {wwn_str(event.wwpn)}: authentication failed ({why})"
     if isinstance(event, SessionDown):
-        return f"target {format_wwpn(event.wwpn)}: session down ({event.detail})"
+        return f"target {wwn_str(event.wwpn)}: session down ({event.detail})"
     if isinstance(event, ChannelLost):
         return f"channel lost ({event.detail}); handshaking again"
     if isinstance(event, AppNotice):

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, SecConfig
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
-from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials, SecConfig
 
 from .errors import LabError
 from .guest.vmh_edif import CTL_IQNS, I_WWPNS

@@ -4,11 +4,12 @@
 is the agent end. Both compute the LBA layout from `ChannelGeometry`.
 """
 
+from edifd.proto.lba import LANES, ChannelGeometry, GeometryError
+from edifd.proto.reject import Reject
+
 from .core import COUNTERS, ChannelCore
 from .handler import BasicHandler, Deferred, RequestHandler, StateProvider, StaticState
 from .hoststate import HostState, HostStateError, StateFile
-from .lba import LANES, ChannelGeometry, GeometryError
-from .reject import Reject
 
 __all__ = [
     "BasicHandler",

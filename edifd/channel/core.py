@@ -55,14 +55,24 @@ from edifd.proto import (
     new_nonce,
     verify_agent_proof,
 )
-from edifd.scsi import CheckCondition, IoKind, IoRequest, Pending, ScsiCommand, ScsiResponse, SenseKey
+from edifd.proto.lba import LANES, NO_CURSOR_LANE, ChannelGeometry, GeometryError, OutsideWindowError
+from edifd.proto.reject import Reject
+from edifd.scsi import (
+    CheckCondition,
+    IoKind,
+    IoRequest,
+    MediumError,
+    Pending,
+    ScsiCommand,
+    ScsiResponse,
+    SenseKey,
+)
 from edifd.scsi import Status as ScsiStatus
 from edifd.scsi.sense import Asc
 
+from .burst_log import BurstLog
 from .handler import BasicHandler, Deferred, RequestHandler, StateProvider, StaticState, state_events
 from .hoststate import HostState
-from .lba import LANES, NO_CURSOR_LANE, ChannelGeometry, GeometryError, OutsideWindowError
-from .reject import BurstLog, Reject
 
 log = logging.getLogger("edifd.channel")
 
@@ -376,7 +386,8 @@ class ChannelCore:
     def _reject_locked(self, where: str, reason: Reject, detail: str) -> CheckCondition:
         self.counters[f"rejected_{reason.counter}"] += 1
         self._burst.rejected(where, reason, detail)
-        return reason.error()
+        key, asc, ascq = reason.sense
+        return MediumError(SenseKey(key), asc, ascq)
 
     def _admit(self, where: str, msg: Message, mac: bytes) -> bool:
         """Sequence rules for a MAC-verified request with an epoch. True: act on it now."""

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edifd.channel.handler import Deferred
-from edifd.fc import Frame
+from edifd.fc import Frame, wwn_str
 from edifd.hba.hba import Hba
 from edifd.hba.port import InitiatorPort
 from edifd.hba.session import (
@@ -422,7 +422,7 @@ class EdifEngine:
         self.counters.auth_fail += 1
         if self.login is not None:
             self.login.auth = AuthState.FAILED
-        log.warning("AUTH_FAIL (%s) for %s: logging out", body.reason.name, _wwn(body.port.wwpn))
+        log.warning("AUTH_FAIL (%s) for %s: logging out", body.reason.name, wwn_str(body.port.wwpn))
         self._hold(ShutdownReason.AUTH_FAIL, f"AUTH_FAIL ({body.reason.name})")
         return Response(t, Status.OK)
 
@@ -444,7 +444,7 @@ class EdifEngine:
         self._rx_els.clear()
         lg = self.login
         if lg is not None and lg.secure and s.state is not SessionState.GONE:
-            log.warning("%s: logging out the secure session to %s", why, _wwn(s.remote_wwpn))
+            log.warning("%s: logging out the secure session to %s", why, wwn_str(s.remote_wwpn))
             self._hold(reason, why)
         elif self.app_active:
             log.info("%s: no secure session to log out", why)
@@ -505,7 +505,7 @@ class EdifEngine:
         lg = self.login
         if ev.state is SessionState.AUTH_PENDING and lg is not None and not lg.secure:
             log.warning("remote port %s requires authentication; no security application has asked for it",
-                        _wwn(self.port.session.remote_wwpn))
+                        wwn_str(self.port.session.remote_wwpn))
 
     def _logged_in(self, ev: LoggedIn) -> None:
         """A PLOGI completed: a new login with its own generation and SAs (the old keys are gone)."""
@@ -523,7 +523,7 @@ class EdifEngine:
             self._emit(PortOnline(ref))
         if secure:
             lg.auth = AuthState.NEEDED
-            log.info("secure login to %s (generation %d): AUTH_NEEDED", _wwn(ref.wwpn), ref.generation)
+            log.info("secure login to %s (generation %d): AUTH_NEEDED", wwn_str(ref.wwpn), ref.generation)
             self._emit(AuthNeeded(ref, RoleFlags.TARGET))
 
     def _login_ended(self, state: SessionState, text: str) -> None:
@@ -651,7 +651,3 @@ class EdifEngine:
 
     def _refresh(self) -> None:
         self._view = (self._port_info(), self._targets(), self._stats())
-
-
-def _wwn(wwpn: int | None) -> str:
-    return "unknown" if wwpn is None else ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))

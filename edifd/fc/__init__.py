@@ -5,6 +5,7 @@ Every parser raises only `FcError` (and subclasses); `FcipStreamDecoder.feed()` 
 Our wire-format choices are recorded in docs/fc-wire.md.
 """
 
+from ._codec import wwn_str
 from .bls import Abts, BaAcc, BaRjt, BaRjtExplanation, BaRjtReason, BlsPayload, parse_bls
 from .els import (
     ClassOptions,
@@ -82,6 +83,7 @@ from .frame import (
 )
 
 __all__ = [
+    "wwn_str",
     "FC_DATA_FRAME_SIZE", "FC_MAX_DATA_FIELD", "FCIP_TCP_PORT", "FCTL_REQ", "FCTL_RESP", "Abts",
     "AuthEls", "AuthFlags", "AuthMsgCode", "AuthProtocolId", "BaAcc", "BaRjt", "BaRjtExplanation",
     "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures", "DfCtl", "ElsCode",

@@ -48,6 +48,9 @@ def enum_or_int(cls: type[E], value: int) -> E | int:
         return value
 
 
-def wwn_str(wwn: int) -> str:
-    """Colon-separated hex form of a 64-bit World Wide Name (as Wireshark prints it)."""
-    return ":".join(f"{b:02x}" for b in wwn.to_bytes(8, "big"))
+def wwn_str(wwn: int | None) -> str:
+    """Colon-separated hex form of a 64-bit World Wide Name (as Wireshark prints it); "unknown" for None.
+
+    The one text form of a WWN in logs, status output and configuration round trips.
+    """
+    return "unknown" if wwn is None else ":".join(f"{b:02x}" for b in wwn.to_bytes(8, "big"))

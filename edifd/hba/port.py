@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from edifd.fc import FCIP_TCP_PORT, FcipStreamDecoder, Frame, LinkError, encode_frame
+from edifd.fc import FCIP_TCP_PORT, FcipStreamDecoder, Frame, LinkError, encode_frame, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
@@ -326,7 +326,7 @@ class InitiatorPort:
                 self._finish(ev.tag, ev.response)
             elif isinstance(ev, StateChanged):
                 log.info("port %s: remote port %s %s (%s)", self.config.name,
-                         _wwn(self.session.remote_wwpn), ev.state.value, ev.reason)
+                         wwn_str(self.session.remote_wwpn), ev.state.value, ev.reason)
                 waiters, self._state_waiters = self._state_waiters, []
                 for w in waiters:
                     if not w.done():
@@ -378,9 +378,6 @@ class InitiatorPort:
             link.up = False
             link.writer.transport.abort()
 
-
-def _wwn(wwpn: int | None) -> str:
-    return "unknown" if wwpn is None else ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))
 
 
 __all__ = ["FCIP_TCP_PORT", "InitiatorPort", "PortConfig", "PortStatus", "Timers"]

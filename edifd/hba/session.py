@@ -74,6 +74,7 @@ from edifd.fc import (
     fcp_data_frames,
     lun_to_bytes,
     parse_payload,
+    wwn_str,
 )
 from edifd.scsi import ScsiCommand, ScsiResponse, SenseKey, Status, sense
 
@@ -389,7 +390,7 @@ class InitiatorSession:
         self.counters.aborts += 1
         c.abts_deadline = now + self.abts_timeout
         c.fail_sense = fail_sense
-        log.info("aborting OX_ID 0x%04x (tag %d) to %s", c.ox_id, c.tag, _wwn(self.remote_wwpn))
+        log.info("aborting OX_ID 0x%04x (tag %d) to %s", c.ox_id, c.tag, wwn_str(self.remote_wwpn))
         return [abts_frame(s_id=self.local_id, d_id=self.remote_id, ox_id=c.ox_id, rx_id=c.rx_id,
                            seq_id=self._next_seq())]
 
@@ -454,12 +455,12 @@ class InitiatorSession:
         if self.state is SessionState.READY:
             self.counters.logouts += 1
         self._reset_exchanges()
-        log.info("remote port %s: %s; logging in again", _wwn(self.remote_wwpn), reason)
+        log.info("remote port %s: %s; logging in again", wwn_str(self.remote_wwpn), reason)
         self._revalidating = True
         return [self._send_plogi(now, reason)]  # the cause rides on StateChanged (EDIF shutdown reason)
 
     def _gone(self, reason: str, fail_sense: bytes = SENSE_TARGET_GONE) -> None:
-        log.warning("remote port %s gone: %s", _wwn(self.remote_wwpn), reason)
+        log.warning("remote port %s gone: %s", wwn_str(self.remote_wwpn), reason)
         self._login_deadline = None
         self._gone_sense = fail_sense
         self._reset_exchanges()
@@ -741,7 +742,3 @@ def _covers(fmt: int, page_id: int, port_id: int) -> bool:
     mask = {RscnAddressFormat.PORT: 0xFFFFFF, RscnAddressFormat.AREA: 0xFFFF00,
             RscnAddressFormat.DOMAIN: 0xFF0000}.get(fmt, 0)
     return (page_id & mask) == (port_id & mask)
-
-
-def _wwn(wwpn: int | None) -> str:
-    return "unknown" if wwpn is None else ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))

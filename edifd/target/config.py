@@ -112,7 +112,7 @@ def _auth(value: Any, where: str, problems: list[str], base: Path) -> Any:
     if not isinstance(value, str) or not value:
         problems.append(f"{where}: expected the path of an initiator-credentials file")
         return None
-    from guest_agent.secconfig import SecConfigError, load_config  # EDIF only
+    from edifd.secapp.config import SecConfigError, load_config  # EDIF only
 
     p = Path(value)
     if not p.is_absolute():

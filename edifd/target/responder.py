@@ -23,8 +23,9 @@ from edifd.edif import EspTransform, SaDatabase, TeardownRequested
 from edifd.fc import Frame
 from edifd.hba.transform import PeerInfo
 from edifd.proto import SaDirection
-from guest_agent.secapp_relay import proto_cipher
-from guest_agent.secapp_responder import (
+from edifd.secapp.config import SecConfig
+from edifd.secapp.relay import proto_cipher
+from edifd.secapp.responder import (
     AuthResponder,
     ElsAnswer,
     ElsRequest,
@@ -34,7 +35,6 @@ from guest_agent.secapp_responder import (
     PeerRefused,
     RemoveSa,
 )
-from guest_agent.secconfig import SecConfig
 
 from .session import TargetSession
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-from edifd.fc import FcipStreamDecoder, Frame, LinkError, encode_frame
+from edifd.fc import FcipStreamDecoder, Frame, LinkError, encode_frame, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.hba.counters import PortCounters
 from edifd.hba.transform import FrameTransform, LoginPolicy
@@ -26,7 +26,7 @@ from edifd.scsi import FileMedium, Identity, Pending, ScsiDisk, ScsiResponse
 from .session import AuthElsReceived, Execute, LoginEvent, TargetSession
 
 if TYPE_CHECKING:
-    from guest_agent.secconfig import SecConfig
+    from edifd.secapp.config import SecConfig
 
     from .responder import LinkSecurity, PortResponder
 
@@ -127,7 +127,7 @@ class TargetPort:
         host, port = self.config.listen
         self._server = await asyncio.start_server(self._handle, host, port)
         log.info("target port %s (WWPN %s) listening on %s:%d with LUNs %s", self.config.name,
-                 _wwn(self.config.wwpn), *self.address, sorted(self.disks))
+                 wwn_str(self.config.wwpn), *self.address, sorted(self.disks))
 
     async def stop(self) -> None:
         """LOGO to every initiator, close links, flush and close the backing files."""
@@ -137,7 +137,7 @@ class TargetPort:
             logo = c.session.logout()
             if logo:
                 log.info("target port %s: LOGO sent to initiator %s", self.config.name,
-                         _wwn(c.session.initiator_wwpn))
+                         wwn_str(c.session.initiator_wwpn))
             self._send(c, logo)
             c.session.take_events()
             try:
@@ -228,12 +228,12 @@ class TargetPort:
                 conn.link = self.edif.new_login(session, conn.link)  # zeroize this link's keys
             self.sessions_closed.append(session.counters.snapshot())
             log.info("target port %s: link from %s down (initiator %s)", c.name, peer,
-                     _wwn(session.initiator_wwpn))
+                     wwn_str(session.initiator_wwpn))
 
     def _events(self, conn: _Conn) -> None:
         for ev in conn.session.take_events():
             if isinstance(ev, LoginEvent):
-                log.info("target port %s: %s from initiator %s", self.config.name, ev.what, _wwn(ev.wwpn))
+                log.info("target port %s: %s from initiator %s", self.config.name, ev.what, wwn_str(ev.wwpn))
                 if self.edif is not None and conn.link is not None and ev.what not in ("prli", "prlo"):
                     conn.link = self.edif.new_login(conn.session, conn.link)
             elif isinstance(ev, AuthElsReceived):
@@ -335,7 +335,3 @@ class TargetServer:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
             self._thread = None
-
-
-def _wwn(wwpn: int | None) -> str:
-    return "unknown" if wwpn is None else ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))

@@ -61,6 +61,7 @@ from edifd.fc import (
     fcp_data_frames,
     fcp_rsp_frame,
     parse_payload,
+    wwn_str,
     xfer_rdy_frame,
 )
 from edifd.hba.counters import RemotePortCounters
@@ -337,7 +338,7 @@ class TargetSession:
         if isinstance(parse_payload(frame), Abts) and h.ox_id in self._exchanges:
             x = self._exchanges.pop(h.ox_id)
             self.counters.aborts += 1
-            log.info("ABTS from %s for OX_ID 0x%04x", _wwn(self.initiator_wwpn), h.ox_id)
+            log.info("ABTS from %s for OX_ID 0x%04x", wwn_str(self.initiator_wwpn), h.ox_id)
             return [ba_acc_frame(frame, BaAcc(ox_id=h.ox_id, rx_id=x.rx_id))]
         self.counters.rejects_sent += 1
         return [ba_rjt_frame(frame, BaRjt(BaRjtReason.LOGICAL_ERROR, BaRjtExplanation.INVALID_OX_RX_ID))]
@@ -459,7 +460,3 @@ class TargetSession:
         else:
             self.counters.errors += 1
         return out
-
-
-def _wwn(wwpn: int | None) -> str:
-    return "unknown" if wwpn is None else ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))

@@ -274,7 +274,7 @@ def parked_stop(edifd: Edifd, ctl_dev: str | None) -> dict[str, Any]:
 
     # Park where an agent would: READ-window slots from the channel's LBA layout (cursor 0, one lane
     # each). Elsewhere (the guards) READs complete at once, as partition scans must.
-    from edifd.channel.lba import ChannelGeometry
+    from edifd.proto.lba import ChannelGeometry
 
     geometry = None
     if ctl_dev:

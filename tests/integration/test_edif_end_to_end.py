@@ -21,11 +21,9 @@ from edifd.edif.engine import EdifEngine
 from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
 from edifd.proto import Body, ChannelKey, Cipher, SaDirection
 from edifd.scsi import ScsiCommand, ScsiDisk, Status
-from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
-from guest_agent.client import ChannelClient
-from guest_agent.secapp import SecurityApp, SessionRekeyed
-from guest_agent.secapp import SessionState as AppState
-from guest_agent.secconfig import (
+from edifd.secapp.app import SecurityApp, SessionRekeyed
+from edifd.secapp.app import SessionState as AppState
+from edifd.secapp.config import (
     AES_GCM_16_256,
     IkePolicy,
     PeerPolicy,
@@ -33,6 +31,8 @@ from guest_agent.secconfig import (
     RekeyPolicy,
     SecConfig,
 )
+from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
+from guest_agent.client import ChannelClient
 
 KEY = ChannelKey(bytes(range(1, 33)))
 BLOCKS = (16 << 20) // 512

@@ -1,5 +1,5 @@
 """edif-agent against the real channel: ChannelClient in an agent subprocess (killable), ChannelCore
-in this process behind an emulated control disk (test_agent_support.RemoteDiskServer).
+in this process behind an emulated control disk (tests.support.agent.RemoteDiskServer).
 
 What the lab proves on a real kernel, proved here in seconds: exactly-once, in-order delivery across
 an agent SIGKILL and an edifd restart, counted by request ids and sequence numbers on both sides,
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agent_support import RemoteDiskServer
 
 from edifd.channel import BasicHandler, ChannelCore, StaticState
 from edifd.proto import ChannelKey, Keepalive, MessageType, PortRef, SessionShutdown, ShutdownReason
+from tests.support.agent import RemoteDiskServer
 
 KEY_HEX = "11" * 32
 KEY = ChannelKey(bytes.fromhex(KEY_HEX))
@@ -87,7 +87,7 @@ def files(tmp_path):
 def agent(files, *args: str, command: tuple[str, ...] = ("ping", "--json"),
           env: dict[str, str] | None = None) -> subprocess.Popen:
     code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]; "
-            f"import test_agent_support as s; s.install_remote_disk({str(files['sock'])!r}); "
+            f"import tests.support.agent as s; s.install_remote_disk({str(files['sock'])!r}); "
             "from guest_agent.cli import main; main(sys.argv[1:], prog_name='edif-agent')")
     argv = [sys.executable, "-c", code, *command, "--device", str(files["dev"]), "--no-direct",
             "--timeout", "20", *args]

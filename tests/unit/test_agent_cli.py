@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from test_agent_discovery import WWPN_A, WWPN_B, make_disk
-from test_agent_support import FakeClient, parking_preadv
 
 from guest_agent import cli
 from guest_agent import disk as disk_mod
 from guest_agent.state import StateFile, decode_state, encode_state
+from tests.support.agent import FakeClient, parking_preadv
 
 
 @pytest.fixture

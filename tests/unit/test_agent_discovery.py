@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edifd.fc import wwn_str
 from edifd.scsi import Identity
 from edifd.scsi.inquiry import VPD_DEVICE_ID, VPD_UNIT_SERIAL, vpd_page
 from guest_agent.discovery import (
@@ -17,7 +18,6 @@ from guest_agent.discovery import (
     VpdError,
     discover,
     disk_for_device,
-    format_wwpn,
     parse_vpd80,
     parse_vpd83,
     parse_wwpn,
@@ -124,7 +124,7 @@ def test_bad_wwpn(text):
 
 @given(st.integers(1, (1 << 64) - 1))
 def test_wwpn_format_round_trips(w):
-    assert parse_wwpn(format_wwpn(w)) == w
+    assert parse_wwpn(wwn_str(w)) == w
 
 
 # -- sysfs scan -------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agent_support import READ_BASE, FakeClient, parking_preadv
 
 from edifd.proto import Keepalive, MessageType
 from guest_agent import disk as disk_mod
 from guest_agent.backoff import Backoff
 from guest_agent.disk import AlignedBuffer, ControlDiskEndpoint
+from tests.support.agent import READ_BASE, FakeClient, parking_preadv
 
 BS = 512
 BLOCKS = 4096

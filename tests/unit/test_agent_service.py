@@ -2,7 +2,7 @@
 
 In process: `SecurityService` over the real ChannelClient <-> SCSI loopback <-> ChannelCore, with
 test_secapp's FakeHost as the HBA (test_secapp_channel.Rig). As a process: `edif-agent run --config`
-against the real ChannelCore behind the emulated control disk (test_agent_support.RemoteDiskServer),
+against the real ChannelCore behind the emulated control disk (tests.support.agent.RemoteDiskServer),
 SIGTERM -> APP_STOP.
 """
 
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from test_agent_channel import agent
-from test_agent_support import RemoteDiskServer
 from test_secapp import PSK1, PSK2, T1, T2, Clock, FakeTarget, assert_keys_crosswise
 from test_secapp_channel import BLOCKS, KEY, ChannelHba, Rig
 
 from edifd.channel import ChannelCore
 from edifd.proto import AppStop, AuthFailReason, Cipher, Message
-from guest_agent.secapp import (
+from edifd.secapp.app import (
     AppNotice,
     ChannelLost,
     SessionDown,
@@ -31,8 +30,9 @@ from guest_agent.secapp import (
     SessionSecure,
     SessionState,
 )
-from guest_agent.secconfig import RekeyPolicy
+from edifd.secapp.config import RekeyPolicy
 from guest_agent.service import SecurityService, describe, write_status
+from tests.support.agent import RemoteDiskServer
 
 
 class ServiceRig(Rig):

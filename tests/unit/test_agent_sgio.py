@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_agent_disk import BS, handshake_and_ping, image, parked, wait_until  # noqa: F401
-from test_agent_support import FakeClient
 
 from guest_agent import sgio
 from guest_agent.disk import ControlDiskEndpoint
 from guest_agent.sgio import SgIoError, SgIoHdr, SgResult, sg_write, write_cdb
+from tests.support.agent import FakeClient
 
 
 def test_write10_and_write16():

@@ -9,21 +9,8 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_channel_support import (
-    KEY,
-    N_BLOCKS,
-    OTHER_KEY,
-    Clock,
-    CountingHandler,
-    Store,
-    established,
-    loop,
-    make_client,
-    make_core,
-)
 
 from edifd.channel import Deferred, HostState, Reject
-from edifd.channel.lba import CURSOR_LANES, SLOT_BYTES
 from edifd.channel.loopback import read_cdb, write_cdb
 from edifd.proto import (
     HEADER_SIZE,
@@ -51,10 +38,23 @@ from edifd.proto import (
     encode,
     new_nonce,
 )
+from edifd.proto.lba import CURSOR_LANES, SLOT_BYTES
 from edifd.scsi import Pending, ScsiCommand, ScsiDisk, ScsiResponse
 from edifd.scsi import Status as ScsiStatus
 from edifd.scsi.sense import SenseData
 from guest_agent.client import LOST_DETAIL
+from tests.support.channel import (
+    KEY,
+    N_BLOCKS,
+    OTHER_KEY,
+    CountingHandler,
+    Store,
+    established,
+    loop,
+    make_client,
+    make_core,
+)
+from tests.support.clock import Clock
 
 
 def sense_of(resp: ScsiResponse) -> tuple[int, int, int]:
@@ -70,11 +70,6 @@ def seqs(msgs: list[Message]) -> list[int]:
     return [m.sequence for m in msgs]
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 # --- READs: parking, heartbeat, buffers ---------------------------------------------------------
 
 
@@ -83,9 +78,9 @@ def test_parked_reads_complete_with_a_full_mac_d_heartbeat_after_park_time(clock
     hb0, chb0 = core.counters["heartbeats"], client.counters["heartbeats"]
     lb.fill_reads(4)
     assert not lb.done_reads() and core.status()["parked"] == 4
-    clock.t += 4.9
+    clock.now += 4.9
     assert core.tick() == 0
-    clock.t += 0.1
+    clock.now += 0.1
     assert core.tick() == 4
     for r in lb.done_reads():
         data = r.response.data
@@ -290,7 +285,7 @@ def test_wrong_key_is_rejected_counted_logged_once_per_burst_and_never_acted_on(
     assert core.counters["rejected_bad_mac"] == 5 and not core.established and not client.established
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "bad_mac" in lines[0]
-    clock.t += 11  # a new burst is logged again, with the count of the suppressed ones
+    clock.now += 11  # a new burst is logged again, with the count of the suppressed ones
     lb.write_once()
     assert "4 more suppressed" in caplog.records[-1].getMessage()
     text = " ".join(r.getMessage() for r in caplog.records) + repr(core.status())
@@ -374,7 +369,7 @@ def test_lost_read_completion_is_redelivered_and_seen_once(clock):
     msgs = lb.pump(k=2)
     assert seqs(msgs) == []  # #2 is buffered: #1 is missing
     assert client.counters["out_of_order"] == 1
-    clock.t += 1.0
+    clock.now += 1.0
     core.tick()  # a parked READ still says cursor 0 after the redelivery delay
     msgs = lb.pump(k=2)
     # Both were resent (#2 had arrived, but the cursor cannot say so); the agent drops the copy.
@@ -402,7 +397,7 @@ def test_redelivered_message_arriving_twice_is_dropped_as_duplicate(clock):
     (slow,) = lb.done_reads()
     del lb.reads[slow.token]  # completion delayed in the transport, not lost
     client._reads.pop(slow.token)
-    clock.t += 2
+    clock.now += 2
     r = lb.issue_read()  # cursor still 0: the host sends #1 again
     assert r.done
     assert seqs(lb.finish_read(r)) == [1]
@@ -489,7 +484,7 @@ def test_edifd_restart_retried_write_recognised_new_one_refused_agent_rehandshak
     assert sense_of(resp) == reject_sense(Reject.STALE_EPOCH) and h2.handled == []
     # READs issued after the handshake get heartbeats of epoch 0: the agent re-runs APP_START.
     lb.fill_reads(4)
-    clock.t += 6
+    clock.now += 6
     core2.tick()
     msgs = lb.pump()
     assert client.established and client._epoch != old_epoch and client.counters["host_resets"] == 1
@@ -538,7 +533,7 @@ def test_agent_restart_without_state_gets_every_unacknowledged_message_once(cloc
     client2.start()
     msgs = lb2.pump()
     assert seqs(got_old) == [1] and acked == 1
-    clock.t += 1.0  # #2 and #3 went into the dead agent's READs: resent on evidence of loss
+    clock.now += 1.0  # #2 and #3 went into the dead agent's READs: resent on evidence of loss
     core.tick()
     msgs += lb2.pump()
     assert seqs(msgs) == [2, 3]  # everything the host had no acknowledgement for, once
@@ -563,7 +558,7 @@ def test_agent_restart_from_snapshot_resumes_without_handshake(clock):
     lb2 = loop(core, client2)
     msgs = lb2.pump()  # the old agent's parked READs took them: its completions are lost
     assert msgs == []
-    clock.t += 1.0
+    clock.now += 1.0
     core.tick()
     msgs = lb2.pump()
     assert [m.type for m in msgs] == [MessageType.PORT_INFO, MessageType.LINK_DOWN]
@@ -618,20 +613,20 @@ def test_agent_that_stops_its_promised_keepalives_is_reported_once(clock):
     lb = loop(core, client)
     client.start()
     lb.pump()
-    clock.t += 2.5
+    clock.now += 2.5
     core.tick()
     client.request(Keepalive())
     lb.pump()
-    clock.t += 2.9
+    clock.now += 2.9
     core.tick()
     assert h.silent == 0
-    clock.t += 0.2
+    clock.now += 0.2
     core.tick()
     core.tick()
     assert h.silent == 1 and core.counters["agent_silent"] == 1
     client.request(Keepalive())  # heard again: a later silence is reported again
     lb.pump()
-    clock.t += 3.1
+    clock.now += 3.1
     core.tick()
     assert h.silent == 2
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_channel_support import KEY, Clock, established
 
 from edifd.channel import ChannelCore
 from edifd.channel.control_lun import HeartbeatTicker
@@ -24,6 +23,8 @@ from edifd.scsi import ScsiCommand, ScsiDisk
 from edifd.scsi import Status as ScsiStatus
 from edifd.scsi.sense import SenseData
 from guest_agent.client import ChannelClient
+from tests.support.channel import KEY, established
+from tests.support.clock import Clock
 
 WWPN = 0x2100_0024_FF00_0001
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edifd.channel import ChannelGeometry, GeometryError, HostState, HostStateError, Reject, StateFile
-from edifd.channel.lba import LANES, OutsideWindowError
+from edifd.proto.lba import LANES, OutsideWindowError
 from edifd.scsi import SenseKey
 
 G = ChannelGeometry(512, (16 << 20) // 512)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_channel_support import Clock, CountingHandler, Store, established, make_client, make_core
 
 from edifd.channel import HostState
 from edifd.proto import GetPortInfo, HostReset, Keepalive, Kind, Message, PortOnline, PortRef
 from edifd.scsi import ScsiDisk
 from guest_agent.client import LOST_DETAIL
+from tests.support.channel import CountingHandler, Store, established, make_client, make_core
+from tests.support.clock import Clock
 
 OPS = st.sampled_from(["event", "event", "request", "write", "write_lost", "write_dup", "complete",
                        "complete", "complete_last", "lose", "arm", "abort", "time", "agent_restart",
@@ -61,7 +62,7 @@ class World:
             if parked:
                 lb.abort_read(parked[pick % len(parked)])
         elif op == "time":
-            self.clock.t += (0.4, 1.1, 5.0)[pick % 3]
+            self.clock.now += (0.4, 1.1, 5.0)[pick % 3]
             core.tick()
         elif op == "agent_restart":
             snap = self.client.snapshot()
@@ -84,7 +85,7 @@ class World:
 
     def settle(self) -> None:
         for _ in range(40):
-            self.clock.t += 1.1
+            self.clock.now += 1.1
             self.core.tick()
             self.take(self.lb.pump(k=4))
 

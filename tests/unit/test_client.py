@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_channel_support import KEY, N_BLOCKS, Clock, established, make_client
 
 from edifd.channel import Reject
-from edifd.channel.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE
 from edifd.channel.loopback import write_cdb
 from edifd.proto import (
     AppStart,
@@ -23,13 +21,11 @@ from edifd.proto import (
     decode,
     encode,
 )
+from edifd.proto.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE
 from edifd.scsi import sense
 from guest_agent.client import ClientError, ClientStateError, Phase, ReadRequest, WriteRequest
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.support.channel import KEY, N_BLOCKS, established, make_client
+from tests.support.clock import Clock
 
 
 def test_start_queues_a_hello_at_slot_zero_and_nothing_else_before_the_epoch(clock):
@@ -60,7 +56,7 @@ def test_handshake_restarts_after_timeout_with_a_fresh_nonce(clock):
     c.start()
     w1 = c.next_write()
     c.write_done(w1.token, True)
-    clock.t += 10
+    clock.now += 10
     w2 = c.next_write()
     n1, n2 = (decode(w.payload, KEY).body.agent_nonce for w in (w1, w2))
     assert n1 != n2 and c.counters["handshake_retries"] == 1
@@ -171,7 +167,7 @@ def test_write_payload_goes_through_write10_cdb(clock):
 
 
 def test_reads_before_the_epoch_use_the_no_cursor_lane_and_acknowledge_nothing(clock):
-    from test_channel_support import loop, make_core
+    from tests.support.channel import loop, make_core
 
     core = make_core(clock)
     c = make_client(clock)

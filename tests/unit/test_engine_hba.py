@@ -202,8 +202,8 @@ def test_target_icv_failures_log_the_initiator_out_and_clear_its_keys() -> None:
     from edifd.edif import ICV_FAILURE_LIMIT, EspTransform, SaDatabase
     from edifd.fc import FcpCmnd, fcp_cmnd_frame
     from edifd.proto import Cipher, SaDirection
+    from edifd.secapp.config import SecConfig
     from edifd.target.responder import PortResponder
-    from guest_agent.secconfig import SecConfig
 
     w, pol = secure_wire()
     w.up()

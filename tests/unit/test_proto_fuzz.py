@@ -30,7 +30,7 @@ from edifd.proto import (
     decode,
     encode,
 )
-from edifd.proto.strategies import messages
+from tests.support.strategies import messages
 
 _COMMON = {
     "deadline": None,  # a shared 2-core box: no timing in tests

@@ -76,7 +76,7 @@ from edifd.proto import (
     decode,
     encode,
 )
-from edifd.proto.strategies import messages_of
+from tests.support.strategies import messages_of
 
 KEY = bytes(range(100, 132))
 WWPN = 0x2100_0024_FF12_3456

@@ -76,8 +76,7 @@ from edifd.proto import (
     decode,
     encode,
 )
-from edifd.proto.strategies import messages_of
-from guest_agent.secapp import (
+from edifd.secapp.app import (
     AppEvent,
     AppNotice,
     ChannelLost,
@@ -87,16 +86,7 @@ from guest_agent.secapp import (
     SessionSecure,
     SessionState,
 )
-from guest_agent.secapp_relay import unwrap_ike, wrap_ike
-from guest_agent.secapp_responder import (
-    AuthResponder,
-    ElsAnswer,
-    ElsRequest,
-    InstallSa,
-    PeerAuthFailed,
-    RemoveSa,
-)
-from guest_agent.secconfig import (
+from edifd.secapp.config import (
     IkePolicy,
     PeerPolicy,
     PskCredentials,
@@ -104,6 +94,17 @@ from guest_agent.secconfig import (
     SecConfig,
     load_cert_credentials,
 )
+from edifd.secapp.relay import unwrap_ike, wrap_ike
+from edifd.secapp.responder import (
+    AuthResponder,
+    ElsAnswer,
+    ElsRequest,
+    InstallSa,
+    PeerAuthFailed,
+    RemoveSa,
+)
+from tests.support.clock import Clock
+from tests.support.strategies import messages_of
 
 HOST_WWPN = 0x2000001B32A0B0C1
 HOST_PID = 0x010100
@@ -112,14 +113,6 @@ T2 = 0x2100001B32A0B0C3
 PSK1 = b"correct horse battery staple 1!!"
 PSK2 = b"another long pre-shared secret 22"
 CHANNEL_KEY = bytes(range(32))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def seeded_rng(seed: int):

@@ -13,9 +13,9 @@ from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback
 from edifd.proto import Body, ChannelKey, Message, SessionShutdown, ShutdownReason
 from edifd.scsi import ScsiDisk
+from edifd.secapp.app import SecurityApp, SessionRekeyed, SessionSecure, SessionState
+from edifd.secapp.config import RekeyPolicy
 from guest_agent.client import ChannelClient
-from guest_agent.secapp import SecurityApp, SessionRekeyed, SessionSecure, SessionState
-from guest_agent.secconfig import RekeyPolicy
 
 KEY = ChannelKey(bytes(range(1, 33)))
 BLOCKS = (16 << 20) // 512

@@ -1,4 +1,4 @@
-"""guest_agent.secconfig: TOML validation with key paths, credential files, no default PSK, no leaks."""
+"""edifd.secapp.config: TOML validation with key paths, credential files, no default PSK, no leaks."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_256, GMAC_128
 from edifd.ike.codes import DhGroup
-from guest_agent.secconfig import (
+from edifd.secapp.config import (
     CertCredentials,
     CredentialFileError,
     PskCredentials,
     SecConfigError,
-    format_wwpn,
     load_config,
     load_psk,
     parse_bytes,
@@ -49,7 +49,7 @@ def problems(data: dict, base) -> list[str]:
 
 def test_wwpn_and_size_parsing():
     assert parse_wwpn(W1) == 0x2100001B32A0B0C2 == parse_wwpn("0x2100001b32a0b0c2")
-    assert format_wwpn(parse_wwpn(W2)) == "21:00:00:1b:32:a0:b0:c3"
+    assert wwn_str(parse_wwpn(W2)) == "21:00:00:1b:32:a0:b0:c3"
     for bad in ("21:00", "zz00001b32a0b0c3", "21:00:00:1b:32:a0:b0:c2:00", 5):
         with pytest.raises(ValueError):
             parse_wwpn(bad)  # type: ignore[arg-type]

@@ -19,7 +19,8 @@ from edifd.ike import (
     Send,
 )
 from edifd.proto import Cipher, PortRef, SaDirection, SaFlags
-from guest_agent.secapp_relay import (
+from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials
+from edifd.secapp.relay import (
     LS_ACC,
     LS_RJT_NO_AUTH,
     LS_RJT_PROTOCOL,
@@ -33,7 +34,7 @@ from guest_agent.secapp_relay import (
     unwrap_ike,
     wrap_ike,
 )
-from guest_agent.secapp_responder import (
+from edifd.secapp.responder import (
     AuthResponder,
     ElsAnswer,
     ElsRequest,
@@ -43,7 +44,6 @@ from guest_agent.secapp_responder import (
     PeerRefused,
     RemoveSa,
 )
-from guest_agent.secconfig import IkePolicy, PeerPolicy, PskCredentials
 
 INI, TGT = 0x2000001B32A0B0C1, 0x2100001B32A0B0C2
 INI_PID, TGT_PID = 0x010100, 0x020200

@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from edifd.fc import wwn_str
 from edifd.ike import (
     AuthFailed,
     ChildSaEstablished,
@@ -43,7 +44,8 @@ from edifd.ike import (
 )
 from edifd.ike.codes import ProtocolId
 
-from .secapp_relay import (
+from .config import IkePolicy, PeerPolicy
+from .relay import (
     LS_ACC,
     LS_RJT_NO_AUTH,
     LS_RJT_PROTOCOL,
@@ -52,7 +54,6 @@ from .secapp_relay import (
     unwrap_ike,
     wrap_ike,
 )
-from .secconfig import IkePolicy, PeerPolicy, format_wwpn
 
 _IKE_SA_INIT = 34
 
@@ -149,7 +150,7 @@ class AuthResponder:
         self.refused = 0  # AUTH_ELS answered with LS_RJT
 
     def __repr__(self) -> str:
-        return f"AuthResponder(local={format_wwpn(self.local_wwpn)}, sessions={len(self._peers)})"
+        return f"AuthResponder(local={wwn_str(self.local_wwpn)}, sessions={len(self._peers)})"
 
     def state(self, remote_wwpn: int) -> State | None:
         p = self._peers.get(remote_wwpn)
@@ -178,7 +179,7 @@ class AuthResponder:
         policy = self._peers_cfg.get(remote_wwpn)
         if policy is None or policy.credentials is None:
             why = "not configured" if policy is None else "configured as skip"
-            return self._refuse(remote_wwpn, LS_RJT_NO_AUTH, f"initiator {format_wwpn(remote_wwpn)} is {why}")
+            return self._refuse(remote_wwpn, LS_RJT_NO_AUTH, f"initiator {wwn_str(remote_wwpn)} is {why}")
         peer = self._peers.get(remote_wwpn)
         events = None
         if peer is not None:

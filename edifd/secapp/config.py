@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edifd.confcheck import ProblemCollector as _Reader
+from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
 from edifd.ike.codes import DhGroup
 
@@ -90,10 +91,6 @@ def parse_wwpn(text: str) -> int:
     if not isinstance(text, str) or not _WWPN_RE.match(text):
         raise ValueError(f"not a WWPN (16 hex digits, optionally colon-separated): {text!r}")
     return int(text.replace(":", "").removeprefix("0x"), 16)
-
-
-def format_wwpn(wwpn: int) -> str:
-    return ":".join(f"{b:02x}" for b in wwpn.to_bytes(8, "big"))
 
 
 def parse_bytes(value: Any) -> int:
@@ -149,7 +146,7 @@ class PeerPolicy:
 
     def __repr__(self) -> str:
         kind = "skip" if self.credentials is None else type(self.credentials).__name__
-        return f"PeerPolicy(wwpn={format_wwpn(self.wwpn)}, credentials={kind})"
+        return f"PeerPolicy(wwpn={wwn_str(self.wwpn)}, credentials={kind})"
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from .body import BODY_CLASSES, Body
-from .catalogue import Kind, MessageType
-from .codec import Message
-from .codes import (
+from edifd.proto.body import BODY_CLASSES, Body
+from edifd.proto.catalogue import Kind, MessageType
+from edifd.proto.codec import Message
+from edifd.proto.codes import (
     ELS_MAX_PAYLOAD,
     AppStartPhase,
     AuthFailReason,
@@ -31,7 +31,7 @@ from .codes import (
     StopReason,
     TargetFlags,
 )
-from .events import (
+from edifd.proto.events import (
     AuthNeeded,
     ElsRcvd,
     EventOverflow,
@@ -45,8 +45,8 @@ from .events import (
     SessionShutdown,
     TargetGone,
 )
-from .ports import PortRef
-from .requests import (
+from edifd.proto.ports import PortRef
+from edifd.proto.requests import (
     AppStart,
     AppStop,
     AuthFail,
@@ -62,7 +62,7 @@ from .requests import (
     SaUpdate,
     SecureConnect,
 )
-from .responses import (
+from edifd.proto.responses import (
     MAX_STATS_ENTRIES,
     MAX_TARGET_ENTRIES,
     AppStartAnswer,

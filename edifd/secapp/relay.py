@@ -28,7 +28,7 @@ from edifd.ike import ChildSaEstablished, CipherSuite, FcSelector, Identity, Ike
 from edifd.ike.codes import EncrId
 from edifd.proto import Cipher, PortRef, SaDirection, SaFlags, SaUpdate
 
-from .secconfig import CertCredentials, Credentials, IkePolicy, PskCredentials
+from .config import CertCredentials, Credentials, IkePolicy, PskCredentials
 
 IKE_HEADER_LEN = 28
 _EXCHANGE_OFFSET = 18  # exchange type byte in the IKE header (RFC 7296 §3.1)

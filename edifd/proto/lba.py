@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from edifd.proto import BLOCK_SIZES, MAX_MESSAGE_SIZE
+from .framing import BLOCK_SIZES, MAX_MESSAGE_SIZE
 
 SLOT_BYTES = MAX_MESSAGE_SIZE
 LANES = 8  # lanes of the READ window

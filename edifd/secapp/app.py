@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edifd.fc import wwn_str
 from edifd.ike import (
     AuthFailed,
     ChildSaEstablished,
@@ -95,7 +96,8 @@ from edifd.proto import (
     TargetList,
 )
 
-from .secapp_relay import (
+from .config import PeerPolicy, SecConfig
+from .relay import (
     LS_ACC,
     LS_RJT_NO_AUTH,
     LS_RJT_PROTOCOL,
@@ -108,7 +110,6 @@ from .secapp_relay import (
     unwrap_ike,
     wrap_ike,
 )
-from .secconfig import PeerPolicy, SecConfig, format_wwpn
 
 RETRY_LATER_DELAY = 0.5  # seconds before repeating an AUTH_OK / SA_UPDATE answered RETRY_LATER
 # The host keeps an old RX SA until the peer is seen on the new one (3 frames) or 20 s pass (qla2xxx); the
@@ -223,7 +224,7 @@ class TargetSession:
     counters: tuple[int, int] = (0, 0)  # last tx/rx seen in STATS
 
     def __repr__(self) -> str:
-        return f"TargetSession({format_wwpn(self.wwpn)}, {self.state.value})"
+        return f"TargetSession({wwn_str(self.wwpn)}, {self.state.value})"
 
 
 class SecurityApp:
@@ -356,7 +357,7 @@ class SecurityApp:
         targets = {}
         for s in self.sessions.values():
             cur = s.current
-            targets[format_wwpn(s.wwpn)] = {
+            targets[wwn_str(s.wwpn)] = {
                 "state": s.state.value,
                 "port_id": f"{s.port.port_id:06x}" if s.port else None,
                 "generation": s.port.generation if s.port else None,
@@ -370,7 +371,7 @@ class SecurityApp:
             }
         return {
             "running": self.running,
-            "local_wwpn": format_wwpn(self.local.wwpn) if self.local else None,
+            "local_wwpn": wwn_str(self.local.wwpn) if self.local else None,
             "targets": targets,
             "counters": dict(self.counters),
         }
@@ -462,7 +463,7 @@ class SecurityApp:
                     self._warned.add(e.port.wwpn)
                     policy = self.config.peers.get(e.port.wwpn)
                     why = "configured as skip" if policy is not None else "not configured"
-                    self._emit(AppNotice(f"target {format_wwpn(e.port.wwpn)} is {why}; not securing it"))
+                    self._emit(AppNotice(f"target {wwn_str(e.port.wwpn)} is {why}; not securing it"))
                 continue
             if s.state is SessionState.IDLE and e.roles & RoleFlags.TARGET:
                 self._connect(s, e.port)
@@ -497,7 +498,7 @@ class SecurityApp:
             s.state, s.retry_at = SessionState.IDLE, None  # wait for PORT_ONLINE / the next target list
         else:
             s.state, s.retry_at = SessionState.IDLE, self._clock() + self.config.reconnect_delay
-        self._emit(AppNotice(f"SECURE_CONNECT {format_wwpn(s.wwpn)}: {body.status.name}"))
+        self._emit(AppNotice(f"SECURE_CONNECT {wwn_str(s.wwpn)}: {body.status.name}"))
 
     def _on_els_answer(self, request: ElsSend, body: Body) -> None:
         s = self._session_for(request.port)
@@ -597,7 +598,7 @@ class SecurityApp:
         if s is None:
             policy = self.config.peers.get(port.wwpn)
             why = "configured as skip" if policy is not None else "not configured"
-            self._emit(AppNotice(f"AUTH_NEEDED for {format_wwpn(port.wwpn)}, which is {why}: AUTH_FAIL"))
+            self._emit(AppNotice(f"AUTH_NEEDED for {wwn_str(port.wwpn)}, which is {why}: AUTH_FAIL"))
             self._emit(AuthFail(port, AuthFailReason.POLICY))
             return
         now = self._clock()
@@ -650,7 +651,7 @@ class SecurityApp:
         def reject(rjt: bytes, why: str) -> None:
             self.counters["els_rejected"] += 1
             self._emit(ElsReply(ev.port, ev.rx_exchange, ElsReplyAction.LS_RJT, rjt))
-            self._emit(AppNotice(f"AUTH_ELS from {format_wwpn(ev.port.wwpn)} refused: {why}"))
+            self._emit(AppNotice(f"AUTH_ELS from {wwn_str(ev.port.wwpn)} refused: {why}"))
 
         if s is None or s.ike is None:
             reject(LS_RJT_NO_AUTH, "no authentication in progress")
@@ -692,7 +693,7 @@ class SecurityApp:
                 else:  # a failed rekey: keep the current pair and try again later
                     s.rekey_blocked_until = self._clock() + self.config.auth_retry_backoff
                     s.trigger = ""
-                    self._emit(AppNotice(f"rekey of {format_wwpn(s.wwpn)} refused: {e.reason}"))
+                    self._emit(AppNotice(f"rekey of {wwn_str(s.wwpn)} refused: {e.reason}"))
             elif isinstance(e, Deleted):
                 if e.protocol == ProtocolId.IKE:
                     self._fail(s, AuthFailReason.PEER_REJECTED, "peer deleted the IKE SA", backoff=False)
@@ -727,7 +728,7 @@ class SecurityApp:
                 _Step("ike_delete", spi_in=old.spi_in),
             ])
         else:
-            self._emit(AppNotice(f"unexpected extra child SA from {format_wwpn(s.wwpn)}; not installed"))
+            self._emit(AppNotice(f"unexpected extra child SA from {wwn_str(s.wwpn)}; not installed"))
             return
         self._advance(s)
 
@@ -856,4 +857,4 @@ class SecurityApp:
             self._send_ike(s, s.ike.rekey_child(cur.spi_in))
         except IkeError as e:
             s.rekey_blocked_until = now + self.config.auth_retry_backoff
-            self._emit(AppNotice(f"cannot rekey {format_wwpn(s.wwpn)}: {e}"))
+            self._emit(AppNotice(f"cannot rekey {wwn_str(s.wwpn)}: {e}"))

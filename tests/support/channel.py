@@ -1,4 +1,4 @@
-"""Shared pieces of the channel tests (no tests here): fake clock, counting handler, loopback builder."""
+"""Shared pieces of the channel tests (no tests here): counting handler, loopback builder."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ from edifd.channel.loopback import Loopback
 from edifd.proto import ChannelKey, Message
 from edifd.scsi import ScsiDisk
 from guest_agent.client import ChannelClient
+from tests.support.clock import Clock
 
 KEY = ChannelKey(bytes(range(1, 33)))
 OTHER_KEY = ChannelKey(bytes(range(101, 133)))
 N_BLOCKS = (16 << 20) // 512  # the lab's control LUN size
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class CountingHandler(BasicHandler):
