@@ -128,19 +128,9 @@ def _write_status(path: Path, data: dict) -> None:
 
 def _notify_systemd(state: str) -> None:
     """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave us one."""
-    import os
-    import socket
+    from edifd.edges.sd_notify import sd_notify
 
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        try:
-            s.sendto(state.encode(), addr)
-        except OSError:
-            pass
+    sd_notify(state)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
