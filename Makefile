@@ -12,16 +12,18 @@ help:
 	@echo "make lab-up     keep VM-H running with an edifd LUN exported over iSCSI on 127.0.0.1:3260"
 	@echo "make lab-down   stop what lab-up started"
 	@echo "make bench      performance figures (bench/*.py; final line of each is JSON)"
-	@echo "make lint       ruff"
+	@echo "make lint       ruff and the import contracts (docs/architecture.md)"
 	@echo "make setup      apt packages (as root) and the venv $(VENV)"
 
 setup:
 	@./scripts/setup.sh
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PYTEST) tests
 
 test-fast: setup
+	$(VENV)/bin/lint-imports
 	$(PYTEST) -m "not lab" tests
 
 lab: setup
@@ -38,6 +40,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis lab/out
