@@ -331,9 +331,7 @@ class ChannelCore:
             # secure sessions). The HBA decides; the epoch stays valid for a late agent.
             log.warning("%s: agent silent for %.1f s (keepalive %.1f s)", self.name, 3 * self._keepalive,
                         self._keepalive)
-            hook = getattr(self.handler, "agent_silent", None)
-            if hook is not None:
-                hook()
+            self.handler.agent_silent()
         return len(resolutions)
 
     def release_all(self) -> int:
@@ -464,10 +462,12 @@ class ChannelCore:
         body = msg.body
         try:
             if isinstance(body, Keepalive | EventAck | AppStop):
-                hook = getattr(self.handler, "event_acked" if isinstance(body, EventAck) else
-                               "app_stopped" if isinstance(body, AppStop) else "keepalive", None)
-                if hook is not None:
-                    hook(msg)
+                if isinstance(body, EventAck):
+                    self.handler.event_acked(msg)
+                elif isinstance(body, AppStop):
+                    self.handler.app_stopped(msg)
+                else:
+                    self.handler.keepalive(msg)
                 result: Body | Deferred = Response(msg.type, Status.OK)
             elif isinstance(body, Resync):
                 with self._lock:

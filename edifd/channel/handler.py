@@ -8,6 +8,7 @@ answers at once with a response body, or returns a `Deferred` it resolves later 
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -57,10 +58,32 @@ class Deferred:
             sink(body)
 
 
-class RequestHandler(Protocol):
+class RequestHandler(ABC):
+    """Base of what the channel dispatches to: `handle` answers a request; the hooks hear of the
+    requests the channel answers itself (OK, or FAILED if the hook raises) and of a silent agent.
+    All run outside the channel lock, on the thread of the WRITE or tick, so they should not block;
+    the hooks' defaults do nothing."""
+
+    @abstractmethod
     def handle(self, msg: Message) -> Body | Deferred:
         """Act on one authorized request (called once per request, outside the channel lock)."""
-        ...
+
+    def keepalive(self, msg: Message) -> None:
+        """A KEEPALIVE arrived."""
+        return None
+
+    def event_acked(self, msg: Message) -> None:
+        """An EVENT_ACK arrived."""
+        return None
+
+    def app_stopped(self, msg: Message) -> None:
+        """An APP_STOP arrived."""
+        return None
+
+    def agent_silent(self) -> None:
+        """The agent missed three of the KEEPALIVEs it promised (reported once per silence): the
+        EDIF VM is gone or hung. The epoch stays valid for a late agent."""
+        return None
 
 
 class StateProvider(Protocol):
@@ -93,7 +116,7 @@ def state_events(state: StateProvider) -> list[Body]:
     return [LinkUp() if state.port_info().link == LinkState.UP else LinkDown()]
 
 
-class BasicHandler:
+class BasicHandler(RequestHandler):
     """Answers GET_PORT_INFO, GET_TARGETS (paged) and GET_STATS (empty) from a StateProvider; every
     HBA request gets RESPONSE(UNSUPPORTED) until the HBA model exists."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from test_secapp import PSK1, T1, Clock, FakeHost, FakeTarget, assert_keys_crosswise, make_config, seeded_rng
 
-from edifd.channel import ChannelCore
+from edifd.channel import ChannelCore, RequestHandler
 from edifd.channel.loopback import Loopback
 from edifd.proto import Body, ChannelKey, Message, SessionShutdown, ShutdownReason
 from edifd.scsi import ScsiDisk
@@ -21,7 +21,7 @@ KEY = ChannelKey(bytes(range(1, 33)))
 BLOCKS = (16 << 20) // 512
 
 
-class ChannelHba(FakeHost):
+class ChannelHba(FakeHost, RequestHandler):
     """FakeHost's edifd behaviour as the channel's RequestHandler: responses are returned to the core,
     events are posted through it afterwards (as the HBA would, from its own thread)."""
 
