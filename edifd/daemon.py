@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edifd.channel import ChannelCore, StateFile, StaticState
-from edifd.channel.control_lun import HeartbeatTicker
+from edifd.channel import ChannelCore, StaticState
 from edifd.config import Config, LunConfig
+from edifd.edges.heartbeat import HeartbeatTicker
+from edifd.edges.state_file import StateFile
 from edifd.edif.engine import EdifEngine
 from edifd.hba import Hba, InitiatorPort, PortConfig, RequireAuthWhenSecure, Timers
 from edifd.hba.remote_lun import RemoteLun

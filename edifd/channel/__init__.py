@@ -9,7 +9,7 @@ from edifd.proto.reject import Reject
 
 from .core import COUNTERS, ChannelCore
 from .handler import BasicHandler, Deferred, RequestHandler, StateProvider, StaticState
-from .hoststate import HostState, HostStateError, StateFile
+from .hoststate import HostState, HostStateError
 
 __all__ = [
     "BasicHandler",
@@ -23,7 +23,6 @@ __all__ = [
     "LANES",
     "Reject",
     "RequestHandler",
-    "StateFile",
     "StateProvider",
     "StaticState",
 ]

@@ -1,4 +1,4 @@
-"""What a control LUN's channel keeps across an edifd restart, and the file that holds it.
+"""What a control LUN's channel keeps across an edifd restart (the file is edifd.edges.state_file).
 
 An edifd restart loses the upstream queue and the HBA model with all its sessions, so the epoch
 ends. What must survive is what lets the new process answer the old agent's commands correctly:
@@ -17,7 +17,6 @@ No key material is stored. Record (big-endian): magic "EDCS", version 1, 3 rsvd,
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -55,33 +54,3 @@ class HostState:
         if magic != _MAGIC or version != 1:
             raise HostStateError("not a channel state record of version 1")
         return cls(port, epoch, down_next, up_reserved, digest)
-
-
-class StateFile:
-    """The I/O edge for HostState: one small file per control LUN in daemon.state_dir.
-
-    Each save is a single pwrite of the whole record at offset 0 (no fsync): against a dying
-    process a one-page pwrite is all-or-nothing, and a host crash takes the guest with it. The CRC
-    catches anything torn anyway, which then reads as "no state" -- the safe fresh start.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def load(self) -> HostState | None:
-        data = os.pread(self._fd, RECORD_SIZE, 0)
-        if not data:
-            return None
-        try:
-            return HostState.unpack(data)
-        except HostStateError:
-            return None
-
-    def save(self, state: HostState) -> None:
-        os.pwrite(self._fd, state.pack(), 0)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from edifd.channel import ChannelCore
-from edifd.channel.control_lun import HeartbeatTicker
 from edifd.channel.hoststate import RECORD_SIZE
 from edifd.channel.loopback import Loopback, write_cdb
 from edifd.config import ConfigError, parse_config
 from edifd.daemon import Daemon, DaemonError
+from edifd.edges.heartbeat import HeartbeatTicker
 from edifd.proto import Keepalive, PortOnline, PortRef
 from edifd.scsi import ScsiCommand, ScsiDisk
 from edifd.scsi import Status as ScsiStatus

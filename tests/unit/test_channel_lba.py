@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edifd.channel import ChannelGeometry, GeometryError, HostState, HostStateError, Reject, StateFile
+from edifd.channel import ChannelGeometry, GeometryError, HostState, HostStateError, Reject
+from edifd.edges.state_file import StateFile
 from edifd.proto.lba import LANES, OutsideWindowError
 from edifd.scsi import SenseKey
 

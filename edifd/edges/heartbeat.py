@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .core import ChannelCore
+from edifd.channel import ChannelCore
 
 log = logging.getLogger("edifd.channel")
 
