@@ -64,7 +64,6 @@ from edif import (  # noqa: E402
 from edifd.channel import ChannelCore  # noqa: E402
 from edifd.channel.loopback import Loopback  # noqa: E402
 from edifd.edif import SaDatabase  # noqa: E402
-from edifd.edif.engine import EdifEngine  # noqa: E402
 from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers  # noqa: E402
 from edifd.ike import (  # noqa: E402
     AuthFailed,
@@ -77,6 +76,7 @@ from edifd.ike import (  # noqa: E402
     Send,
 )
 from edifd.proto import Body, ChannelKey, SaDirection  # noqa: E402
+from edifd.runtime.engine import EdifEngine  # noqa: E402
 from edifd.scsi import ScsiDisk  # noqa: E402
 from edifd.secapp.app import SecurityApp  # noqa: E402
 from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig  # noqa: E402

@@ -22,10 +22,11 @@ from edifd.channel import ChannelCore, StaticState
 from edifd.config import Config, LunConfig
 from edifd.edges.heartbeat import HeartbeatTicker
 from edifd.edges.state_file import StateFile
-from edifd.edif.engine import EdifEngine
 from edifd.hba import Hba, InitiatorPort, PortConfig, RequireAuthWhenSecure, Timers
 from edifd.hba.remote_lun import RemoteLun
-from edifd.proto import ChannelKey, load_channel_key
+from edifd.edges.secret_file import load_channel_key
+from edifd.proto import ChannelKey
+from edifd.runtime.engine import EdifEngine
 from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status
 from edifd.tcmu.device import TcmuHandler
 from edifd.tcmu.errors import TcmuError

@@ -17,9 +17,9 @@ import pytest
 
 from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback
-from edifd.edif.engine import EdifEngine
 from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
 from edifd.proto import Body, ChannelKey, Cipher, SaDirection
+from edifd.runtime.engine import EdifEngine
 from edifd.scsi import ScsiCommand, ScsiDisk, Status
 from edifd.secapp.app import SecurityApp, SessionRekeyed
 from edifd.secapp.app import SessionState as AppState

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from edifd.channel.handler import Deferred
 from edifd.edif import ICV_FAILURE_LIMIT, EspTransform, SaDatabase
-from edifd.edif.engine import EdifEngine
 from edifd.fc import AuthEls, FcpCmnd, Frame, LsAcc, RCtl, els_reply, els_request, fcp_cmnd_frame
 from edifd.hba import (
     SENSE_NOT_AUTHORIZED,
@@ -49,6 +48,7 @@ from edifd.proto import (
     Status,
     TargetGone,
 )
+from edifd.runtime.engine import EdifEngine
 from edifd.scsi import ScsiCommand
 from edifd.target import TargetSession
 

@@ -13,9 +13,9 @@ from test_daemon_remote import T_WWPN, _Handler, _Lio, _TargetThread
 from edifd.channel import BasicHandler, ChannelCore
 from edifd.config import parse_config
 from edifd.daemon import Daemon, DaemonError
-from edifd.edif.engine import EdifEngine
 from edifd.hba import RequireAuthWhenSecure
 from edifd.proto import ChannelKey
+from edifd.runtime.engine import EdifEngine
 
 KEY = ChannelKey(bytes(range(7, 39)))
 P0, P1 = "21:00:00:1b:32:00:00:a1", "21:00:00:1b:32:00:00:a2"

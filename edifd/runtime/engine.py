@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edifd.channel.handler import Deferred
+from edifd.edif import DeleteRx, EspTransform, Event, RekeyNeeded, SaDatabase, SaUpdateDone, TeardownRequested
 from edifd.fc import Frame, wwn_str
 from edifd.hba.hba import Hba
 from edifd.hba.port import InitiatorPort
@@ -79,10 +80,6 @@ from edifd.proto import (
     TargetGone,
     TargetList,
 )
-
-from .events import DeleteRx, Event, RekeyNeeded, SaUpdateDone, TeardownRequested
-from .sadb import SaDatabase
-from .transform import EspTransform
 
 log = logging.getLogger(__name__)
 
