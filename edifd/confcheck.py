@@ -1,13 +1,28 @@
-"""Validation of TOML configuration tables that reports every problem at once, each by key path.
+"""Loading and validation of TOML configuration files that report every problem at once, each by
+key path.
 
-Shared by edifd's configuration (`edifd.config`), the security application's and edif-target's
-(`edifd.secapp.config`): an operator sees `lun[1].size: required` and
+Shared by edifd's configuration (`edifd.config`), edif-target's (`edifd.target.config`) and the
+security application's (`edifd.secapp.config`): an operator sees `lun[1].size: required` and
 `targets."21:00:…".psk_file: …` in one run instead of fixing one error per start.
 """
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+
+def load_toml(path: Path, error: Callable[[list[str], str], Exception]) -> dict[str, Any]:
+    """The decoded TOML document at `path`; a file that cannot be read or is not TOML raises
+    `error([problem], str(path))`, the caller's own ConfigError type, with the same words for all."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise error([f"cannot read: {e.strerror}"], str(path)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise error([f"not valid TOML: {e}"], str(path)) from None
 
 
 def key_path(where: str, key: str) -> str:

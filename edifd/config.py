@@ -7,12 +7,12 @@ operator fixes it in one go; nothing in LIO changes until the whole file is vali
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edifd.confcheck import ProblemCollector as _Reader
+from edifd.confcheck import load_toml
 
 # TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
 # kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
@@ -345,10 +345,4 @@ def parse_config(data: dict, source: str = "config") -> Config:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError([f"cannot read: {e.strerror}"], str(path)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"not valid TOML: {e}"], str(path)) from None
-    return parse_config(data, str(path))
+    return parse_config(load_toml(path, ConfigError), str(path))

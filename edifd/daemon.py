@@ -21,10 +21,10 @@ from typing import Any
 from edifd.channel import ChannelCore, StaticState
 from edifd.config import Config, LunConfig
 from edifd.edges.heartbeat import HeartbeatTicker
+from edifd.edges.secret_file import load_channel_key
 from edifd.edges.state_file import StateFile
 from edifd.hba import Hba, InitiatorPort, PortConfig, RequireAuthWhenSecure, Timers
 from edifd.hba.remote_lun import RemoteLun
-from edifd.edges.secret_file import load_channel_key
 from edifd.proto import ChannelKey
 from edifd.runtime.engine import EdifEngine
 from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from edifd.edges.secret_file import load_channel_key
 from edifd.fc import wwn_str
 from edifd.proto import (
     ChannelKeyError,
@@ -35,7 +36,6 @@ from edifd.proto import (
     MessageType,
     PortRef,
     Status,
-    load_channel_key,
 )
 
 from .discovery import (

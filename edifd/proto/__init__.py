@@ -79,7 +79,7 @@ from .handshake import (
     verify_agent_proof,
     verify_host_proof,
 )
-from .keys import CHANNEL_KEY_SIZE, ChannelKey, load_channel_key, parse_channel_key
+from .keys import CHANNEL_KEY_SIZE, ChannelKey, parse_channel_key
 from .ports import PortRef
 from .requests import (
     AppStart,
@@ -206,7 +206,6 @@ __all__ = [
     "encode",
     "encoded_size",
     "host_proof",
-    "load_channel_key",
     "new_epoch",
     "new_nonce",
     "parse_channel_key",

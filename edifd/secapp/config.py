@@ -39,10 +39,7 @@ Example::
 
 from __future__ import annotations
 
-import os
 import re
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +50,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edifd.confcheck import ProblemCollector as _Reader
+from edifd.confcheck import load_toml
+from edifd.edges.secret_file import CREDENTIAL_REFUSED, SecretFileError, read_regular_file, read_secret_file
 from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
 from edifd.ike.codes import DhGroup
@@ -187,43 +186,13 @@ class SecConfig:
         )
 
 
-def _check_secret_file(fd: int, path: str, what: str) -> os.stat_result:
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise CredentialFileError(f"{what} file {path} is not a regular file")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o027:
-        raise CredentialFileError(
-            f"{what} file {path} has mode {mode:04o}: other users may access it or the group may write it; "
-            "run chmod 0600 (or 0640) on it"
-        )
-    return st
-
-
 def _read_file(path: str, limit: int, what: str, secret: bool) -> bytes:
     try:
-        # O_NONBLOCK: a FIFO must not hang the loader; it is refused right after.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        raise CredentialFileError(f"cannot open {what} file {path}: {e.strerror}") from None
-    try:
         if secret:
-            _check_secret_file(fd, path, what)
-        elif not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CredentialFileError(f"{what} file {path} is not a regular file")
-        buf = bytearray()
-        while len(buf) <= limit:
-            chunk = os.read(fd, limit + 1 - len(buf))
-            if not chunk:
-                break
-            buf += chunk
-        if len(buf) > limit:
-            raise CredentialFileError(f"{what} file {path} is larger than {limit} bytes")
-        return bytes(buf)
-    except OSError as e:
-        raise CredentialFileError(f"cannot read {what} file {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
+            return read_secret_file(path, what=what, limit=limit, refuse=CREDENTIAL_REFUSED)
+        return read_regular_file(path, what=what, limit=limit)
+    except SecretFileError as e:
+        raise CredentialFileError(str(e)) from None
 
 
 def load_psk(path: str) -> PskCredentials:
@@ -453,10 +422,4 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
 def load_config(path: str | Path, peers_key: str = "targets") -> SecConfig:
     """Read and validate a TOML file; relative credential paths are relative to its directory."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise SecConfigError([f"cannot read: {e.strerror}"], str(path)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SecConfigError([f"not valid TOML: {e}"], str(path)) from None
-    return parse_config(data, str(path), path.parent, peers_key)
+    return parse_config(load_toml(path, SecConfigError), str(path), path.parent, peers_key)

@@ -22,10 +22,10 @@ Every problem is reported with its key path (``port[0].lun[1].size: ...``) in on
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from edifd.confcheck import load_toml
 from edifd.config import ConfigError, parse_size
 from edifd.fc import FCIP_TCP_PORT
 
@@ -194,10 +194,4 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
 
 def load_target_config(path: str | Path) -> TargetConfig:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError([f"cannot read: {e.strerror}"], str(p)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError([f"not valid TOML: {e}"], str(p)) from None
-    return parse_target_config(data, p.parent, str(p))
+    return parse_target_config(load_toml(p, ConfigError), p.parent, str(p))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edifd.proto import ChannelKey, ChannelKeyError, ProtocolError, load_channel_key, parse_channel_key
+from edifd.edges.secret_file import load_channel_key
+from edifd.proto import ChannelKey, ChannelKeyError, ProtocolError, parse_channel_key
 
 SECRET = bytes.fromhex("5e" * 8 + "c7" * 8 + "a9" * 8 + "13" * 8)
 
