@@ -16,10 +16,10 @@ import asyncio
 import concurrent.futures
 import logging
 import struct
-import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
+from edifd.edges.loop_thread import LoopThread
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
 from .port import InitiatorPort, PortConfig, PortStatus, Timers
@@ -27,6 +27,8 @@ from .session import SENSE_TARGET_GONE, SessionState
 from .transform import FrameTransform, LoginPolicy
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class HbaError(Exception):
@@ -53,47 +55,24 @@ class Hba:
                           transform=transform_factory(c) if transform_factory else None)
             for c in configs
         ]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread("edif-hba")
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._runner.use_running_loop()
         for p in self.ports:
             p.start()
 
     async def stop(self, *, logout: bool = True) -> None:
         await asyncio.gather(*(p.stop(logout=logout) for p in self.ports))
 
-    def start_thread(self) -> None:
-        """Run the HBA on its own event loop in a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self.start())
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="edif-hba", daemon=True)
-        self._thread.start()
-        started.wait()
+    def start_thread(self, timeout: float = 30.0) -> None:
+        """Run the HBA on its own event loop in a daemon thread; returns once its ports started."""
+        self._runner.start(self.start, timeout)
 
     def stop_thread(self, timeout: float = 10.0) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        fut = asyncio.run_coroutine_threadsafe(self.stop(), self._loop)
-        try:
-            fut.result(timeout)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-            self._thread = None
+        self._runner.stop(self.stop, timeout)
 
     # --- routing ----------------------------------------------------------------------------------
 
@@ -120,9 +99,7 @@ class Hba:
     def submit_callback(self, remote_wwpn: int, lun: int, cmd: ScsiCommand,
                         done: Callable[[ScsiResponse], None], timeout: float | None = None) -> None:
         """Thread-safe: queue `cmd`; `done(response)` runs once, on the HBA loop thread."""
-        if self._loop is None:
-            raise RuntimeError("HBA not started")
-        self._loop.call_soon_threadsafe(self._submit_in_loop, remote_wwpn, lun, cmd, done, timeout)
+        self._runner.call_soon(self._submit_in_loop, remote_wwpn, lun, cmd, done, timeout)
 
     def submit(self, remote_wwpn: int, lun: int, cmd: ScsiCommand,
                timeout: float | None = None) -> concurrent.futures.Future[ScsiResponse]:
@@ -169,30 +146,29 @@ class Hba:
 
     def status(self, timeout: float = 5.0) -> list[PortStatus]:
         """Thread-safe `remote_ports()`."""
-        if self._thread is None or self._loop is None:
+        if not self._runner.threaded:
             return self.remote_ports()
 
         async def snap() -> list[PortStatus]:
             return self.remote_ports()
-        return asyncio.run_coroutine_threadsafe(snap(), self._loop).result(timeout)
+        return self._runner.run(snap(), timeout)
 
-    def run_sync(self, coro: Any, timeout: float) -> Any:
+    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Thread-safe: run a coroutine of this HBA (e.g. `wait_ready`, `report_luns`) and wait."""
-        if self._loop is None:
-            raise RuntimeError("HBA not started")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return self._runner.run(coro, timeout)
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Thread-safe: run `fn(*args)` on the HBA loop (the EDIF engine keeps its state there)."""
-        if self._loop is None:
-            raise RuntimeError("HBA not started")
-        self._loop.call_soon_threadsafe(fn, *args)
+        self._runner.call_soon(fn, *args)
 
     def auth_complete(self, remote_wwpn: int) -> None:
-        """Thread-safe: AUTH_OK for `remote_wwpn`; PRLI follows (EDIF)."""
+        """Thread-safe: AUTH_OK for `remote_wwpn`; PRLI follows (EDIF). Nothing before start."""
         port = self.port_for(remote_wwpn)
-        if port is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(port.auth_complete)
+        if port is not None:
+            try:
+                self._runner.call_soon(port.auth_complete)
+            except RuntimeError:
+                pass
 
 
 def parse_report_luns(data: bytes) -> list[int]:
