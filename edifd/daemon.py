@@ -20,6 +20,7 @@ from typing import Any
 
 from edifd.channel import ChannelCore, StaticState
 from edifd.config import Config, LunConfig
+from edifd.edges.file_medium import FileMedium
 from edifd.edges.heartbeat import HeartbeatTicker
 from edifd.edges.secret_file import load_channel_key
 from edifd.edges.state_file import StateFile
@@ -27,7 +28,7 @@ from edifd.hba import Hba, InitiatorPort, PortConfig, RequireAuthWhenSecure, Tim
 from edifd.hba.remote_lun import RemoteLun
 from edifd.proto import ChannelKey
 from edifd.runtime.engine import EdifEngine
-from edifd.scsi import FileMedium, Identity, ScsiDisk, ScsiResponse, Status
+from edifd.scsi import Identity, ScsiDisk, ScsiResponse, Status
 from edifd.tcmu.device import TcmuHandler
 from edifd.tcmu.errors import TcmuError
 from edifd.tcmu.lio import (

@@ -1,13 +1,13 @@
 """SCSI direct-access disk emulation, sans-IO: CDB in, (status, data, sense) out.
 
 Transports (the TCMU ring, the FCP target) hand `ScsiCommand`s to `ScsiDisk.execute()` and get a
-`ScsiResponse` or a `Pending`. The blocks live behind a pluggable `Medium`. See docs/scsi.md.
+`ScsiResponse` or a `Pending`. The blocks live behind a pluggable `Medium` (a file one is
+`edifd.edges.file_medium.FileMedium`). See docs/scsi.md.
 """
 
 from .command import Pending, ScsiCommand, ScsiResponse, Status
 from .commands import Opcode, ServiceAction
 from .disk import ScsiDisk
-from .file_medium import FileMedium
 from .identity import Identity, derive_naa6
 from .luns import encode_lun, fit_data_in, report_luns_data, report_luns_payload, respond_report_luns
 from .medium import IoKind, IoRequest, Medium, MemoryMedium
@@ -16,7 +16,6 @@ from .sense import Asc, CheckCondition, MediumError, SenseData, SenseKey, SenseP
 __all__ = [
     "Asc",
     "CheckCondition",
-    "FileMedium",
     "Identity",
     "IoKind",
     "IoRequest",

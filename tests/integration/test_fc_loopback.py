@@ -101,7 +101,7 @@ def test_login_discovery_and_counters(tmp_path: Path) -> None:
 
 
 def test_write_read_verify_sync_1_to_8_mib_against_backing_file(tmp_path: Path, monkeypatch: Any) -> None:
-    import edifd.scsi.file_medium as fm
+    import edifd.edges.file_medium as fm
     syncs: list[int] = []
     real_fdatasync = fm.os.fdatasync
 

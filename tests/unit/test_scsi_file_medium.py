@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from edifd.edges.file_medium import FileMedium
 from edifd.scsi import (
-    FileMedium,
     IoKind,
     IoRequest,
     MediumError,

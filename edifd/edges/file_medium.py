@@ -1,4 +1,7 @@
-"""FileMedium: blocks in a (sparse) file. The one I/O edge of the scsi package.
+"""FileMedium: an `edifd.scsi.Medium` whose blocks live in a (sparse) file.
+
+The sans-IO SCSI emulation never touches a file; this edge does, for edifd's file LUNs and
+edif-target's LUNs.
 
 The file is created on demand and extended with ftruncate, so unwritten blocks take no space and
 read back as zeros. Writes go to the page cache (WCE=1); FUA writes and SYNCHRONIZE CACHE call
@@ -9,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from .medium import IoRequest
-from .sense import Asc, MediumError, SenseKey
+from edifd.scsi.medium import IoRequest
+from edifd.scsi.sense import Asc, MediumError, SenseKey
 
 
 class FileMedium:
