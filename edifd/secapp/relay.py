@@ -1,12 +1,12 @@
 """What both ends of FC-SP-2 authentication share: IKE messages in AUTH_ELS, IKE configs, SA_UPDATE bodies.
 
-Sans-IO helpers used by the security application (`secapp.py`, initiator) and by the responder-side
-orchestration (`secapp_responder.py`, the storage target). Choices (docs/secapp.md §3):
+Sans-IO helpers used by the security application (`edifd.secapp.app`, initiator) and by the responder-side
+orchestration (`edifd.secapp.responder`, the storage target). Choices (docs/secapp.md §3):
 
-* **One IKE message per AUTH_ELS request**, each in its own exchange (fc-wire §5.3): the receiver answers
+* **One IKE message per AUTH_ELS request**, each in its own exchange (FC-SP-2, docs/secapp.md): the receiver answers
   the ELS with a plain LS_ACC (``02 00 00 00``) and sends its IKE response as a *new* AUTH_ELS request.
   So an initiator sends IKE requests with ELS_SEND and receives IKE responses as ELS_RCVD.
-* AUTH_ELS header (fc-wire §5.1): flags 0, protocol version 1, message code from the IKE exchange type
+* AUTH_ELS header (docs/fc-wire.md): flags 0, protocol version 1, message code from the IKE exchange type
   (IKE_SA_INIT 34 -> 0x22, IKE_AUTH 35 -> 0x23, CREATE_CHILD_SA 36 -> 0x24, INFORMATIONAL 37 -> 0x25;
   the numbers coincide), message length = the IKE message's length.
 * **T_ID**: chosen by the authentication initiator, random and non-zero, one per IKE SA, echoed by the
@@ -18,14 +18,14 @@ orchestration (`secapp_responder.py`, the storage target). Choices (docs/secapp.
 from __future__ import annotations
 
 import datetime
-import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edifd.fc import AuthEls, FcError, LsAcc, LsRjt, LsRjtExplanation, LsRjtReason
+from edifd.edif.sa import cipher_from_ike
+from edifd.fc import AuthEls, FcError, FcType, LsAcc, LsRjt, LsRjtExplanation, LsRjtReason
 from edifd.fc.fcsp import AuthMsgCode
 from edifd.ike import ChildSaEstablished, CipherSuite, FcSelector, Identity, IkeConfig
-from edifd.ike.codes import EncrId
 from edifd.proto import Cipher, PortRef, SaDirection, SaFlags, SaUpdate
 
 from .config import CertCredentials, Credentials, IkePolicy, PskCredentials
@@ -39,10 +39,10 @@ IKE_CODES = {
     37: AuthMsgCode.IKE_INFORMATIONAL,
 }
 
-# FCP only: R_CTL 0x00-0x0F (all FCP IUs), TYPE 0x08. ELS and BLS stay in clear (fc-wire §5.4), so a
+# FCP only: R_CTL 0x00-0x0F (all FCP IUs), TYPE 0x08. ELS and BLS stay in clear (docs/edif.md §2), so a
 # broken SA never blocks LOGO or ABTS.
 FCP_R_CTL = (0x00, 0x0F)
-FCP_TYPE = 0x08
+FCP_TYPE = int(FcType.FCP)
 
 LS_ACC = LsAcc().pack()  # the whole LS_ACC payload: 02 00 00 00
 LS_RJT_PROTOCOL = LsRjt(LsRjtReason.PROTOCOL_ERROR, LsRjtExplanation.NONE).pack()
@@ -54,7 +54,7 @@ class RelayError(ValueError):
     """An AUTH_ELS payload that does not carry exactly one IKE message. The only error this module raises."""
 
 
-def new_tid(rng: Callable[[int], bytes] = os.urandom) -> int:
+def new_tid(rng: Callable[[int], bytes] = secrets.token_bytes) -> int:
     while True:
         tid = int.from_bytes(rng(4), "big")
         if tid:
@@ -106,7 +106,7 @@ def ike_config(
     remote_port_id: int,
     credentials: Credentials,
     policy: IkePolicy,
-    rng: Callable[[int], bytes] = os.urandom,
+    rng: Callable[[int], bytes] = secrets.token_bytes,
     clock: Callable[[], datetime.datetime] | None = None,
 ) -> IkeConfig:
     """The IKE SA configuration for one port pair: ID type 12 WWPNs, FC_ESP_HEADER child, TS type 9."""
@@ -137,13 +137,9 @@ def ike_config(
 
 
 def proto_cipher(suite: CipherSuite) -> Cipher:
-    """The SA_UPDATE cipher code of a negotiated child transform."""
-    gmac = suite.encr == EncrId.NULL_AUTH_AES_GMAC
-    if suite.key_bits == 128:
-        return Cipher.AES_GMAC_128 if gmac else Cipher.AES_GCM_128
-    if suite.key_bits == 256:
-        return Cipher.AES_GMAC_256 if gmac else Cipher.AES_GCM_256
-    raise ValueError(f"no SA cipher for {suite.key_bits}-bit keys")
+    """The SA_UPDATE cipher of a negotiated child transform: edifd.edif.sa's one table (EdifError, a
+    ValueError, for a transform it has no cipher for)."""
+    return cipher_from_ike(suite.encr, suite.key_bits)
 
 
 @dataclass(frozen=True)

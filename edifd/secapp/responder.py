@@ -25,7 +25,7 @@ at once could send frames it cannot yet decrypt. See docs/secapp.md §5-6.
 from __future__ import annotations
 
 import datetime
-import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -138,7 +138,7 @@ class AuthResponder:
         peers: Mapping[int, PeerPolicy],
         policy: IkePolicy,
         *,
-        rng: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[int], bytes] = secrets.token_bytes,
         cert_clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         self.local_wwpn = local_wwpn
