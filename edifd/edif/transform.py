@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
 
-from edifd.fc import FcError, Frame
+from edifd.fc import FC_MAX_DATA_FIELD, DfCtl, EspHeader, FcError, Frame
 
 from .counters import BlockReason, DropReason, EspCounters
 from .errors import EdifError
-from .esp import DF_CTL_ESP, ESP_OVERHEAD, is_protected_traffic, protect, split, unprotect, with_df_ctl
+from .esp import ESP_OVERHEAD, is_protected_traffic, protect, split, unprotect
 from .events import Event, RekeyNeeded, TeardownReason, TeardownRequested
 from .replay import MAX_SEQ, ReplayVerdict
 from .sadb import SaDatabase
 
 ICV_FAILURE_LIMIT = 10
 REKEY_MARGIN = 1 << 24  # ask for a rekey this many frames before the sequence space ends
-_MAX_CLEAR = 2112 - ESP_OVERHEAD  # data field bytes that still fit after protection
+_BLOCKED_ESP = EspHeader(0, 0)  # SPI 0 is reserved (RFC 4303 §2.1): never installed, so the peer drops it
+_MAX_CLEAR = FC_MAX_DATA_FIELD - ESP_OVERHEAD  # data field bytes that still fit after protection
+_DF_ESP = int(DfCtl.ESP)  # a plain int: IntFlag operators cost microseconds per frame
 
 
 class EspTransform:
@@ -71,7 +73,7 @@ class EspTransform:
             c.frames_out_clear += 1
             c.bytes_out_clear += len(frame.payload)
             return frame
-        if h.df_ctl & DF_CTL_ESP:
+        if h.df_ctl & _DF_ESP:
             return self._blocked(frame, BlockReason.ALREADY_PROTECTED)
         if len(frame.payload) > _MAX_CLEAR:
             return self._blocked(frame, BlockReason.TOO_LONG)
@@ -104,8 +106,10 @@ class EspTransform:
         self.counters.block(reason)
         h = frame.header
         # The header (already clear on the wire when protected) is kept so the exchange is
-        # recognisable in traces; no byte of the payload goes out.
-        return Frame(with_df_ctl(h, DF_CTL_ESP), bytes(8), frame.sof, frame.eof)
+        # recognisable in traces; no byte of the payload goes out, and DF_CTL announces nothing
+        # but the all-zero ESP_Header.
+        bare = Frame(h.with_df_ctl(0), b"", frame.sof, frame.eof)
+        return bare.with_esp(_BLOCKED_ESP, b"")
 
     def _teardown(self, reason: TeardownReason, detail: str) -> None:
         if reason not in self._raised:
@@ -119,17 +123,18 @@ class EspTransform:
         h = frame.header
         c = self.counters
         if not is_protected_traffic(h):
-            if h.df_ctl & DF_CTL_ESP:
+            if h.df_ctl & _DF_ESP:
                 return self._drop(DropReason.UNEXPECTED_ESP)
             c.frames_in_clear += 1
             c.bytes_in_clear += len(frame.payload)
             return frame
-        if not h.df_ctl & DF_CTL_ESP:
+        if not h.df_ctl & _DF_ESP:
             return self._drop(DropReason.CLEAR_FCP)
         parts = split(frame)
         if parts is None:
             return self._drop(DropReason.MALFORMED)
-        spi, seq, iv, rest = parts
+        esp, iv, rest = parts
+        spi, seq = esp.spi, esp.seq
         sa = self.sadb.rx_sa(spi)
         if sa is None or sa.window is None:
             return self._drop(DropReason.UNKNOWN_SPI)
@@ -137,7 +142,7 @@ class EspTransform:
             c.replays += 1
             return self._drop(DropReason.REPLAY)
         try:
-            clear = unprotect(sa, frame, iv, rest)
+            clear = unprotect(sa, frame, esp, iv, rest)
         except InvalidTag:
             c.icv_failures += 1
             self.consecutive_icv_failures += 1
@@ -151,7 +156,7 @@ class EspTransform:
         if self._raised:
             self._raised.discard(TeardownReason.ICV_FAILURES)
         try:
-            plain = Frame(with_df_ctl(h, h.df_ctl & ~DF_CTL_ESP), clear, frame.sof, frame.eof)
+            plain = frame.without_esp(clear)
         except FcError:  # authentic but inconsistent (e.g. DF_CTL announces missing headers)
             return self._drop(DropReason.MALFORMED)
         n = len(clear)

@@ -64,7 +64,7 @@ from .fcp import (
     lun_from_bytes,
     lun_to_bytes,
 )
-from .fcsp import AuthEls, AuthFlags, AuthMsgCode, AuthProtocolId, EspHeader
+from .fcsp import AUTH_ELS_CODE, ESP_HEADER_LEN, AuthEls, AuthFlags, AuthMsgCode, AuthProtocolId, EspHeader
 from .frame import (
     FC_DATA_FRAME_SIZE,
     FC_MAX_DATA_FIELD,
@@ -83,7 +83,7 @@ from .frame import (
 )
 
 __all__ = [
-    "wwn_str",
+    "wwn_str", "AUTH_ELS_CODE", "ESP_HEADER_LEN",
     "FC_DATA_FRAME_SIZE", "FC_MAX_DATA_FIELD", "FCIP_TCP_PORT", "FCTL_REQ", "FCTL_RESP", "Abts",
     "AuthEls", "AuthFlags", "AuthMsgCode", "AuthProtocolId", "BaAcc", "BaRjt", "BaRjtExplanation",
     "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures", "DfCtl", "ElsCode",

@@ -14,7 +14,7 @@ from typing import ClassVar, TypeAlias
 
 from ._codec import check_bytes, check_uint, enum_or_int, unpack_from
 from .errors import PayloadError
-from .fcsp import AuthEls
+from .fcsp import AUTH_ELS_CODE, AuthEls
 from .frame import FC_MAX_DATA_FIELD, FcType
 
 
@@ -32,7 +32,7 @@ class ElsCode(enum.IntEnum):
     RSCN = 0x61
     SCR = 0x62
     RNID = 0x78
-    AUTH_ELS = 0x90
+    AUTH_ELS = AUTH_ELS_CODE
 
 
 class CommonFeatures(enum.IntFlag):

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from ._codec import check_bytes, check_uint, enum_or_int, unpack_from
 from .errors import PayloadError
 
-AUTH_ELS_CODE = 0x90
+AUTH_ELS_CODE = 0x90  # the ELS command code; `ElsCode.AUTH_ELS` is this value
 AUTH_ELS_HEADER_LEN = 12
 AUTH_PROTOCOL_VERSION = 0x01
 ESP_HEADER_LEN = 8
 
 _AUTH_HDR = ">BBBBII"  # code, flags, message code, version, message length, T_ID
-_ESP_HDR = ">II"  # SPI, sequence number
+_ESP_HDR = struct.Struct(">II")  # SPI, sequence number
+_U32 = 0xFFFFFFFF
 
 
 class AuthMsgCode(enum.IntEnum):
@@ -128,13 +129,19 @@ class EspHeader:
     seq: int
 
     def __post_init__(self) -> None:
-        check_uint("spi", self.spi, 32, PayloadError)
-        check_uint("seq", self.seq, 32, PayloadError)
+        # One of these is built per protected frame: test the common case inline (check_uint's
+        # isinstance calls cost a microsecond), and let check_uint word the error.
+        spi, seq = self.spi, self.seq
+        if not (type(spi) is int and type(seq) is int and 0 <= spi <= _U32 and 0 <= seq <= _U32):
+            check_uint("spi", spi, 32, PayloadError)
+            check_uint("seq", seq, 32, PayloadError)
 
     def pack(self) -> bytes:
-        return struct.pack(_ESP_HDR, self.spi, self.seq)
+        return _ESP_HDR.pack(self.spi, self.seq)
 
     @classmethod
     def unpack(cls, data: bytes) -> EspHeader:
-        spi, seq = unpack_from(_ESP_HDR, data, what="ESP_Header", exc=PayloadError)
+        if len(data) < ESP_HEADER_LEN:
+            raise PayloadError(f"ESP_Header: need {ESP_HEADER_LEN} bytes, have {len(data)}")
+        spi, seq = _ESP_HDR.unpack_from(data)
         return cls(spi=spi, seq=seq)

@@ -1,4 +1,4 @@
-"""Trace writer: FC frames into a classic pcap file that Wireshark/tshark 4.0 decodes.
+"""Traces: FC frames into a classic pcap file that Wireshark/tshark 4.0 decodes, and the records back.
 
 Two encapsulations, one per file (classic pcap has one link type):
 
@@ -12,6 +12,7 @@ Two encapsulations, one per file (classic pcap has one link type):
   and does not check the FC CRC, which is why each record is written as its own segment.
 
 Writing is deterministic: timestamps are passed in or taken from an injectable clock.
+`read_records` parses what the writer produced (bytes in, record bodies out, no file I/O).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class LinkType(enum.IntEnum):
     ETHERNET = 1
     FC_2 = 224
     FC_2_WITH_FRAME_DELIMS = 225
+
+
+class PcapError(FcError):
+    """Bytes that are not a classic little-endian microsecond pcap of the expected link type."""
 
 
 def encode_fc2_delimited(frame: Frame) -> bytes:
@@ -155,3 +160,28 @@ def write_pcap(
     with open(path, "wb") as out:
         writer = PcapWriter(out, linktype, flow=flow, clock=lambda: start)
         writer.write_all(frames, start=start, step=step, inbound=inbound)
+
+
+def read_records(data: bytes, linktype: LinkType = LinkType.FC_2_WITH_FRAME_DELIMS) -> list[bytes]:
+    """The record bodies of a classic pcap, in file order (for linktype 225: SOF ‖ FC header ‖ data
+    field ‖ CRC ‖ EOF, as `encode_fc2_delimited` writes them).
+
+    A record cut short at the end (its writer is still running) is left out. Raises only PcapError."""
+    data = bytes(data)
+    head = struct.calcsize(_PCAP_HEADER)
+    rec = struct.calcsize(_RECORD_HEADER)
+    if len(data) < head:
+        raise PcapError(f"not a pcap file: {len(data)} bytes")
+    magic, *_, found = struct.unpack_from(_PCAP_HEADER, data)
+    if magic != PCAP_MAGIC:
+        raise PcapError(f"not a little-endian microsecond pcap (magic {magic:#010x})")
+    if found != linktype:
+        raise PcapError(f"linktype {found}, expected {int(linktype)} ({LinkType(linktype).name})")
+    off, out = head, []
+    while off + rec <= len(data):
+        _sec, _usec, incl, _orig = struct.unpack_from(_RECORD_HEADER, data, off)
+        if off + rec + incl > len(data):
+            break
+        out.append(data[off + rec : off + rec + incl])
+        off += rec + incl
+    return out

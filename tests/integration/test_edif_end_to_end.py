@@ -17,6 +17,7 @@ import pytest
 
 from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback
+from edifd.fc.pcap import read_records
 from edifd.hba import SENSE_NOT_AUTHORIZED, Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers
 from edifd.proto import Body, ChannelKey, Cipher, SaDirection
 from edifd.runtime.engine import EdifEngine
@@ -126,19 +127,6 @@ def _initiators(psk: bytes) -> SecConfig:
     return SecConfig(peers={w: PeerPolicy(w, PskCredentials(psk)) for w in (HOST1, HOST2)}, ike=IkePolicy())
 
 
-def _pcap_frames(path: Path) -> list[bytes]:
-    """Linktype-225 records: SOF(4) | header(24) | data field | CRC(4) | EOF(4)."""
-    data = path.read_bytes()
-    off, out = 24, []
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        if off + 16 + incl > len(data):
-            break  # the writer's buffer has not reached the file yet
-        out.append(data[off + 16 : off + 16 + incl])
-        off += 16 + incl
-    return out
-
-
 def _write(hba: Hba, wwpn: int, lba: int, data: bytes):
     cdb = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, len(data) // 512, 0)
     return hba.submit(wwpn, 0, ScsiCommand(cdb, data_out=data)).result(30)
@@ -218,7 +206,7 @@ def test_edif_end_to_end(rig):
     hba.ports[0]._pcap_file.flush()  # noqa: SLF001 - read the trace while the port runs
 
     # The trace: ESP on every FCP frame, never on ELS/BLS; the pattern never in clear.
-    frames = _pcap_frames(pcap)
+    frames = read_records(pcap.read_bytes())  # SOF | header | data field | CRC | EOF
     fcp = [f for f in frames if f[4 + 8] == 0x08]
     other = [f for f in frames if f[4 + 8] != 0x08]
     assert len(fcp) > 8000 and other

@@ -1,13 +1,17 @@
-"""pcap writer: file/record layout for linktype 225 and Ethernet/IPv4/TCP+FCIP, determinism."""
+"""pcap writer: file/record layout for linktype 225 and Ethernet/IPv4/TCP+FCIP, determinism; the reader."""
 
 from __future__ import annotations
 
 import io
 import struct
 
-from edifd.fc import FcType, Frame, FrameHeader, RCtl, decode_record, encode_frame
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edifd.fc import FcError, FcType, Frame, FrameHeader, RCtl, decode_record, encode_frame
 from edifd.fc.frame import Eof, Sof, crc_bytes
-from edifd.fc.pcap import LinkType, PcapWriter, TcpFlow, encode_fc2_delimited
+from edifd.fc.pcap import LinkType, PcapError, PcapWriter, TcpFlow, encode_fc2_delimited, read_records
 
 F1 = Frame(FrameHeader(r_ctl=RCtl.ELS_REQ, d_id=0xFFFFFE, s_id=0, type=FcType.ELS, f_ctl=0x290000, ox_id=1),
            b"\x04\x00\x00\x00")
@@ -84,3 +88,31 @@ def test_writer_is_deterministic() -> None:
         outs.append(buf.getvalue())
     assert outs[0] == outs[1]
     assert [(s, u) for s, u, _ in records(outs[0])[1]] == [(10, 0), (10, 500000), (11, 0)]
+
+
+def test_reader_returns_what_the_writer_wrote() -> None:
+    cases = ((LinkType.FC_2_WITH_FRAME_DELIMS, encode_fc2_delimited), (LinkType.FC_2, Frame.pack_fc))
+    for linktype, body in cases:
+        buf = io.BytesIO()
+        PcapWriter(buf, linktype).write_all([F1, F2])
+        assert read_records(buf.getvalue(), linktype) == [body(F1), body(F2)]
+
+
+def test_reader_drops_a_cut_final_record_and_checks_the_link_type() -> None:
+    buf = io.BytesIO()
+    PcapWriter(buf).write_all([F1, F2])
+    assert read_records(buf.getvalue()[:-1]) == [encode_fc2_delimited(F1)]
+    with pytest.raises(PcapError, match="linktype 225, expected 1"):
+        read_records(buf.getvalue(), LinkType.ETHERNET)
+    assert issubclass(PcapError, FcError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_reader_raises_only_pcap_error(data: bytes) -> None:
+    try:
+        read_records(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 225) + data)
+        read_records(data)
+    except PcapError:
+        pass
+
