@@ -353,7 +353,7 @@ def _populate(rootfs: Path, kroot: Path, kver: str) -> int:
     shutil.copy2(shutil.which("busybox") or "/bin/busybox", rootfs / "bin/busybox")
     shutil.copy2(LABINIT, rootfs / "sbin/labinit")
     (rootfs / "sbin/labinit").chmod(0o755)
-    # rtslib-fb 2.1.75 fails on first use unless both exist (lab-probe Q2); /lab and /src are 9p mount points.
+    # rtslib-fb 2.1.75 fails on first use unless both exist (docs/lab.md, Observations); /lab, /src: 9p.
     for d in ("etc/target", "etc/rtslib-fb-target", "lab", "src"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
     (rootfs / "etc/hostname").write_text("edifd-lab\n")

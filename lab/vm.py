@@ -31,7 +31,7 @@ from .image import GuestImage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MARKER_RE = re.compile(r"^LAB: (.*?)(?: uptime=([0-9.]+))?\s*$", re.M)
-# KVM hangs with Debian's kernel on this kind of host (lab-probe Q1); TCG is slower but works everywhere.
+# KVM hangs with Debian's kernel on this kind of host (docs/lab.md, Observations); TCG works anywhere.
 ACCEL = "tcg"
 
 
@@ -50,7 +50,7 @@ class HostFwd:
 @dataclass(frozen=True)
 class Drive:
     """An extra block device. ``scsi-block`` passes the target's own INQUIRY/VPD/sense to the guest;
-    ``scsi-hd`` would show QEMU's (lab-probe Q3)."""
+    ``scsi-hd`` would show QEMU's (docs/lab.md, Observations)."""
 
     file: str
     device: str = "scsi-block"

@@ -1,4 +1,4 @@
-"""The SA database of one session, sans-IO, following qla2xxx EDIF (reference edif-anchor §5).
+"""The SA database of one session, sans-IO, following qla2xxx EDIF (qla_edif.c; docs/edif.md §4).
 
 Rules:
 - 2 slots per direction ("1 slot for in flight traffic, the other is used at re-key time");

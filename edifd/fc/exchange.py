@@ -1,4 +1,4 @@
-"""Frame builders for the exchanges of FCP-4 §3.6 / FC-LS: the right F_CTL, IDs and delimiters.
+"""Frame builders for the exchanges of FCP-4 / FC-LS-3: the right F_CTL, IDs and delimiters.
 
 Conventions (Linux libfc's): a request opens an exchange as its first sequence and passes the
 sequence initiative (F_CTL 0x290000, RX_ID 0xFFFF); every frame the exchange responder sends

@@ -2,7 +2,7 @@
 
 The EDIF issue fills both; by default frames pass unchanged and PRLI follows PLOGI at once.
 
-Where ESP slots in (reference fc-wire §5.4, docs/fc-wire.md "Where the ESP stage slots in"):
+Where ESP slots in (docs/fc-wire.md "Where the ESP stage slots in", docs/edif.md):
 `outbound` turns a clear FCP frame into `frame.with_esp(EspHeader(spi, seq), iv + ct + icv)`
 (DF_CTL 0x40; AAD = FC header (CS_CTL zeroed) ‖ SPI ‖ seq; nonce = salt ‖ IV); `inbound` verifies
 and returns `frame.without_esp(plain)`, or None to drop (bad ICV, replay, unknown SPI). Only FCP
@@ -66,7 +66,7 @@ class AllowAll:
 
 
 class RequireAuthWhenSecure:
-    """PRLI only after AUTH_OK when both sides set the security bit (qla2xxx EDIF order, fc-wire §4.8)."""
+    """PRLI only after AUTH_OK when both sides set the security bit (qla2xxx EDIF order, qla_edif.c)."""
 
     def prli_allowed(self, peer: PeerInfo, local_security: bool) -> bool:
         return not (peer.security and local_security)

@@ -16,7 +16,7 @@ from .errors import ConfigError, IkeError
 from .payloads import FcSelector, Ipv4Selector, RawSelector
 
 AUTH_ELS_PAYLOAD_MAX = 2112  # FC_MAX_PAYLOAD: one ELS frame
-AUTH_ELS_HEADER_LEN = 12  # the AUTH_ELS header in front of the IKE message (fc-wire.md §5.1)
+AUTH_ELS_HEADER_LEN = 12  # the AUTH_ELS header in front of the IKE message (docs/fc-wire.md)
 AUTH_ELS_IKE_MAX = AUTH_ELS_PAYLOAD_MAX - AUTH_ELS_HEADER_LEN  # 2100 bytes of IKE message per frame
 
 

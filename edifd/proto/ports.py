@@ -2,7 +2,7 @@
 
 16 bytes on the wire, big-endian: WWPN (8) | reserved (1) | port id (3) | generation (4).
 The port id is in FC wire order (domain, area, port) -- unlike qla2xxx's host-endian
-port_id_t, which the reference notes call a trap.
+port_id_t (drivers/scsi/qla2xxx/qla_def.h), which is easy to get wrong.
 """
 
 from __future__ import annotations

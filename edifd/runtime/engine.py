@@ -1,5 +1,5 @@
 """EdifEngine: the host's EDIF engine for one HBA port — the control LUN's request handler joined to
-the HBA model (qla2xxx EDIF semantics, reference edif-anchor §4–6; docs/engine.md).
+the HBA model (qla2xxx EDIF semantics, drivers/scsi/qla2xxx/qla_edif.c; docs/engine.md).
 
 One engine per control LUN = one `InitiatorPort` = one point-to-point link to one target port. It is
 the channel's `RequestHandler` (plus the optional hooks `app_stopped`, `keepalive`, `event_acked`,

@@ -8,8 +8,8 @@ LUN that does not exist are answered here.
 
 Choices (docs/hba.md): one XFER_RDY per write for the whole FCP_DL (first burst = all of it);
 FCP_CMND before PRLI is dropped and counted; a command whose OX_ID is already open is dropped;
-when the target port's WWPN is the higher one it originates PLOGI after answering FLOGI (fc-wire
-§1.8). Bad input never raises.
+when the target port's WWPN is the higher one it originates PLOGI after answering FLOGI (FC-LS-3
+point-to-point login; docs/hba.md). Bad input never raises.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ class TargetSession:
             self.initiator_wwpn, self.initiator_wwnn = req.wwpn, req.wwnn
             acc = LoginAcc(wwpn=self.wwpn, wwnn=self.wwnn)
             out = [els_reply(frame, acc, rx_id=rx)]
-            if self.wwpn > req.wwpn:  # the higher Port_Name originates PLOGI (fc-wire §1.8)
+            if self.wwpn > req.wwpn:  # the higher Port_Name originates PLOGI (FC-LS-3; docs/hba.md)
                 self.local_id, self.remote_id = PTP_ID_ORIGINATOR, PTP_ID_RESPONDER
                 self._plogi_xid = self._alloc_rx()
                 feats = self._login_acc().common_features

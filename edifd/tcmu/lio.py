@@ -36,7 +36,7 @@ from edifd.tcmu.errors import LioError
 CONFIGFS = Path("/sys/kernel/config")
 DBROOT_DIRS = (Path("/etc/target"), Path("/etc/rtslib-fb-target"))
 SYS_MODULE = Path("/sys/module")
-DEFAULT_PARK_TIME = 5.0  # the channel's heartbeat for parked READs (DESIGN.md §3)
+DEFAULT_PARK_TIME = 5.0  # the channel's heartbeat for parked READs (docs/tcmu.md, Timeouts)
 MIN_CMD_TIME_OUT = 30  # the kernel's own default (TCMU_TIME_OUT)
 CMD_TIME_OUT_MARGIN = 25  # seconds between our heartbeat and the kernel's timer
 

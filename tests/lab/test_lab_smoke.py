@@ -23,7 +23,7 @@ from lab.vm import pids_with_tag
 
 pytestmark = pytest.mark.lab
 
-# Debian 12's packages: the floors our code must run on (DESIGN.md §5).
+# Debian 12's packages: the floors our code must run on (README.md, Supported versions).
 FLOORS = {"rtslib_fb": (2, 1, 75), "cryptography": (38,), "click": (8, 1), "pyudev": (0, 24)}
 
 

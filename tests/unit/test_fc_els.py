@@ -48,7 +48,7 @@ WWNN = 0x2000001B32000001
 CLASS3 = bytes.fromhex("8800 0000 0000 0840 00ff 0000 00 01 0000")
 
 def login_bytes(code: int, features: int) -> bytes:
-    # fc-wire.md §4.2, libfc values
+    # libfc's values (fc_lport_flogi_fill, drivers/scsi/libfc/fc_lport.c)
     return (
         bytes((code, 0, 0, 0))
         + bytes.fromhex("2020 000a")
@@ -103,7 +103,7 @@ def test_login_rejects_bad_lengths_and_codes() -> None:
 
 
 def test_prli_and_acc_fcp_page_byte_exact() -> None:
-    # fc-wire.md §4.3 example: initiator params 0x0022 flags 0x20; target 0x0012 flags 0x21
+    # FCP_SPPF_* of include/scsi/fc/fc_fcp.h: initiator params 0x0022 flags 0x20; target 0x0012 flags 0x21
     prli = Prli((ServiceParamPage(FcpServiceParams(0x22), PrliFlags.ESTABLISH_IMAGE_PAIR),))
     assert prli.pack() == bytes.fromhex("20 10 0014" "08 00 20 00" "00000000" "00000000" "00000022")
     acc = PrliAcc(

@@ -1,4 +1,4 @@
-"""FCP-4 IUs (FCP_CMND, FCP_XFER_RDY, FCP_RSP) and the exchange frame builders (F_CTL per §3.1/§3.6)."""
+"""FCP-4 IUs (FCP_CMND, FCP_XFER_RDY, FCP_RSP) and the exchange frame builders (F_CTL as libfc's fc_fcp.c)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ FLOGI_HDR = FrameHeader(r_ctl=RCtl.ELS_REQ, d_id=0xFFFFFE, s_id=0, type=FcType.E
 
 
 def test_header_layout_is_byte_exact() -> None:
-    # fc-wire.md §1.2: R_CTL|D_ID, CS_CTL|S_ID, TYPE|F_CTL, SEQ_ID, DF_CTL, SEQ_CNT, OX_ID, RX_ID, Parameter
+    # struct fc_frame_header of include/scsi/fc/fc_fs.h:
+    # R_CTL|D_ID, CS_CTL|S_ID, TYPE|F_CTL, SEQ_ID, DF_CTL, SEQ_CNT, OX_ID, RX_ID, Parameter
     h = FrameHeader(
         r_ctl=0x01, d_id=0x010101, cs_ctl=0x5A, s_id=0x010102, type=0x08, f_ctl=0x880008,
         seq_id=0x07, df_ctl=0x00, seq_cnt=0x0102, ox_id=0x1234, rx_id=0x5678, parameter=0x00000800,
@@ -69,7 +70,7 @@ def test_fill_bits_follow_payload_length(length: int, fill: int) -> None:
 
 
 def test_delimiter_codes_and_ordered_sets() -> None:
-    # fc-wire.md §1.7
+    # codes of include/scsi/fc/fc_encaps.h; ordered sets as Wireshark's packet-fc.c
     assert (Sof.I3, Sof.N3, Eof.N, Eof.T) == (0x2E, 0x36, 0x41, 0x42)
     assert Sof.I3.ordered_set == 0xBCB55656 and Sof.N3.ordered_set == 0xBCB53636
     assert Eof.T.ordered_set == 0xBC957575 and Eof.N.ordered_set == 0xBC95D5D5
@@ -126,7 +127,7 @@ def test_esp_slot_right_after_header() -> None:
     assert prot.header.parameter == 4096 and prot.header.r_ctl == RCtl.FCP_DATA
     wire = prot.pack_fc()
     assert wire[13] == 0x40
-    assert wire[24:32] == bytes.fromhex("00001000 00000001")  # SPI || Seq at offset 24 (§5.4)
+    assert wire[24:32] == bytes.fromhex("00001000 00000001")  # SPI || Seq at offset 24 (docs/edif.md §1)
     assert wire[32 : 32 + len(body)] == body
     assert prot.header.f_ctl & FCtl.FILL_MASK == fill_for(8 + len(body))
     esp, rest = prot.split_esp()

@@ -1,4 +1,4 @@
-"""Every public test vector of fc-wire.md §6.7, reproduced through edifd.ike's own functions."""
+"""Public test vectors (SP 800-135 IKEv2 KDF, GCM case 4, RFC 7748 §6.1, RFC 4231) through edifd.ike."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_read_write_and_short_answers_are_zero_filled() -> None:
     assert disk.seen[0] == ScsiCommand(WRITE10, b"p" * 1024, 0, w)
     assert disk.seen[1].data_in_len == 1024 and disk.seen[1].data_out == b""
     assert got[rd].data == bytes([rd]) * 1024 and got[w].status == 0
-    assert got[inq].data == b"I" * 36 + bytes(60)  # stale pages must not leak (lab-probe Q4)
+    assert got[inq].data == b"I" * 36 + bytes(60)  # no stale pages (docs/tcmu.md, Observed on this lab)
     assert d.stats.completed == 3 and d.ring.drained and not k.broken
 
 
