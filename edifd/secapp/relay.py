@@ -3,7 +3,7 @@
 Sans-IO helpers used by the security application (`edifd.secapp.app`, initiator) and by the responder-side
 orchestration (`edifd.secapp.responder`, the storage target). Choices (docs/secapp.md §3):
 
-* **One IKE message per AUTH_ELS request**, each in its own exchange (FC-SP-2, docs/secapp.md): the receiver answers
+* **One IKE message per AUTH_ELS request**, each in its own exchange (FC-SP-2): the receiver answers
   the ELS with a plain LS_ACC (``02 00 00 00``) and sends its IKE response as a *new* AUTH_ELS request.
   So an initiator sends IKE requests with ELS_SEND and receives IKE responses as ELS_RCVD.
 * AUTH_ELS header (docs/fc-wire.md): flags 0, protocol version 1, message code from the IKE exchange type
