@@ -1,7 +1,7 @@
 """IKEv2 for FC-SP-2 (RFC 7296 with RFC 4595's FC payloads), sans-IO: initiator and responder state machines.
 
-Public entry points: `Initiator`, `Responder`, `IkeConfig`, `Identity`, the events in `session`,
-and `IkeError`.
+Public entry points: `Initiator`, `Responder`, `IkeConfig`, `Identity`, the events in `events`, the
+`State` of an IKE SA, and `IkeError`.
 """
 
 from .config import (
@@ -16,20 +16,20 @@ from .config import (
     TransportProfile,
 )
 from .errors import ConfigError, CryptoError, IkeError, ParseError, StateError
-from .payloads import FcSelector, Ipv4Selector
-from .session import (
+from .events import (
     AuthFailed,
     ChildSaEstablished,
     ChildSaFailed,
     Deleted,
     Established,
-    Initiator,
     NegotiationFailed,
     PeerAlive,
-    Responder,
     Send,
-    State,
 )
+from .initiator import Initiator
+from .payloads import FcSelector, Ipv4Selector
+from .responder import Responder
+from .session import State
 
 __all__ = [
     "AES_GCM_16_128",

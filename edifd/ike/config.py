@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -80,7 +80,7 @@ class Identity:
 
     def __str__(self) -> str:
         if self.id_type == IdType.FC_NAME:
-            return ":".join(f"{b:02x}" for b in self.data)
+            return self.data.hex(":")
         if self.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
             return self.data.decode("ascii", "replace")
         if self.id_type == IdType.IPV4_ADDR and len(self.data) == 4:
@@ -131,7 +131,7 @@ class IkeConfig:
     use_transport_mode: bool = False  # ESP interop only: send/accept N(USE_TRANSPORT_MODE)
     transport: TransportProfile = TransportProfile.AUTH_ELS
     nonce_len: int = 32
-    rng: Callable[[int], bytes] = field(default=os.urandom, repr=False)
+    rng: Callable[[int], bytes] = field(default=secrets.token_bytes, repr=False)
     clock: Callable[[], datetime.datetime] = field(default=_utcnow, repr=False)
 
     def __post_init__(self) -> None:

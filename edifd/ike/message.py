@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from .codes import PayloadType
+from .codes import NotifyType, PayloadType
 from .crypto import SkAead
 from .errors import ParseError
-from .payloads import Payload, SkPayload, decode_chain, encode_chain
+from .payloads import NotifyPayload, Payload, SkPayload, decode_chain, encode_chain
+
+P = TypeVar("P")
 
 HEADER = struct.Struct(">8s8sBBBBII")  # SPIi, SPIr, next, version, exchange, flags, message ID, length
 HEADER_LEN = HEADER.size  # 28
@@ -78,13 +81,24 @@ class Message:
     def flags(self) -> int:
         return (FLAG_RESPONSE if self.response else 0) | (FLAG_INITIATOR if self.initiator else 0)
 
-    def find(self, ptype: type) -> list:
+    def find(self, ptype: type[P]) -> list[P]:
         return [p for p in self.payloads if isinstance(p, ptype)]
 
-    def first(self, ptype: type):
+    def first(self, ptype: type[P]) -> P | None:
         for p in self.payloads:
             if isinstance(p, ptype):
                 return p
+        return None
+
+    def notify(self, ntype: NotifyType) -> NotifyPayload | None:
+        """The first notify of type ntype."""
+        return next((n for n in self.find(NotifyPayload) if n.notify_type == ntype), None)
+
+    def error_notify(self) -> int | None:
+        """The type of the first error notify (types below 16384, RFC 7296 §3.10.1)."""
+        for n in self.find(NotifyPayload):
+            if NotifyType.is_error(n.notify_type):
+                return n.notify_type
         return None
 
 
