@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import struct
+from collections.abc import Callable
 
 from .errors import MalformedBodyError
 from .keys import key_bytes
@@ -31,14 +32,17 @@ AGENT_PROOF_LABEL = b"edifd app-start agent proof v1\x00"
 HOST_PROOF_LABEL = b"edifd app-start host proof v1\x00"
 
 
-def new_nonce() -> bytes:
-    return secrets.token_bytes(NONCE_SIZE)
+Rng = Callable[[int], bytes]  # n -> n random bytes: secrets.token_bytes, or a seeded one in tests
 
 
-def new_epoch() -> int:
+def new_nonce(rng: Rng = secrets.token_bytes) -> bytes:
+    return rng(NONCE_SIZE)
+
+
+def new_epoch(rng: Rng = secrets.token_bytes) -> int:
     """A random non-zero 64-bit epoch: a restarted host never reuses an earlier one (in practice)."""
     while True:
-        epoch = secrets.randbits(64)
+        epoch = int.from_bytes(rng(8), "big")
         if epoch:
             return epoch
 

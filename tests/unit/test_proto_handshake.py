@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import struct
 
 import pytest
@@ -126,3 +127,19 @@ def test_fresh_values() -> None:
     assert len(nonces) == 64 and all(len(n) == 32 for n in nonces)
     epochs = {new_epoch() for _ in range(64)}
     assert len(epochs) == 64 and all(0 < e < 1 << 64 for e in epochs)
+
+
+def seeded(seed: int):
+    r = random.Random(seed)
+    return r.randbytes
+
+
+def test_nonce_and_epoch_are_deterministic_with_a_seeded_rng() -> None:
+    assert new_nonce(seeded(7)) == new_nonce(seeded(7)) == random.Random(7).randbytes(32)
+    assert new_nonce(seeded(7)) != new_nonce(seeded(8))
+    assert new_epoch(seeded(7)) == int.from_bytes(random.Random(7).randbytes(8), "big")
+
+
+def test_a_zero_epoch_is_never_issued() -> None:
+    draws = iter([bytes(8), bytes(8), (5).to_bytes(8, "big")])
+    assert new_epoch(lambda n: next(draws)) == 5
