@@ -237,7 +237,7 @@ def test_write_whose_status_is_lost_is_retried_with_same_lba_and_payload_and_act
 
 
 def _raw_write(core, clock, body, seq, *, epoch=None, key=KEY, port=0, rid=900, lba=None):
-    msg = Message(body, port, core._current.epoch if epoch is None else epoch, rid, seq)
+    msg = Message(body, port, core._down.current.epoch if epoch is None else epoch, rid, seq)
     data = encode(msg, key)
     cmd = write_cdb(core.geometry.write_lba(seq) if lba is None else lba, data, 512)
     return ScsiDisk(core).execute(cmd), data
@@ -268,7 +268,7 @@ def test_replay_of_an_old_write_is_refused(clock):
     assert sense_of(resp) == reject_sense(Reject.REPLAY) and core.counters["rejected_replay"] == 1
     # Same sequence, different (authentic) content: also a replay, never acted on.
     n = len(h.handled)
-    resp, _ = _raw_write(core, clock, GetPortInfo(), core._current.down_next - 1, rid=12345)
+    resp, _ = _raw_write(core, clock, GetPortInfo(), core._down.current.down_next - 1, rid=12345)
     assert sense_of(resp) == reject_sense(Reject.REPLAY) and len(h.handled) == n
 
 
@@ -303,7 +303,7 @@ def test_bad_proof_and_proof_without_challenge_are_refused(clock):
     hello = AppStart(AppStartPhase.HELLO, na)
     assert disk.execute(write_cdb(core.geometry.write_lba(0), encode(Message(hello, 0, 0, 1, 0), KEY),
                                   512)).status == ScsiStatus.GOOD
-    nh = core._challenge[1]
+    nh = core._down.challenge[1]
     bad = AppStart(AppStartPhase.PROOF, na, nh, bytes(range(32)))
     resp = disk.execute(write_cdb(core.geometry.write_lba(0), encode(Message(bad, 0, 0, 1, 0), KEY), 512))
     assert sense_of(resp) == reject_sense(Reject.BAD_PROOF) and not core.established
@@ -315,7 +315,7 @@ def test_malformed_writes_are_refused_with_their_family_sense_and_not_acted_on(c
     h = CountingHandler()
     lb, core, client = established(clock, handler=h)
     g = core.geometry
-    good = encode(Message(GetPortInfo(), 0, core._current.epoch, 5, 1), KEY)
+    good = encode(Message(GetPortInfo(), 0, core._down.current.epoch, 5, 1), KEY)
     lba, data, want = g.write_lba(1), good, None
     if case == "bad_padding":
         data = good[:-1] + b"\x01"
@@ -333,13 +333,13 @@ def test_malformed_writes_are_refused_with_their_family_sense_and_not_acted_on(c
         lba = 0
         want = Reject.OUTSIDE_WINDOW
     elif case == "wrong_port":
-        data = encode(Message(GetPortInfo(), 3, core._current.epoch, 5, 1), KEY)
+        data = encode(Message(GetPortInfo(), 3, core._down.current.epoch, 5, 1), KEY)
         want = Reject.WRONG_PORT
     elif case == "slot_mismatch":
         lba = g.write_lba(7)
         want = Reject.SLOT_MISMATCH
     elif case == "upstream_type":
-        data = encode(Message(LinkUp(), 0, core._current.epoch, 0, 1), KEY)
+        data = encode(Message(LinkUp(), 0, core._down.current.epoch, 0, 1), KEY)
         want = Reject.MALFORMED
     elif case == "garbage":
         data = bytes(range(256)) * 2
@@ -350,7 +350,7 @@ def test_malformed_writes_are_refused_with_their_family_sense_and_not_acted_on(c
     resp = lb.disk.execute(write_cdb(lba, data, 512))
     assert resp.status == ScsiStatus.CHECK_CONDITION and sense_of(resp) == reject_sense(want)
     assert h.handled == [] and core.counters[f"rejected_{want.counter}"] == 1
-    assert core._current.down_next == 1  # nothing consumed: the real message 1 still goes through
+    assert core._down.current.down_next == 1  # nothing consumed: the real message 1 still goes through
     client.request(GetPortInfo())
     lb.pump()
     assert len(h.handled) == 1
