@@ -11,7 +11,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edifd.daemon import Daemon
 
 STATUS_FILE = "status.json"
 
@@ -29,7 +32,7 @@ def _counters(obj: Any) -> dict[str, Any] | None:
     return None
 
 
-def collect(daemon: Any, *, state: str = "running") -> dict[str, Any]:
+def collect(daemon: Daemon, *, state: str = "running") -> dict[str, Any]:
     luns = []
     for served in daemon.luns:
         cfg = served.config
@@ -45,16 +48,7 @@ def collect(daemon: Any, *, state: str = "running") -> dict[str, Any]:
             "ring": _counters(served.handler) if served.handler is not None else None,
             "medium": _counters(served.medium),
         }
-        channel_status = getattr(served.medium, "status", None)
-        if callable(channel_status):  # a control LUN: sequence numbers, queue, parked READs
-            entry["channel"] = channel_status()
-            entry["parked_reads"] = entry["channel"].get("parked")
-        engine = getattr(daemon, "engines", {}).get(cfg.name)
-        if engine is not None:  # the EDIF engine of this control LUN's HBA port: sessions, SAs, ESP
-            try:
-                entry["edif"] = engine.status()
-            except Exception as e:  # status must never take the daemon down
-                entry["edif"] = {"error": f"{type(e).__name__}: {e}"}
+        entry.update(served.kind.status())  # a control LUN: its channel and its EDIF engine
         luns.append(entry)
     return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns}
 

@@ -16,12 +16,12 @@ import sys
 import click
 
 from .config import ConfigError, load_target_config
-from .server import TargetServer
+from .server import TargetConfig, TargetServer
 
 log = logging.getLogger("edif-target")
 
 
-def _load(path: str):  # noqa: ANN202 - TargetConfig
+def _load(path: str) -> TargetConfig:
     try:
         return load_target_config(path)
     except ConfigError as e:
@@ -67,7 +67,7 @@ def run(config_path: str, log_level: str) -> None:
         sys.exit(1)
 
 
-async def _serve(cfg) -> None:  # noqa: ANN001 - TargetConfig
+async def _serve(cfg: TargetConfig) -> None:
     server = TargetServer(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from edifd.cli import edifctl_main, edifd_main
 from edifd.config import parse_config
+from edifd.lun_kinds import lun_kind
 from edifd.status import collect, read_status, write_status
 
 CONF = """
@@ -31,7 +32,7 @@ class Stats:
 def _daemon(cfg):
     lun = cfg.luns[0]
     served = SimpleNamespace(
-        config=lun, export=SimpleNamespace(wwn="iqn.2026-11.io.edifd:disk0"),
+        config=lun, kind=lun_kind(lun), export=SimpleNamespace(wwn="iqn.2026-11.io.edifd:disk0"),
         backstore=SimpleNamespace(uio_name="tcm-user/0/disk0/edif/file"), adopted=False,
         handler=SimpleNamespace(stats=Stats()), medium=SimpleNamespace(counters={"heartbeats": 3}))
     return SimpleNamespace(luns=[served])

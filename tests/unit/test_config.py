@@ -91,3 +91,10 @@ def test_parse_size(v, n):
 def test_parse_size_rejects(v):
     with pytest.raises(ValueError):
         parse_size(v)
+
+
+def test_every_lun_type_has_a_kind():
+    from edifd.config import LUN_TYPES
+    from edifd.lun_kinds import KINDS
+
+    assert set(KINDS) == set(LUN_TYPES)

@@ -115,3 +115,14 @@ def test_parse_channel_key_directly() -> None:
     assert parse_channel_key(bytearray(SECRET.hex().encode())).material == SECRET
     with pytest.raises(ChannelKeyError):
         parse_channel_key(b"short")
+
+
+def test_symlink_refused_and_a_refusal_names_the_chmod(tmp_path: Path) -> None:
+    link = tmp_path / "link.key"
+    link.symlink_to(write(tmp_path, SECRET))
+    with pytest.raises(ChannelKeyError, match="symbolic link"):
+        load_channel_key(link)
+    loose = write(tmp_path, SECRET, 0o646, name="loose.key")
+    with pytest.raises(ChannelKeyError) as info:
+        load_channel_key(loose)
+    assert str(info.value).endswith(f"(mode 0646); run chmod o-rw {loose}")
