@@ -1,13 +1,15 @@
-"""Shared pieces of the channel tests (no tests here): counting handler, loopback builder."""
+"""Shared pieces of the channel tests (no tests here): counting handler, loopback builder, raw WRITEs
+and sense helpers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edifd.channel import BasicHandler, ChannelCore, HostState, StaticState
-from edifd.channel.loopback import Loopback
-from edifd.proto import ChannelKey, Message
-from edifd.scsi import ScsiDisk
+from edifd.channel import BasicHandler, ChannelCore, HostState, Reject, StaticState
+from edifd.channel.loopback import Loopback, write_cdb
+from edifd.proto import Body, ChannelKey, Message, encode
+from edifd.scsi import ScsiDisk, ScsiResponse
+from edifd.scsi.sense import SenseData
 from guest_agent.client import ChannelClient
 from tests.support.clock import Clock
 
@@ -68,3 +70,29 @@ def established(clock: Clock, handler=None, store: Store | None = None, **kw):
     core.release_all()
     lb.pump()
     return lb, core, client
+
+
+def raw_write(core: ChannelCore, clock: Clock, body: Body, seq: int, *, epoch: int | None = None,
+              key: ChannelKey = KEY, port: int = 0, rid: int = 900,
+              lba: int | None = None) -> tuple[ScsiResponse, bytes]:
+    """One WRITE of an encoded message with this exact header, bypassing the agent (default epoch:
+    the core's current one)."""
+    msg = Message(body, port, core._down.current.epoch if epoch is None else epoch, rid, seq)
+    data = encode(msg, key)
+    cmd = write_cdb(core.geometry.write_lba(seq) if lba is None else lba, data, 512)
+    resp = ScsiDisk(core).execute(cmd)
+    assert isinstance(resp, ScsiResponse), "control-LUN WRITEs complete at once"
+    return resp, data
+
+
+def sense_of(resp: ScsiResponse) -> tuple[int, int, int]:
+    s = SenseData.parse(resp.sense)
+    return s.key, s.asc, s.ascq
+
+
+def reject_sense(r: Reject) -> tuple[int, int, int]:
+    return tuple(r.value[1:])  # type: ignore[return-value]
+
+
+def seqs(msgs: list[Message]) -> list[int]:
+    return [m.sequence for m in msgs]
