@@ -1,6 +1,8 @@
 """ChannelClient: the agent end of the control channel, sans-IO (no disk, no threads, injectable clock).
 
-The I/O edge (guest_agent.disk) asks it which READ or WRITE to issue next and reports what came
+Not thread-safe, and it need not be: its one threaded user, the I/O edge (guest_agent.disk's
+ControlDiskEndpoint), makes every call under its own lock, and the commands go through that lock
+too (`ep.call`). The edge asks it which READ or WRITE to issue next and reports what came
 back; it returns the upstream messages in sequence order, each exactly once. The rules (in
 docs/protocol.md section 8):
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import enum
 import struct
-import threading
 import time
 import zlib
 from collections import deque
@@ -131,7 +132,6 @@ class ChannelClient:
         self._clock = clock
         self.handshake_timeout = handshake_timeout
         self.keepalive_ms = keepalive_ms
-        self._lock = threading.RLock()
         self.phase = Phase.IDLE
         self._epoch = 0
         self._gen = 0  # bumped at every established epoch; READs remember the one they were issued in
@@ -166,8 +166,7 @@ class ChannelClient:
 
     def start(self) -> None:
         """Queue the APP_START handshake (again, if one is running or established)."""
-        with self._lock:
-            self._begin_handshake()
+        self._begin_handshake()
 
     @property
     def established(self) -> bool:
@@ -218,26 +217,22 @@ class ChannelClient:
         """Queue a request; returns its request id. Sent once the channel is established."""
         if not isinstance(body, Body) or body.TYPE.kind is not Kind.REQUEST or isinstance(body, AppStart):
             raise ClientError("request() takes a request body other than APP_START")
-        with self._lock:
-            rid = self._new_rid()
-            self._outbox.append((body, rid))
-            return rid
+        rid = self._new_rid()
+        self._outbox.append((body, rid))
+        return rid
 
     def take_responses(self) -> dict[int, Message]:
         """Every response received so far and not yet taken, by request id."""
-        with self._lock:
-            out, self._responses = self._responses, {}
-            return out
+        out, self._responses = self._responses, {}
+        return out
 
     def response(self, request_id: int) -> Message | None:
         """The response to one request, if it has arrived (taken: a second call returns None)."""
-        with self._lock:
-            return self._responses.pop(request_id, None)
+        return self._responses.pop(request_id, None)
 
     @property
     def outstanding(self) -> int:
-        with self._lock:
-            return len(self._outstanding) + len(self._outbox) + (self._outgoing is not None)
+        return len(self._outstanding) + len(self._outbox) + (self._outgoing is not None)
 
     def _new_rid(self) -> int:
         rid = self._next_rid
@@ -266,108 +261,103 @@ class ChannelClient:
     def next_write(self) -> WriteRequest | None:
         """The WRITE to issue now: a new message, or the failed one again (same LBA and payload).
         None while one is in flight or nothing is to be sent."""
-        with self._lock:
-            self._check_handshake_timer()
-            w = self._outgoing
-            if w is None and self.phase is Phase.ESTABLISHED and self._outbox:
-                body, rid = self._outbox.popleft()
-                w = self._build(body, rid, epoch=self._epoch, seq=self._down_next, handshake=False)
-                self._down_next += 1
-                self._outgoing = w
-            if w is None or (w.issued and not w.failed):
-                return None
-            if w.failed:
-                self.counters["write_retries"] += 1
-            self._token += 1
-            w.token, w.issued, w.failed = self._token, True, False
-            return WriteRequest(w.lba, w.payload, w.token)
+        self._check_handshake_timer()
+        w = self._outgoing
+        if w is None and self.phase is Phase.ESTABLISHED and self._outbox:
+            body, rid = self._outbox.popleft()
+            w = self._build(body, rid, epoch=self._epoch, seq=self._down_next, handshake=False)
+            self._down_next += 1
+            self._outgoing = w
+        if w is None or (w.issued and not w.failed):
+            return None
+        if w.failed:
+            self.counters["write_retries"] += 1
+        self._token += 1
+        w.token, w.issued, w.failed = self._token, True, False
+        return WriteRequest(w.lba, w.payload, w.token)
 
     def write_done(self, token: int, ok: bool, sense: bytes = b"") -> None:
         """Outcome of a WRITE. A failure makes next_write() issue it again; sense (when the edge has
         it, e.g. SG_IO) can tell that the epoch is gone."""
-        with self._lock:
-            w = self._outgoing
-            if w is None or w.token != token or not w.issued:
-                return  # a WRITE abandoned meanwhile (new handshake)
-            if ok:
-                self._outgoing = None
-                self.counters["messages_out"] += 1
-                if not w.handshake:
-                    self._outstanding[w.request_id] = (w.type, self._gen)
-                return
-            w.failed = True
-            w.failures += 1
-            self.counters["write_failures"] += 1
-            reason = _reject_of(sense)
-            if reason is Reject.STALE_EPOCH and not w.handshake and self.phase is Phase.ESTABLISHED:
-                self._host_changed()
-            elif w.handshake and w.failures >= _HANDSHAKE_WRITE_TRIES:
-                # e.g. a PROOF for a challenge that died with an edifd restart: start over now
-                # rather than at the handshake timeout.
-                self.counters["handshake_retries"] += 1
-                self._begin_handshake()
+        w = self._outgoing
+        if w is None or w.token != token or not w.issued:
+            return  # a WRITE abandoned meanwhile (new handshake)
+        if ok:
+            self._outgoing = None
+            self.counters["messages_out"] += 1
+            if not w.handshake:
+                self._outstanding[w.request_id] = (w.type, self._gen)
+            return
+        w.failed = True
+        w.failures += 1
+        self.counters["write_failures"] += 1
+        reason = _reject_of(sense)
+        if reason is Reject.STALE_EPOCH and not w.handshake and self.phase is Phase.ESTABLISHED:
+            self._host_changed()
+        elif w.handshake and w.failures >= _HANDSHAKE_WRITE_TRIES:
+            # e.g. a PROOF for a challenge that died with an edifd restart: start over now
+            # rather than at the handshake timeout.
+            self.counters["handshake_retries"] += 1
+            self._begin_handshake()
 
     # --- READ side ------------------------------------------------------------------------------
 
     def next_read(self) -> ReadRequest:
         """A READ to park: its LBA carries the cursor and a lane free among the outstanding READs.
         Without an epoch (handshake), READs go to the no-cursor lane: they acknowledge nothing."""
-        with self._lock:
-            self._check_handshake_timer()
-            busy = {place for place, _ in self._reads.values()}
-            g = self.geometry
-            if self.phase is Phase.ESTABLISHED:
-                places = range(CURSOR_LANES)
-            else:
-                places = range(LANES, 2 * LANES)
-            place = next((i for i in places if i not in busy), None)
-            if place is None:
-                raise ClientError(f"at most {len(places)} READs may be outstanding")
-            self._token += 1
-            self._reads[self._token] = (place, self._gen)
-            if place < LANES:
-                lba = g.read_lba(self._cursor, place)
-            else:
-                lba = g.read_lba(2 * (place - LANES), NO_CURSOR_LANE)
-            return ReadRequest(lba, g.slot_blocks, self._token)
+        self._check_handshake_timer()
+        busy = {place for place, _ in self._reads.values()}
+        g = self.geometry
+        if self.phase is Phase.ESTABLISHED:
+            places = range(CURSOR_LANES)
+        else:
+            places = range(LANES, 2 * LANES)
+        place = next((i for i in places if i not in busy), None)
+        if place is None:
+            raise ClientError(f"at most {len(places)} READs may be outstanding")
+        self._token += 1
+        self._reads[self._token] = (place, self._gen)
+        if place < LANES:
+            lba = g.read_lba(self._cursor, place)
+        else:
+            lba = g.read_lba(2 * (place - LANES), NO_CURSOR_LANE)
+        return ReadRequest(lba, g.slot_blocks, self._token)
 
     def read_failed(self, token: int) -> None:
-        with self._lock:
-            self._reads.pop(token, None)
-            self.counters["read_failures"] += 1
+        self._reads.pop(token, None)
+        self.counters["read_failures"] += 1
 
     def read_done(self, token: int, data: bytes) -> list[Message]:
         """A READ completed: the upstream messages now deliverable, in order, each exactly once."""
-        with self._lock:
-            _, gen = self._reads.pop(token, (0, -1))
-            try:
-                m = decode(data, self._key)
-            except ProtocolError:
-                self.counters["rejected"] += 1
-                return []
-            if m.direction is not MessageType.HEARTBEAT.direction:
-                self.counters["rejected"] += 1
-                return []
-            current_read = gen == self._gen and self.phase is Phase.ESTABLISHED
-            if m.type is MessageType.HEARTBEAT:
-                self.counters["heartbeats"] += 1
-                if self.phase is Phase.ESTABLISHED and m.epoch == self._epoch:
-                    self.host_sequence = max(self.host_sequence, m.sequence)
-                elif current_read:
-                    self._host_changed()
-                return []
-            if m.epoch == 0:
-                return self._unsequenced(m)
-            if self.phase is Phase.ESTABLISHED and m.epoch == self._epoch:
-                return self._accept(m)
-            if self.phase is Phase.PROOF and len(self._held) < _HELD_MAX:
-                self._held.append(m)  # may belong to the epoch our PROOF is creating
-                return []
-            if current_read:
-                self._host_changed()
-                return []
-            self.counters["stale_messages"] += 1
+        _, gen = self._reads.pop(token, (0, -1))
+        try:
+            m = decode(data, self._key)
+        except ProtocolError:
+            self.counters["rejected"] += 1
             return []
+        if m.direction is not MessageType.HEARTBEAT.direction:
+            self.counters["rejected"] += 1
+            return []
+        current_read = gen == self._gen and self.phase is Phase.ESTABLISHED
+        if m.type is MessageType.HEARTBEAT:
+            self.counters["heartbeats"] += 1
+            if self.phase is Phase.ESTABLISHED and m.epoch == self._epoch:
+                self.host_sequence = max(self.host_sequence, m.sequence)
+            elif current_read:
+                self._host_changed()
+            return []
+        if m.epoch == 0:
+            return self._unsequenced(m)
+        if self.phase is Phase.ESTABLISHED and m.epoch == self._epoch:
+            return self._accept(m)
+        if self.phase is Phase.PROOF and len(self._held) < _HELD_MAX:
+            self._held.append(m)  # may belong to the epoch our PROOF is creating
+            return []
+        if current_read:
+            self._host_changed()
+            return []
+        self.counters["stale_messages"] += 1
+        return []
 
     def _unsequenced(self, m: Message) -> list[Message]:
         body = m.body
@@ -440,14 +430,13 @@ class ChannelClient:
         """State for resuming after an agent restart: epoch, cursor, sequence and request-id
         counters, outstanding request ids. No key, no message content. A snapshot taken while a
         WRITE is unconfirmed is marked in-doubt: resuming from it runs APP_START again."""
-        with self._lock:
-            w = self._outgoing
-            in_doubt = self.phase is not Phase.ESTABLISHED or (w is not None and not w.handshake)
-            outs = sorted(self._outstanding.items())[:0xFFFF]
-            head = _SNAP.pack(_SNAP_MAGIC, 1, int(in_doubt), self.port_index, self._epoch, self._cursor,
-                              self._down_next, self._next_rid, len(outs))
-            body = head + b"".join(struct.pack(">QB", rid, t) for rid, (t, _) in outs)
-            return body + struct.pack(">I", zlib.crc32(body))
+        w = self._outgoing
+        in_doubt = self.phase is not Phase.ESTABLISHED or (w is not None and not w.handshake)
+        outs = sorted(self._outstanding.items())[:0xFFFF]
+        head = _SNAP.pack(_SNAP_MAGIC, 1, int(in_doubt), self.port_index, self._epoch, self._cursor,
+                          self._down_next, self._next_rid, len(outs))
+        body = head + b"".join(struct.pack(">QB", rid, t) for rid, (t, _) in outs)
+        return body + struct.pack(">I", zlib.crc32(body))
 
     def _restore(self, state: bytes) -> None:
         try:

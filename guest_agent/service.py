@@ -17,11 +17,11 @@ from typing import Any
 
 from edifd.fc import wwn_str
 from edifd.proto import AppStop, Body, Kind, Message
-from edifd.secapp.app import (
+from edifd.secapp.app import SecurityApp
+from edifd.secapp.events import (
     AppEvent,
     AppNotice,
     ChannelLost,
-    SecurityApp,
     SessionDown,
     SessionFailed,
     SessionRekeyed,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from test_agent_discovery import WWPN_A, WWPN_B, make_disk
 
-from guest_agent import cli
+from guest_agent import channel, cli
 from guest_agent import disk as disk_mod
 from guest_agent.state import StateFile, decode_state, encode_state
 from tests.support.agent import FakeClient, parking_preadv
@@ -43,7 +43,7 @@ def host(monkeypatch):
         made.append(c)
         return c
 
-    monkeypatch.setattr(cli, "make_client", make_client)
+    monkeypatch.setattr(channel, "make_client", make_client)
     monkeypatch.setattr(disk_mod.os, "preadv", parking_preadv(made))
     return made, opts
 

@@ -1,0 +1,321 @@
+"""What `edif-agent ping`, `status --probe` and `run` do on one control disk, without click.
+
+`AgentRuntime(options, log=...)` runs one command: the CLI parses the options into `ChannelOptions`,
+calls one method and prints what it returns; `log` takes the lines that go to stderr (the journal).
+Errors are `AgentExit` (an exit code and a message) or `AgentUsageError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from edifd.edges.sd_notify import sd_notify
+from edifd.fc import wwn_str
+from edifd.proto import ChannelKey, EventAck, Keepalive, Kind, Message, MessageType, PortRef, Status
+
+from .channel import ChannelOptions, ChannelSession, find_disk, load_key
+from .exits import EXIT_CONFIG, EXIT_IO, EXIT_OK, EXIT_PING_PROBLEMS, AgentExit, AgentUsageError
+from .ping import PingTally
+from .service import SecurityService, write_status
+
+STOP_FLUSH_S = 5.0  # how long SIGTERM waits for the APP_STOP answer before exiting anyway
+_StopHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _is_response(msg: Message) -> bool:
+    return msg.kind is Kind.RESPONSE
+
+
+def _is_heartbeat(msg: Message) -> bool:
+    return msg.type is MessageType.HEARTBEAT
+
+
+def _local_loss(msg: Message) -> bool:
+    """The client's own RESPONSE(FAILED, LOST_DETAIL): this request's answer can never come (the host's
+    epoch ended with it), so it may be sent again without risk of a double answer."""
+    from .client import LOST_DETAIL
+
+    body = msg.body
+    return (_is_response(msg) and msg.epoch == 0 and msg.sequence == 0
+            and getattr(body, "status", None) == Status.FAILED
+            and getattr(body, "detail", None) == LOST_DETAIL)
+
+
+def _save_report(path: str, report: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(report, fh, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class Stopper:
+    """SIGTERM/SIGINT end the current command cleanly (the endpoint's threads are stopped)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._old: dict[int, _StopHandler] = {}
+
+    def __enter__(self) -> Stopper:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@dataclass(frozen=True)
+class PingOutcome:
+    report: dict[str, Any]  # PingTally.report() plus device and port
+    channel: dict[str, Any]  # the endpoint's status at the end (edge and client counters)
+    code: int  # EXIT_OK, or EXIT_PING_PROBLEMS
+
+
+class AgentRuntime:
+    def __init__(self, options: ChannelOptions, *, log: Callable[[str], None]) -> None:
+        self.o = options
+        self._log = log
+
+    def _key(self, path: str | None = None) -> ChannelKey:
+        path = path or self.o.key_path
+        if not path:
+            raise AgentUsageError("--key FILE is required (or set EDIF_AGENT_KEY)")
+        return load_key(path)
+
+    # -- ping --------------------------------------------------------------------------------------------
+
+    def ping(self, *, count: int, interval: float, report_path: str | None,
+             resume_grace: float) -> PingOutcome:
+        """KEEPALIVE round trips, one at a time; with --state a killed run resumes the same count."""
+        key = self._key()
+        s = ChannelSession(find_disk(self.o), key, self.o, app_key="ping")
+        try:
+            tally = PingTally.from_dict(s.app["ping"]) if "ping" in s.app else PingTally()
+        except ValueError as e:
+            raise AgentExit(EXIT_IO, f"cannot resume from {self.o.state_path}: {e}") from None
+        s.record = tally.to_dict
+        with Stopper() as stopper:
+            s.ep.start()
+            try:
+                return self._ping(s, tally, count=count, interval=interval, stop=stopper.event,
+                                  report_path=report_path, resume_grace=resume_grace)
+            finally:
+                s.ep.stop(timeout=2.0)
+
+    def _ping(self, s: ChannelSession, tally: PingTally, *, count: int, interval: float,
+              stop: threading.Event, report_path: str | None, resume_grace: float) -> PingOutcome:
+        ep, disk, timeout = s.ep, s.disk, self.o.timeout
+        redo: set[int] = set()  # request ids the channel gave up on
+
+        def on_msg(msg: Message) -> None:  # under the endpoint lock, before the state is saved
+            if _is_heartbeat(msg):
+                return
+            if _local_loss(msg):
+                redo.add(msg.request_id)
+                return
+            tally.on_upstream(msg.epoch, msg.sequence)
+            if _is_response(msg):
+                tally.on_response(msg.request_id, time.monotonic())
+
+        def collect_losses() -> None:  # abandoned WRITEs are reported only through take_responses()
+            take = getattr(s.client, "take_responses", None)
+            if take is not None:
+                for rid, m in take().items():
+                    if _local_loss(m):
+                        redo.add(rid)
+
+        s.handlers.append(on_msg)
+        s.establish(timeout)
+
+        def send(old: int | None = None) -> int:
+            with ep.lock:
+                rid = s.client.request(Keepalive())
+                if old is None:
+                    tally.on_sent(rid, time.monotonic())
+                else:
+                    tally.on_resent(old, rid)
+                ep.save()  # the queued request and our record of it, together
+            ep.kick()
+            return rid
+
+        def settle(rids: list[int], until: float) -> list[int]:
+            """Wait for these requests' answers; re-send those the channel gave up on. Returns the
+            request ids still unanswered (the newest of each ping)."""
+            live = list(rids)
+            while not stop.is_set() and not ep.fatal:
+                with ep.lock:
+                    collect_losses()
+                    again = [r for r in live if r in redo and not tally.answered(r)]
+                    redo.difference_update(again)
+                    live = [r for r in live if not tally.answered(r)]
+                for r in again:
+                    live[live.index(r)] = send(old=r)
+                if not live or time.monotonic() > until:
+                    break
+                s.wait(0.2)
+            if ep.fatal:
+                raise AgentExit(EXIT_IO, f"channel failed: {ep.fatal}")
+            return live
+
+        def report() -> dict[str, Any]:
+            return s.locked(lambda: {**tally.report(), "device": disk.devnode, "port": disk.wwpn_text})
+
+        # Pings a previous run left unanswered: the host redelivers what it answered right after the
+        # handshake; what is still unanswered after the grace time never reached it, so send it again.
+        left = settle(s.locked(tally.pending), time.monotonic() + resume_grace)
+        for r in left:
+            send(old=r)
+        while s.locked(lambda: tally.sent) < count and not stop.is_set():
+            settle([send()], time.monotonic() + timeout)  # unanswered after the timeout: lost
+            if report_path:
+                _save_report(report_path, report())
+            if interval:
+                stop.wait(interval)
+        settle(s.locked(tally.pending), time.monotonic() + timeout)
+        s.wait(0.2)  # a duplicate would arrive right behind the answer
+        rep = report()
+        if report_path:
+            _save_report(report_path, rep)
+        ok = (rep["lost"] == 0 and rep["duplicates"] == 0 and rep["out_of_order"] == 0
+              and rep["unexpected"] == 0 and rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0
+              and rep["sent"] == count)
+        return PingOutcome(rep, ep.status(), EXIT_OK if ok else EXIT_PING_PROBLEMS)
+
+    # -- status --probe ----------------------------------------------------------------------------------
+
+    def probe(self) -> dict[str, Any]:
+        """Handshake and one KEEPALIVE on the chosen disk: its RTT and the channel counters."""
+        key = self._key()
+        disk = find_disk(self.o)
+        s = ChannelSession(disk, key, self.o)
+        tally = PingTally()
+
+        def on_msg(msg: Message) -> None:
+            if _is_response(msg):
+                tally.on_response(msg.request_id, time.monotonic())
+
+        s.handlers.append(on_msg)
+        s.ep.start()
+        try:
+            s.establish(self.o.timeout)
+            with s.ep.lock:
+                rid = s.client.request(Keepalive())
+                tally.on_sent(rid, time.monotonic())
+            s.ep.kick()
+            deadline = time.monotonic() + self.o.timeout
+            while not s.locked(lambda: tally.answered(rid)) and time.monotonic() < deadline:
+                s.wait(0.2)
+            return {"device": disk.devnode, "keepalive": s.locked(tally.report)["rtt_ms"], **s.ep.status()}
+        finally:
+            s.ep.stop(timeout=2.0)
+
+    # -- run ---------------------------------------------------------------------------------------------
+
+    def keep_channel(self, *, keepalive: float, status_file: str | None) -> int:
+        """`run` without --config: handshake, KEEPALIVEs, log and ack events, until SIGTERM."""
+        key = self._key()
+        disk = find_disk(self.o)
+        s = ChannelSession(disk, key, self.o)
+
+        def on_msg(msg: Message) -> None:  # under the endpoint lock
+            if _is_heartbeat(msg) or _is_response(msg):
+                return
+            self._log(f"event {msg.type.name} seq {msg.sequence}")
+            if msg.type.needs_ack:  # e.g. SESSION_SHUTDOWN: the host waits (bounded) for this ack
+                port = getattr(msg.body, "port", None)
+                s.request(EventAck(msg.type, msg.sequence, port if isinstance(port, PortRef) else PortRef(0)))
+
+        s.handlers.append(on_msg)
+        with Stopper() as stopper:
+            s.ep.start()
+            try:
+                s.establish(self.o.timeout)
+                self._log(f"edif-agent: channel up on {disk.devnode} (port {disk.wwpn_text})")
+                sd_notify("READY=1")
+                while not stopper.event.is_set() and not s.ep.fatal:
+                    s.ep.call(lambda c: c.request(Keepalive()))
+                    stopper.event.wait(keepalive)
+                    s.ep.call(lambda c: s.drop_responses())
+                    if status_file:
+                        write_status(status_file, {"device": disk.devnode, "port": disk.wwpn_text,
+                                                   **s.ep.status()})
+                sd_notify("STOPPING=1")
+            finally:
+                s.ep.stop(timeout=2.0)
+        if s.ep.fatal:
+            raise AgentExit(EXIT_IO, f"channel failed: {s.ep.fatal}")
+        return EXIT_OK
+
+    def serve(self, *, config_path: str, status_file: str | None) -> int:
+        """`run --config`: the security service on one control disk (one HBA port)."""
+        from edifd.secapp.app import SecurityApp
+        from edifd.secapp.config import SecConfigError, load_config
+
+        try:
+            config = load_config(config_path)
+        except SecConfigError as e:
+            raise AgentExit(EXIT_CONFIG, f"configuration refused: {e}") from None
+        if not self.o.key_path and config.channel_key is None:
+            raise AgentUsageError("no channel key: give --key FILE or channel_key in the configuration")
+        key = self._key(self.o.key_path or str(config.channel_key))
+        disk = find_disk(self.o)
+        s = ChannelSession(disk, key, self.o, keepalive_ms=int(config.keepalive_interval * 1000))
+
+        def log(line: str) -> None:
+            self._log(f"edif-agent: {line}")
+
+        app = SecurityApp(config, time.monotonic, port_index=self.o.port_index)
+        svc = SecurityService(app, s.request, log)
+
+        def save_status() -> None:
+            if status_file:
+                st = s.locked(lambda: svc.status(time.monotonic()))
+                write_status(status_file, {"device": disk.devnode, "port": disk.wwpn_text, **st,
+                                           "channel": s.ep.status()})
+
+        s.handlers.append(svc.on_message)  # reader thread, under the endpoint lock
+        log(f"security service for {len(app.sessions)} target(s) "
+            f"({', '.join(wwn_str(w) for w in app.sessions) or 'none'})")
+        with Stopper() as stopper:
+            s.ep.start()
+            try:
+                s.establish(self.o.timeout)
+                log(f"channel up on {disk.devnode} (port {disk.wwpn_text})")
+                s.locked(svc.start)
+                sd_notify("READY=1")
+                while not stopper.event.is_set() and not s.ep.fatal:
+                    stopper.event.wait(1.0)  # the app's timers (keepalive, rekey, retries) have 1 s grain
+                    if s.locked(lambda: svc.restart_needed):
+                        # The host forgot us or stopped answering: a new handshake, then every target afresh.
+                        try:
+                            s.establish(self.o.timeout, again=True)
+                        except AgentExit as e:
+                            log(f"channel not back yet: {e}")
+                            continue
+                        s.locked(svc.start)
+                    s.ep.call(lambda c: (svc.tick(time.monotonic()), s.drop_responses()))
+                    save_status()
+                sd_notify("STOPPING=1")
+                if s.established and not s.ep.fatal:
+                    s.locked(svc.stop)
+                    log("APP_STOP sent: the host logs the secure sessions out")
+                    deadline = time.monotonic() + STOP_FLUSH_S
+                    while time.monotonic() < deadline and not s.locked(lambda: svc.stop_answered):
+                        s.wait(0.1)
+                    log("APP_STOP answered" if svc.stop_answered else "APP_STOP not answered in time")
+                save_status()
+            finally:
+                s.ep.stop(timeout=2.0)
+        if s.ep.fatal:
+            raise AgentExit(EXIT_IO, f"channel failed: {s.ep.fatal}")
+        return EXIT_OK
