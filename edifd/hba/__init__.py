@@ -5,23 +5,26 @@ See docs/hba.md.
 """
 
 from .counters import PortCounters, RemotePortCounters
-from .hba import Hba, HbaError, parse_report_luns
-from .port import InitiatorPort, PortConfig, PortStatus, Timers
-from .session import (
+from .events import (
+    Completed,
+    ElsReceived,
+    ElsReplyReceived,
+    LoggedIn,
+    ResetLink,
+    SessionState,
+    StateChanged,
+    StateReason,
+)
+from .fcp import (
     SENSE_INVALID_REQUEST,
     SENSE_IO_TIMEOUT,
     SENSE_NOT_AUTHORIZED,
     SENSE_PROTOCOL_ERROR,
     SENSE_TARGET_GONE,
-    Completed,
-    ElsReceived,
-    ElsReplyReceived,
-    InitiatorSession,
-    LoggedIn,
-    ResetLink,
-    SessionState,
-    StateChanged,
 )
+from .hba import Hba, HbaError, parse_report_luns
+from .port import InitiatorPort, PortConfig, PortStatus, Timers
+from .session import InitiatorSession
 from .transform import (
     AllowAll,
     FrameTransform,
@@ -36,5 +39,6 @@ __all__ = [
     "SENSE_TARGET_GONE", "AllowAll", "Completed", "ElsReceived", "ElsReplyReceived", "FrameTransform",
     "Hba", "HbaError", "IdentityTransform", "InitiatorPort", "InitiatorSession", "LoggedIn",
     "LoginPolicy", "PeerInfo", "PortConfig", "PortCounters", "PortStatus", "RemotePortCounters",
-    "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "Timers", "parse_report_luns",
+    "RequireAuthWhenSecure", "ResetLink", "SessionState", "StateChanged", "StateReason", "Timers",
+    "parse_report_luns",
 ]

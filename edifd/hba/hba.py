@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 from edifd.edges.loop_thread import LoopThread
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
+from .events import SessionState
+from .fcp import SENSE_TARGET_GONE
 from .port import InitiatorPort, PortConfig, PortStatus, Timers
-from .session import SENSE_TARGET_GONE, SessionState
 from .transform import FrameTransform, LoginPolicy
 
 log = logging.getLogger(__name__)

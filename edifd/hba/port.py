@@ -21,16 +21,10 @@ from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
 from .counters import PortCounters
-from .session import (
-    SENSE_TARGET_GONE,
-    Completed,
-    ElsReceived,
-    InitiatorSession,
-    ResetLink,
-    SessionEvent,
-    SessionState,
-    StateChanged,
-)
+from .events import Completed, ResetLink, SessionState, StateChanged
+from .fcp import SENSE_TARGET_GONE
+from .port_security import PortSecurity
+from .session import InitiatorSession
 from .transform import FrameTransform, LoginPolicy
 
 log = logging.getLogger(__name__)
@@ -129,9 +123,8 @@ class InitiatorPort:
         self._state_waiters: list[asyncio.Future[None]] = []
         self._pcap_file: BinaryIO | None = None
         self._pcap: PcapWriter | None = None
-        self.els_handler: Callable[[Frame], None] | None = None  # AUTH_ELS relay (EDIF)
-        # EDIF engine: sees every batch of session events (possibly empty) after the port acted on them.
-        self.observer: Callable[[list[SessionEvent]], None] | None = None
+        # EDIF: the one way the engine drives this port's secure login and AUTH_ELS relay.
+        self.security = PortSecurity(self)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -262,7 +255,7 @@ class InitiatorPort:
                 self._close(link)
                 if self._link is link:
                     self._link = None
-                self.session.disconnected(self._now(), "link down")
+                self.session.disconnected(self._now())
                 self._after()
             if self._stopping:
                 break
@@ -326,7 +319,7 @@ class InitiatorPort:
                 self._finish(ev.tag, ev.response)
             elif isinstance(ev, StateChanged):
                 log.info("port %s: remote port %s %s (%s)", self.config.name,
-                         wwn_str(self.session.remote_wwpn), ev.state.value, ev.reason)
+                         wwn_str(self.session.remote_wwpn), ev.state.value, ev.text)
                 waiters, self._state_waiters = self._state_waiters, []
                 for w in waiters:
                     if not w.done():
@@ -334,13 +327,7 @@ class InitiatorPort:
             elif isinstance(ev, ResetLink):
                 log.warning("port %s: resetting the link: %s", self.config.name, ev.reason)
                 self._drop_link(ev.reason)
-            elif isinstance(ev, ElsReceived) and self.els_handler is not None:
-                self.els_handler(ev.frame)
-        if self.observer is not None:
-            try:
-                self.observer(events)
-            except Exception:  # noqa: BLE001 - the engine's bug must not kill the link
-                log.exception("port %s: EDIF observer failed", self.config.name)
+        self.security.deliver(events)  # every batch, possibly empty, after the port acted on it
         self._arm()
 
     def _finish(self, tag: int, resp: ScsiResponse) -> None:

@@ -2,10 +2,12 @@
 the HBA model (qla2xxx EDIF semantics, drivers/scsi/qla2xxx/qla_edif.c; docs/engine.md).
 
 One engine per control LUN = one `InitiatorPort` = one point-to-point link to one target port. It is
-the channel's `RequestHandler` (plus the optional hooks `app_stopped`, `keepalive`, `event_acked`,
+the channel's `RequestHandler` (overriding its hooks `app_stopped`, `event_acked` and
 `agent_silent`) and its `StateProvider` (PORT_INFO, TARGET_LIST). Every piece of state lives on the
 HBA's event loop: `handle()` returns a `Deferred` and does the work there, so the HBA session, the
-SA database and the ESP stage are never touched from two threads.
+SA database and the ESP stage are never touched from two threads. It drives the port only through
+its security-control interface (`port.security`, `edifd.hba.security.SecurityControl`): it owns
+the keys and the login's ESP stage, the HBA owns the frames.
 
 What it enforces (with `RequireAuthWhenSecure` as the HBA's login policy):
 - PLOGI carries the security bit only while the security application is active (SECURE_CONNECT
@@ -24,23 +26,23 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from edifd.channel.handler import Deferred
-from edifd.edif import DeleteRx, EspTransform, Event, RekeyNeeded, SaDatabase, SaUpdateDone, TeardownRequested
-from edifd.fc import Frame, wwn_str
+from edifd.channel.handler import Deferred, RequestHandler
+from edifd.edif import DeleteRx, Event, RekeyNeeded, SaUpdateDone, TeardownRequested
+from edifd.fc import wwn_str
 from edifd.hba.hba import Hba
 from edifd.hba.port import InitiatorPort
-from edifd.hba.session import (
-    SENSE_NOT_AUTHORIZED,
-    ElsReceived,
-    ElsReplyReceived,
-    LoggedIn,
-    SessionEvent,
+from edifd.hba.security import (
+    LOGGED_IN,
+    AuthElsReply,
+    AuthElsRequest,
+    LoginStarted,
+    SecurityControl,
+    SecurityEvent,
     SessionState,
     StateChanged,
+    StateReason,
 )
-from edifd.hba.transform import IdentityTransform
 from edifd.proto import (
     MAX_TARGET_ENTRIES,
     AuthFail,
@@ -81,6 +83,8 @@ from edifd.proto import (
     TargetList,
 )
 
+from .login import ElsOut, EngineCounters, Login
+
 log = logging.getLogger(__name__)
 
 ELS_TIMEOUT = 10.0  # s an ELS_SEND waits for the peer's LS_ACC/LS_RJT (qla: R_A_TOV-ish 10 s)
@@ -88,54 +92,8 @@ SHUTDOWN_ACK_TIMEOUT = 10.0  # qla2xxx waits 100 × 100 ms for the SESSION_SHUTD
 MAX_PENDING_RX_ELS = 32  # received AUTH_ELS waiting for ELS_REPLY; the oldest is refused beyond this
 TICK = 1.0
 
-_LOGGED_IN = (SessionState.AUTH_PENDING, SessionState.PRLI, SessionState.READY)
-_LS_RJT_UNABLE = bytes((0x01, 0, 0, 0, 0, 0x09, 0x00, 0))  # LS_RJT unable to perform command
 
-
-@dataclass
-class _ElsOut:
-    deferred: Deferred
-    port: PortRef
-    deadline: float
-
-
-@dataclass
-class EngineCounters:
-    requests: int = 0
-    refused: int = 0  # requests answered with anything but OK / a body
-    els_sent: int = 0
-    els_received: int = 0
-    els_timeouts: int = 0
-    sa_updates: int = 0
-    auth_ok: int = 0
-    auth_retry_later: int = 0
-    auth_fail: int = 0
-    shutdowns: int = 0
-    shutdowns_acked: int = 0
-    shutdowns_unacked: int = 0  # not acked within SHUTDOWN_ACK_TIMEOUT (teardown went on anyway)
-    teardowns: int = 0  # sessions the ESP stage asked to tear down (ICV failures, no TX SA)
-    app_stops: int = 0
-    agent_lost: int = 0
-
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class _Login:
-    """The state of the current login of the remote port (a new PLOGI makes a new one)."""
-
-    generation: int
-    secure: bool
-    sadb: SaDatabase = field(default_factory=SaDatabase)
-    esp: EspTransform = field(init=False)
-    auth: AuthState = AuthState.NOT_SECURE
-
-    def __post_init__(self) -> None:
-        self.esp = EspTransform(self.sadb)
-
-
-class EdifEngine:
+class EdifEngine(RequestHandler):
     """RequestHandler + StateProvider of one control LUN, driving one `InitiatorPort` of `hba`."""
 
     def __init__(
@@ -151,18 +109,19 @@ class EdifEngine:
         if port not in hba.ports:
             raise ValueError("the port must belong to the HBA")
         self.hba, self.port = hba, port
+        self.sec: SecurityControl = port.security  # the only way in to the port
         self._post = post_event
         self.els_timeout, self.shutdown_ack_timeout = els_timeout, shutdown_ack_timeout
         self.tick_interval = tick
         self.counters = EngineCounters()
         self.app_active = False
         self.generation = 0
-        self.login: _Login | None = None
+        self.login: Login | None = None
         self._down_reason: ShutdownReason | None = None  # set by us before we end a login ourselves
         self._gone_announced = False
-        self._rx_els: OrderedDict[int, Frame] = OrderedDict()
+        self._rx_els: OrderedDict[int, AuthElsRequest] = OrderedDict()
         self._next_rx_exchange = 0
-        self._els_out: dict[int, _ElsOut] = {}
+        self._els_out: dict[int, ElsOut] = {}
         self._shutdowns: dict[int, float] = {}  # event sequence -> ack deadline
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
@@ -184,9 +143,8 @@ class EdifEngine:
         if self._started:
             return
         self._started = True
-        self.port.observer = self._observe
-        self.port.els_handler = self._on_auth_els
-        self.port.session.relay_auth_els = False  # LS_RJT until an application is active (qla)
+        self.sec.attach(self._observe)
+        self.sec.relay_auth_els(False)  # LS_RJT until an application is active (qla)
         self._timer = asyncio.get_running_loop().call_later(self.tick_interval, self._tick)
         self._refresh()
 
@@ -213,7 +171,7 @@ class EdifEngine:
         lg = self.login
         return {
             "app_active": self.app_active,
-            "session": self.port.session.state.value,
+            "session": self.sec.view().state.value,
             "generation": self.generation,
             "auth": lg.auth.name if lg else AuthState.NOT_SECURE.name,
             "sa": lg.sadb.snapshot() if lg else None,
@@ -236,9 +194,6 @@ class EdifEngine:
 
     def agent_silent(self) -> None:
         self._call(self._app_gone, ShutdownReason.KEYS_REMOVED, "agent silent (keepalives missed)")
-
-    def keepalive(self, msg: Message) -> None:
-        return None
 
     def event_acked(self, msg: Message) -> None:
         body = msg.body
@@ -274,7 +229,7 @@ class EdifEngine:
     def _dispatch(self, msg: Message) -> tuple[Body | Deferred, list[Body]]:
         body = msg.body
         self.app_active = True  # any authorized request after APP_START: the application is running
-        self.port.session.relay_auth_els = True
+        self.sec.relay_auth_els(True)
         if isinstance(body, GetPortInfo):
             return self._port_info(), []
         if isinstance(body, GetTargets):
@@ -301,15 +256,15 @@ class EdifEngine:
         return Response(msg.type, Status.UNSUPPORTED), []
 
     def _ref(self) -> PortRef | None:
-        s = self.port.session
-        if s.remote_wwpn is None:
+        v = self.sec.view()
+        if v.remote_wwpn is None:
             return None
-        return PortRef(s.remote_wwpn, s.remote_id & 0xFFFFFF, self.generation)
+        return PortRef(v.remote_wwpn, v.remote_id & 0xFFFFFF, self.generation)
 
     def _check(self, t: MessageType, ref: PortRef, *, any_generation: bool = False) -> Response | None:
         """None if `ref` names the current login of our remote port."""
-        s = self.port.session
-        if s.remote_wwpn is None or ref.wwpn != s.remote_wwpn:
+        remote = self.sec.view().remote_wwpn
+        if remote is None or ref.wwpn != remote:
             return Response(t, Status.NO_SUCH_PORT)
         if ref.generation == 0 and any_generation:
             return None
@@ -321,41 +276,38 @@ class EdifEngine:
         bad = self._check(MessageType.SECURE_CONNECT, body.port, any_generation=True)
         if bad is not None:
             return bad
-        s, now = self.port.session, self.port.now()
-        s.security = True  # PLOGI with the security bit from now on
+        self.sec.set_security(True)  # PLOGI with the security bit from now on
         self._gone_announced = False
-        lg = self.login
-        if s.state is SessionState.AUTH_PENDING and lg is not None and lg.secure:
+        lg, v = self.login, self.sec.view()
+        if v.state is SessionState.AUTH_PENDING and lg is not None and lg.secure:
             ref = self._ref()
             assert ref is not None
             lg.auth = AuthState.NEEDED
             self._emit(AuthNeeded(ref, RoleFlags.TARGET))  # the login in service: authenticate it
-        elif s.state in (SessionState.PRLI, SessionState.READY) and lg is not None and lg.secure:
+        elif v.state in (SessionState.PRLI, SessionState.READY) and lg is not None and lg.secure:
             pass  # already authenticated (or finishing PRLI): nothing to do
         else:
             # Logged in without security, held after a failure, or between logins: PLOGI (again)
             # with the bit; AUTH_NEEDED follows when the secure login completes.
-            if s.state in _LOGGED_IN:
+            if v.logged_in:
                 self._down_reason = ShutdownReason.LOGO
-            self.port.push(s.relogin(now, "SECURE_CONNECT"))
+            self.sec.relogin("SECURE_CONNECT")
         return Response(MessageType.SECURE_CONNECT, Status.OK)
 
     def _els_send(self, msg: Message, body: ElsSend) -> tuple[Body | Deferred, list[Body]]:
         bad = self._check(msg.type, body.port)
         if bad is not None:
             return bad, []
-        s = self.port.session
-        if s.state not in _LOGGED_IN:
+        if not self.sec.view().logged_in:
             return Response(msg.type, Status.NO_SUCH_PORT), []
-        ox, frames = s.send_els(body.payload)
-        if not frames:
+        ox = self.sec.send_auth_els(body.payload)
+        if ox is None:
             return Response(msg.type, Status.NO_SUCH_PORT), []
         d = Deferred()
-        self._els_out[ox] = _ElsOut(d, body.port, self.port.now() + self.els_timeout)
+        self._els_out[ox] = ElsOut(d, body.port, self.sec.now() + self.els_timeout)
         self.counters.els_sent += 1
         if self.login is not None and self.login.auth in (AuthState.NEEDED, AuthState.FAILED):
             self.login.auth = AuthState.IN_PROGRESS
-        self.port.push(frames)
         return d, []  # ELS_RESPONSE comes with the peer's LS_ACC/LS_RJT
 
     def _els_reply(self, body: ElsReply) -> Body:
@@ -363,16 +315,15 @@ class EdifEngine:
         bad = self._check(t, body.port)
         if bad is not None:
             return bad
-        frame = self._rx_els.pop(body.rx_exchange, None)
-        if frame is None:
+        request = self._rx_els.pop(body.rx_exchange, None)
+        if request is None:
             return Response(t, Status.INVALID_PARAM)
         if body.action is ElsReplyAction.TERMINATE:
             return Response(t, Status.OK)  # the exchange is abandoned: the peer times it out
         try:
-            frames = self.port.session.reply_els(frame, body.payload)
+            self.sec.reply_auth_els(request, body.payload)
         except ValueError:
             return Response(t, Status.INVALID_PARAM)
-        self.port.push(frames)
         return Response(t, Status.OK)
 
     def _sa_update(self, body: SaUpdate) -> tuple[Body, list[Body]]:
@@ -381,12 +332,12 @@ class EdifEngine:
         if bad is not None:
             return bad, []
         lg = self.login
-        if self.port.session.state not in _LOGGED_IN or lg is None:
+        if not self.sec.view().logged_in or lg is None:
             return Response(t, Status.NO_SUCH_PORT), []
         if not lg.secure:
             return Response(t, Status.REFUSED), []
         self.counters.sa_updates += 1
-        result = lg.sadb.apply(body, self.port.now())
+        result = lg.sadb.apply(body, self.sec.now())
         if not result.ok:
             log.info("SA_UPDATE refused: %s", result.detail)  # detail never holds key material
             return Response(t, result.status), []
@@ -399,16 +350,16 @@ class EdifEngine:
         bad = self._check(t, body.port)
         if bad is not None:
             return bad
-        s, lg = self.port.session, self.login
-        if lg is None or not lg.secure or s.state not in _LOGGED_IN:
+        lg, v = self.login, self.sec.view()
+        if lg is None or not lg.secure or not v.logged_in:
             return Response(t, Status.REFUSED)
         if not lg.sadb.both_confirmed:
             self.counters.auth_retry_later += 1
             return Response(t, Status.RETRY_LATER)  # qla: prli_status 0, the app retries later
         self.counters.auth_ok += 1
         lg.auth = AuthState.AUTHENTICATED
-        if s.state is SessionState.AUTH_PENDING:
-            self.port.push(s.auth_complete(self.port.now()))  # PRLI now
+        if v.state is SessionState.AUTH_PENDING:
+            self.sec.auth_complete()  # PRLI now
         return Response(t, Status.OK)  # online already: the rekey path
 
     def _auth_fail(self, body: AuthFail) -> Body:
@@ -435,13 +386,12 @@ class EdifEngine:
         else:
             self.counters.app_stops += 1
             self.app_active = False  # qla: APP_STOP flushes the queues; nothing more is posted
-        s = self.port.session
-        s.security = False  # no security bit in PLOGI while no application runs (qla n2n_fw_acc_sec)
-        s.relay_auth_els = False
+        self.sec.set_security(False)  # no security bit while no application runs (qla n2n_fw_acc_sec)
+        self.sec.relay_auth_els(False)
         self._rx_els.clear()
-        lg = self.login
-        if lg is not None and lg.secure and s.state is not SessionState.GONE:
-            log.warning("%s: logging out the secure session to %s", why, wwn_str(s.remote_wwpn))
+        lg, v = self.login, self.sec.view()
+        if lg is not None and lg.secure and v.state is not SessionState.GONE:
+            log.warning("%s: logging out the secure session to %s", why, wwn_str(v.remote_wwpn))
             self._hold(reason, why)
         elif self.app_active:
             log.info("%s: no secure session to log out", why)
@@ -450,40 +400,39 @@ class EdifEngine:
 
     def _hold(self, reason: ShutdownReason, why: str) -> None:
         self._down_reason = reason
-        self.port.push(self.port.session.hold(self.port.now(), why, SENSE_NOT_AUTHORIZED))
+        self.sec.hold(why)
 
     # --- the AUTH_ELS relay (loop thread) ---------------------------------------------------------------
 
-    def _on_auth_els(self, frame: Frame) -> None:
+    def _on_auth_els(self, request: AuthElsRequest) -> None:
         ref = self._ref()
-        s = self.port.session
-        if ref is None or not self.app_active or s.state not in _LOGGED_IN:
-            self.port.push(s.reply_els(frame, _LS_RJT_UNABLE))
+        if ref is None or not self.app_active or not self.sec.view().logged_in:
+            self.sec.refuse_auth_els(request)
             return
         while len(self._rx_els) >= MAX_PENDING_RX_ELS:
             _, old = self._rx_els.popitem(last=False)
-            self.port.push(s.reply_els(old, _LS_RJT_UNABLE))
+            self.sec.refuse_auth_els(old)
         self._next_rx_exchange = self._next_rx_exchange % 0xFFFFFFFF + 1
         rx = self._next_rx_exchange
-        self._rx_els[rx] = frame
+        self._rx_els[rx] = request
         self.counters.els_received += 1
-        self._emit(ElsRcvd(ref, rx, frame.fc4_payload))
+        self._emit(ElsRcvd(ref, rx, request.payload))
 
     # --- session events (loop thread) ---------------------------------------------------------------
 
-    def _observe(self, events: list[SessionEvent]) -> None:
+    def _observe(self, events: list[SecurityEvent]) -> None:
         for ev in events:
             if isinstance(ev, StateChanged):
                 self._state_changed(ev)
-            elif isinstance(ev, LoggedIn):
+            elif isinstance(ev, LoginStarted):
                 self._logged_in(ev)
-            elif isinstance(ev, ElsReplyReceived):
-                out = self._els_out.pop(ev.ox_id, None)
+            elif isinstance(ev, AuthElsReply):
+                out = self._els_out.pop(ev.exchange, None)
                 if out is not None:
-                    result = ElsResult.LS_ACC if ev.payload[:1] == b"\x02" else ElsResult.LS_RJT
+                    result = ElsResult.LS_ACC if ev.accepted else ElsResult.LS_RJT
                     out.deferred.resolve(ElsResponse(out.port, result, ev.payload))
-            elif isinstance(ev, ElsReceived):
-                pass  # handled by els_handler
+            elif isinstance(ev, AuthElsRequest):
+                self._on_auth_els(ev)
         lg = self.login
         if lg is not None:
             self._esp_events(lg.esp.pop_events())
@@ -491,28 +440,27 @@ class EdifEngine:
             self._refresh()
 
     def _state_changed(self, ev: StateChanged) -> None:
-        if ev.state is SessionState.FLOGI and ev.reason == "link up":
+        if ev.state is SessionState.FLOGI and ev.reason is StateReason.LINK_UP:
             self._emit(LinkUp())
-        if ev.state not in _LOGGED_IN and self.login is not None:
+        if ev.state not in LOGGED_IN and self.login is not None:
             self._login_ended(ev.state, ev.reason)
-        if ev.state is SessionState.DOWN and ev.reason != "logout":
+        if ev.state is SessionState.DOWN and ev.reason is not StateReason.LOGOUT:
             self._emit(LinkDown())
-        if ev.state is SessionState.GONE and ev.reason.startswith("PLOGI rejected"):
+        if ev.state is SessionState.GONE and ev.reason is StateReason.PLOGI_REJECTED:
             self._target_gone()
         lg = self.login
         if ev.state is SessionState.AUTH_PENDING and lg is not None and not lg.secure:
             log.warning("remote port %s requires authentication; no security application has asked for it",
-                        wwn_str(self.port.session.remote_wwpn))
+                        wwn_str(self.sec.view().remote_wwpn))
 
-    def _logged_in(self, ev: LoggedIn) -> None:
+    def _logged_in(self, ev: LoginStarted) -> None:
         """A PLOGI completed: a new login with its own generation and SAs (the old keys are gone)."""
         if self.login is not None:  # a PLOGI while logged in is an implicit logout
-            self._login_ended(SessionState.PLOGI, "implicit logout (PLOGI)")
-        s = self.port.session
+            self._login_ended(SessionState.PLOGI, StateReason.PLOGI)
         self.generation = self.generation % 0xFFFFFFFF + 1
-        secure = ev.peer.security and s.security
-        lg = self.login = _Login(self.generation, secure)
-        s.transform = lg.esp if secure else IdentityTransform()
+        secure = ev.secure
+        lg = self.login = Login(self.generation, secure)
+        self.sec.install_transform(lg.esp if secure else None)  # None: clear FCP
         ref = self._ref()
         assert ref is not None
         if self._gone_announced:
@@ -523,21 +471,22 @@ class EdifEngine:
             log.info("secure login to %s (generation %d): AUTH_NEEDED", wwn_str(ref.wwpn), ref.generation)
             self._emit(AuthNeeded(ref, RoleFlags.TARGET))
 
-    def _login_ended(self, state: SessionState, text: str) -> None:
+    def _login_ended(self, state: SessionState, why: StateReason) -> None:
         lg, self.login = self.login, None
         reason, self._down_reason = self._down_reason, None
-        ref = PortRef(self.port.session.remote_wwpn or 0, 0, self.generation) if lg else None
+        v = self.sec.view()
+        ref = PortRef(v.remote_wwpn or 0, 0, self.generation) if lg else None
         for out in list(self._els_out.values()):
             out.deferred.resolve(Response(MessageType.ELS_SEND, Status.FAILED))
         self._els_out.clear()
         self._rx_els.clear()
         if lg is None:
             return
-        if ref is not None and self.port.session.remote_id:
-            ref = PortRef(ref.wwpn, self.port.session.remote_id & 0xFFFFFF, ref.generation)
+        if ref is not None and v.remote_id:
+            ref = PortRef(ref.wwpn, v.remote_id & 0xFFFFFF, ref.generation)
         if reason is None:
             reason = (ShutdownReason.LINK_DOWN if state is SessionState.DOWN
-                      else ShutdownReason.PORT_GONE if "RSCN" in text or "rejected" in text
+                      else ShutdownReason.PORT_GONE if why in (StateReason.RSCN, StateReason.PLOGI_REJECTED)
                       else ShutdownReason.LOGO)
         # The keys go with the login (qla2xxx releases the SADB on session free).
         self._esp_events(lg.sadb.clear())
@@ -546,7 +495,7 @@ class EdifEngine:
             self.counters.shutdowns += 1
             seq = self._emit(SessionShutdown(ref, reason))
             if seq is not None:
-                self._shutdowns[seq] = self.port.now() + self.shutdown_ack_timeout
+                self._shutdowns[seq] = self.sec.now() + self.shutdown_ack_timeout
         if reason is ShutdownReason.PORT_GONE and ref is not None:
             self._target_gone(ref)
 
@@ -585,15 +534,14 @@ class EdifEngine:
 
     def _teardown(self) -> None:
         """The ESP stage gave up on the SAs: end the login (keys cleared) and log in again."""
-        s = self.port.session
-        if s.state in _LOGGED_IN:
+        if self.sec.view().logged_in:
             self._down_reason = ShutdownReason.KEYS_REMOVED
-            self.port.push(s.relogin(self.port.now(), "ESP teardown"))
+            self.sec.relogin("ESP teardown")
 
     # --- time ---------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        now = self.port.now()
+        now = self.sec.now()
         try:
             if self.login is not None:
                 self._esp_events(self.login.esp.tick(now))
@@ -622,17 +570,17 @@ class EdifEngine:
         return seq if isinstance(seq, int) else None
 
     def _port_info(self) -> PortInfo:
-        s, c = self.port.session, self.port.config
-        link = LinkState.UP if s.state is not SessionState.DOWN else LinkState.DOWN
-        return PortInfo(c.wwpn, c.wwnn, s.local_id & 0xFFFFFF, link,
-                        remote_ports=1 if s.remote_wwpn is not None else 0)
+        v = self.sec.view()
+        link = LinkState.UP if v.state is not SessionState.DOWN else LinkState.DOWN
+        return PortInfo(v.wwpn, v.wwnn, v.local_id & 0xFFFFFF, link,
+                        remote_ports=1 if v.remote_wwpn is not None else 0)
 
     def _targets(self) -> list[TargetEntry]:
         ref = self._ref()
         if ref is None:
             return []
-        s, lg = self.port.session, self.login
-        state = PortState.ONLINE if s.state in _LOGGED_IN else PortState.OFFLINE
+        lg = self.login
+        state = PortState.ONLINE if self.sec.view().logged_in else PortState.OFFLINE
         flags = TargetFlags.SECURE_LOGIN if lg is not None and lg.secure else TargetFlags(0)
         auth = lg.auth if lg is not None else AuthState.NOT_SECURE
         return [TargetEntry(ref, RoleFlags.TARGET, state, auth, flags)]
