@@ -10,7 +10,7 @@ from .body import Body, EmptyBody, register
 from .catalogue import MessageType
 from .codes import ELS_MAX_PAYLOAD, RoleFlags, SaDirection, SaFlags, SaStatus, ShutdownReason
 from .errors import MalformedBodyError
-from .ports import PortRef, check_port_ref
+from .ports import PortOnlyBody, PortRef, check_port_ref
 
 
 @register(MessageType.AUTH_NEEDED)
@@ -128,36 +128,21 @@ class SessionShutdown(Body):
         return cls(port, reason)
 
 
-@dataclass(frozen=True, repr=False)
-class _PortEvent(Body):
-    port: PortRef
-
-    def __post_init__(self) -> None:
-        check_port_ref(self.port)
-
-    def pack(self) -> bytes:
-        return self.port.pack()
-
-    @classmethod
-    def read(cls, r: Reader) -> _PortEvent:
-        return cls(PortRef.read(r))
-
-
 @register(MessageType.PORT_ONLINE)
 @dataclass(frozen=True, repr=False)
-class PortOnline(_PortEvent):
+class PortOnline(PortOnlyBody):
     """A remote port logged in (FCH_EVT_PORT_ONLINE)."""
 
 
 @register(MessageType.PORT_OFFLINE)
 @dataclass(frozen=True, repr=False)
-class PortOffline(_PortEvent):
+class PortOffline(PortOnlyBody):
     """A remote port's session ended (FCH_EVT_PORT_OFFLINE)."""
 
 
 @register(MessageType.TARGET_GONE)
 @dataclass(frozen=True, repr=False)
-class TargetGone(_PortEvent):
+class TargetGone(PortOnlyBody):
     """A remote port left the fabric (RSCN / name server)."""
 
 

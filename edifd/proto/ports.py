@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._wire import Reader, check_uint
+from .body import Body
 from .errors import MalformedBodyError
 
 _PORT_REF = struct.Struct(">QII")
@@ -50,3 +52,24 @@ def check_port_ref(value: object) -> PortRef:
     if not isinstance(value, PortRef):
         raise MalformedBodyError("port must be a PortRef")
     return value
+
+
+P = TypeVar("P", bound="PortOnlyBody")
+
+
+@dataclass(frozen=True, repr=False)
+class PortOnlyBody(Body):
+    """The base of the requests and events whose whole body is the remote port they name (the
+    PortRef's 16 bytes)."""
+
+    port: PortRef
+
+    def __post_init__(self) -> None:
+        check_port_ref(self.port)
+
+    def pack(self) -> bytes:
+        return self.port.pack()
+
+    @classmethod
+    def read(cls: type[P], r: Reader) -> P:
+        return cls(PortRef.read(r))

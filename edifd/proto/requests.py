@@ -27,7 +27,7 @@ from .codes import (
     StopReason,
 )
 from .errors import MalformedBodyError
-from .ports import PortRef, check_port_ref
+from .ports import PortOnlyBody, PortRef, check_port_ref
 
 NONCE_SIZE = 32
 PROOF_SIZE = 32
@@ -139,30 +139,15 @@ class GetStats(_ListQuery):
     """Asks for STATS: per remote port rekey count and protected bytes."""
 
 
-@dataclass(frozen=True, repr=False)
-class _PortOnly(Body):
-    port: PortRef
-
-    def __post_init__(self) -> None:
-        check_port_ref(self.port)
-
-    def pack(self) -> bytes:
-        return self.port.pack()
-
-    @classmethod
-    def read(cls, r: Reader) -> _PortOnly:
-        return cls(PortRef.read(r))
-
-
 @register(MessageType.SECURE_CONNECT)
 @dataclass(frozen=True, repr=False)
-class SecureConnect(_PortOnly):
+class SecureConnect(PortOnlyBody):
     """Establish the encrypted channel to this target (log in securely, then AUTH_NEEDED follows)."""
 
 
 @register(MessageType.AUTH_OK)
 @dataclass(frozen=True, repr=False)
-class AuthOk(_PortOnly):
+class AuthOk(PortOnlyBody):
     """Authentication passed; PRLI may proceed once both SAs are confirmed (else RETRY_LATER)."""
 
 

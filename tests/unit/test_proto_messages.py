@@ -76,6 +76,7 @@ from edifd.proto import (
     decode,
     encode,
 )
+from edifd.proto.ports import PortOnlyBody
 from tests.support.strategies import messages_of
 
 KEY = bytes(range(100, 132))
@@ -427,3 +428,10 @@ def test_round_trip_generated_values(msg_type: MessageType, data: st.DataObject)
         back = decode(wire, KEY)
         assert back == msg and back.type is msg_type
         assert encode(back, KEY, block_size=block) == wire  # one encoding per message
+
+
+def test_port_only_bodies_share_one_base_and_are_the_port_ref_alone() -> None:
+    port = PortRef(WWPN, 0x0A0B0C, 0x01020304)
+    for cls in (SecureConnect, AuthOk, PortOnline, PortOffline, TargetGone):
+        assert issubclass(cls, PortOnlyBody)
+        assert cls(port).pack() == port_bytes() and cls.unpack(port_bytes()) == cls(port)
