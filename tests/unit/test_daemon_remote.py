@@ -11,56 +11,10 @@ import pytest
 from edifd.config import ConfigError, parse_config
 from edifd.daemon import Daemon
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
-from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
-
-T_WWPN, T_WWNN = 0x2100001B32000012, 0x2000001B32000012
-MIB = 1 << 20
-
-
-class _Backstore:
-    def __init__(self, spec):
-        self.spec = spec
-        self.uio_name = f"tcm-user/0/{spec.name}/edif/{spec.cfg}"
-        self.path = Path(f"user_0/{spec.name}")
-
-
-class _Lio:
-    def __init__(self):
-        self.specs = []
-
-    def prepare(self, fabrics):
-        pass
-
-    def find_backstore(self, spec):
-        return None
-
-    def create_backstore(self, spec):
-        self.specs.append(spec)
-        return _Backstore(spec)
-
-
-class _Handler:
-    stats: dict = {}
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> bool:
-        return True
-
-
-class _TargetThread:
-    """A storage target on its own event loop, as edif-target runs it."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.backing = tmp / "lun0.img"
-        self.server = TargetServer(TargetConfig((TargetPortConfig(
-            "t0", T_WWPN, T_WWNN, ("127.0.0.1", 0), (LunConfig(0, str(self.backing), 8 * MIB),)),)))
-        self.server.start_thread(10)
-        self.address = self.server.ports[0].address
-
-    def close(self) -> None:
-        self.server.stop_thread(10)
+from tests.support.daemon import MIB, T_WWPN
+from tests.support.daemon import FakeLio as _Lio
+from tests.support.daemon import FakeTcmuHandler as _Handler
+from tests.support.daemon import TargetThread as _TargetThread
 
 
 def _config(tmp: Path, host: str, port: int):

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-from test_daemon_remote import T_WWPN, _Handler, _Lio, _TargetThread
 
 from edifd.channel import BasicHandler, ChannelCore
 from edifd.config import parse_config
@@ -16,6 +15,10 @@ from edifd.daemon import Daemon, DaemonError
 from edifd.hba import RequireAuthWhenSecure
 from edifd.proto import ChannelKey
 from edifd.runtime.engine import EdifEngine
+from tests.support.daemon import T_WWPN
+from tests.support.daemon import FakeLio as _Lio
+from tests.support.daemon import FakeTcmuHandler as _Handler
+from tests.support.daemon import TargetThread as _TargetThread
 
 KEY = ChannelKey(bytes(range(7, 39)))
 P0, P1 = "21:00:00:1b:32:00:00:a1", "21:00:00:1b:32:00:00:a2"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_hba_session import HI, LO, Wire, sense_of
 
 from edifd.config import ConfigError
 from edifd.fc import (
@@ -32,6 +31,7 @@ from edifd.hba.transform import PeerInfo
 from edifd.scsi import ScsiCommand, Status, cdb
 from edifd.target.config import parse_target_config
 from edifd.target.session import AuthElsReceived
+from tests.support.hba import HI, LO, Wire, sense_of
 
 NOT_AUTHORIZED = (0x07, 0x74, 0x71)
 
