@@ -2,7 +2,7 @@
 
     sudo python3 bench/channel_lab.py [--count 1000] [--out DIR]
 
-Two TCG boots (lab/channel_lab.py with only the ``ping`` and ``bench`` phases): VM-H runs edifd with a
+Two TCG boots (lab/scenario_channel.py with only the ``ping`` and ``bench`` phases): VM-H runs edifd with a
 control LUN and a data LUN, both exported over iSCSI; VM-S maps both through QEMU's iSCSI initiator as
 scsi-block. Measured in VM-S, one after the other on the same path (guest sd -> virtio-scsi -> QEMU
 libiscsi -> LIO iSCSI -> TCMU -> edifd):
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.channel_lab import run_channel_lab  # noqa: E402
 from lab.control import run_dir  # noqa: E402
 from lab.image import ensure_image  # noqa: E402
+from lab.scenario_channel import run_channel_lab  # noqa: E402
 
 
 def main() -> int:

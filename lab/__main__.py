@@ -73,8 +73,8 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_probe(a: argparse.Namespace) -> int:
     """One boot running lab.guest.probe; prints result.json. Handy to check a fresh image by hand."""
     from .control import run_dir
+    from .guestrun import guest_python, run_guest
     from .image import ensure_image
-    from .scenario import guest_python, run_guest
 
     img = ensure_image(log=_log)
     share = run_dir("probe")
@@ -84,12 +84,12 @@ def cmd_probe(a: argparse.Namespace) -> int:
 
 
 def cmd_scenario(a: argparse.Namespace) -> int:
-    """The main job: edifd on a real kernel in VM-H, used from VM-H, the host and VM-S (lab.edifd_lab).
+    """The main job: edifd on a real kernel in VM-H, used from VM-H, the host and VM-S (lab.scenario_luns).
 
     Prints each phase as it happens, then a table; writes lab/out/summary.json; exit 1 on any problem."""
     from .control import run_dir
-    from .edifd_lab import run_edifd_lab, verdicts
     from .image import ensure_image
+    from .scenario_luns import run_edifd_lab, verdicts
 
     t0 = time.monotonic()
     print("== building or finding the cached guest image (Debian kernel + debootstrap root)", flush=True)
@@ -97,15 +97,15 @@ def cmd_scenario(a: argparse.Namespace) -> int:
     print(f"== guest image ready after {time.monotonic() - t0:.0f} s; running the edifd scenario", flush=True)
     res = run_edifd_lab(img, run_dir("scenario"), timeout=a.timeout, log=lambda m: print(m, flush=True))
     print("\n== tenant data path: edif-target on this host, edifd's software HBA in VM-H", flush=True)
-    from .tenant_lab import run_tenant_lab
+    from .scenario_tenant import run_tenant_lab
 
     tenant = run_tenant_lab(img, run_dir("tenant"), mib=64, log=lambda m: print(m, flush=True))
     res["tenant"] = tenant
     res["problems"] = res["problems"] + [f"tenant: {p}" for p in tenant["problems"]]
     print("\n== EDIF: edif-agent in VM-S secures edifd's HBA ports in VM-H against edif-target on this host",
           flush=True)
-    from .edif_lab import run_edif_lab
-    from .edif_lab import verdicts as edif_verdicts
+    from .scenario_edif import run_edif_lab
+    from .scenario_edif import verdicts as edif_verdicts
 
     edif = run_edif_lab(img, run_dir("edif"), mib=64, log=lambda m: print(m, flush=True))
     res["edif"] = edif
@@ -130,10 +130,10 @@ def cmd_scenario(a: argparse.Namespace) -> int:
 
 
 def cmd_edif(a: argparse.Namespace) -> int:
-    """Only the EDIF phases of the scenario (lab.edif_lab); summary in lab/out/edif-summary.json."""
+    """Only the EDIF phases of the scenario (lab.scenario_edif); summary in lab/out/edif-summary.json."""
     from .control import run_dir
-    from .edif_lab import run_edif_lab, verdicts
     from .image import ensure_image
+    from .scenario_edif import run_edif_lab, verdicts
 
     img = ensure_image(log=_log)
     res = run_edif_lab(img, run_dir("edif"), mib=a.mib, log=lambda m: print(m, flush=True))
@@ -148,10 +148,11 @@ def cmd_edif(a: argparse.Namespace) -> int:
 
 
 def cmd_channel(a: argparse.Namespace) -> int:
-    """The control channel lab (lab.channel_lab): edif-agent in VM-S over the iSCSI-mapped control LUN."""
-    from .channel_lab import problems, run_channel_lab
+    """The control channel lab (lab.scenario_channel): edif-agent in VM-S over the iSCSI-mapped control
+    LUN."""
     from .control import run_dir
     from .image import ensure_image
+    from .scenario_channel import problems, run_channel_lab
 
     img = ensure_image(log=_log)
     res = run_channel_lab(img, run_dir("channel"), log=lambda m: print(m, flush=True))
@@ -179,7 +180,7 @@ def cmd_smoke(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .guest.iscsi_export import DEFAULT_IQN
+    from .guest.host_iscsi import DEFAULT_IQN
 
     p = argparse.ArgumentParser(prog="python3 -m lab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -18,9 +18,9 @@ from typing import Any
 
 from .config import edifd_lab_config
 from .errors import LabError
-from .guest.iscsi_export import DEFAULT_IQN
+from .guest.host_iscsi import DEFAULT_IQN
+from .guestrun import guest_shell, guest_vm
 from .image import ensure_image
-from .scenario import guest_shell, guest_vm
 from .vm import PROJECT_ROOT, HostFwd, exited, pids_with_tag
 
 VM_NAME = "vm-h"

@@ -5,7 +5,9 @@ an interrupted build never leaves a half entry behind:
 
 * ``kernel-<package>/``  the extracted ``linux-image-*`` package plus ``modules.dep`` (depmod);
 * ``base-<key>/rootfs``  the debootstrap ``minbase`` tree (the slow step, ~40 s), keyed by suite, mirror
-  and the package list only, so editing the init scripts does not re-run debootstrap;
+  and the package list only, so editing the init scripts does not re-run debootstrap. The mirror is
+  ``EDIF_LAB_MIRROR``, else the Debian archive this machine's apt uses (``lab.apt_sources``), else none:
+  debootstrap then picks its own default;
 * ``image-<key>/``       ``vmlinuz``, ``initrd.gz``, ``root.img``, ``manifest.json``, keyed by everything that
   goes into the image (base key, module lists, the init scripts and this file's source).
 
@@ -27,13 +29,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .apt_sources import apt_mirror
 from .errors import LabError
+from .guest.kernel_modules import GUEST_MODULES
 
 # Bump to force a rebuild of every stage (e.g. after a Debian-side change the key cannot see).
 BUILD_VERSION = 1
 
 SUITE = "bookworm"
-MIRROR = os.environ.get("EDIF_LAB_MIRROR", "http://deb.debian.org/debian")
 KERNEL_META = "linux-image-amd64"
 
 # What runs in the guest: Debian's python3 and the packages that set our dependency floors, the SCSI and iSCSI
@@ -53,28 +56,6 @@ GUEST_PACKAGES: tuple[str, ...] = (
     "iproute2",
     "procps",
     "util-linux",
-)
-
-# Modules copied into the root filesystem (with their dependency closure); labinit modprobes the LIO ones.
-GUEST_MODULES: tuple[str, ...] = (
-    "configfs",
-    "target_core_mod",
-    "target_core_user",
-    "tcm_loop",
-    "iscsi_target_mod",
-    "target_core_file",
-    "target_core_iblock",
-    "target_core_pscsi",
-    "vhost_scsi",
-    "sd_mod",
-    "sg",
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_scsi",
-    "virtio_net",
-    "ext4",
-    "9p",
-    "9pnet_virtio",
 )
 
 # Modules the initramfs insmods to reach the root filesystem and the 9p shares.
@@ -136,8 +117,16 @@ def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def mirror() -> str | None:
+    """Where debootstrap fetches from: ``EDIF_LAB_MIRROR``, else this machine's apt Debian archive, else
+    None (debootstrap's own default)."""
+    return os.environ.get("EDIF_LAB_MIRROR") or apt_mirror()
+
+
 def base_key() -> str:
-    return _digest({"v": BUILD_VERSION, "suite": SUITE, "mirror": MIRROR, "packages": sorted(GUEST_PACKAGES)})
+    return _digest(
+        {"v": BUILD_VERSION, "suite": SUITE, "mirror": mirror(), "packages": sorted(GUEST_PACKAGES)}
+    )
 
 
 def image_key() -> str:
@@ -319,7 +308,7 @@ def _base_stage(cache: Path, log: StepLog) -> Path:
             f"--include={','.join(GUEST_PACKAGES)}",
             SUITE,
             str(tmp / "rootfs"),
-            MIRROR,
+            *([m] if (m := mirror()) else []),
         ]
         try:
             _run(argv, log_file=tmp / "debootstrap.log")

@@ -120,7 +120,7 @@ def _install_hooks() -> None:
 class VM:
     """A lab guest. Use as a context manager; ``start()`` boots it, the ``wait_*`` methods follow it.
 
-    ``share`` becomes the guest's ``/lab``; the caller puts ``run.sh`` there (see ``lab.scenario``).
+    ``share`` becomes the guest's ``/lab``; the caller puts ``run.sh`` there (see ``lab.guestrun``).
     """
 
     name: str

@@ -8,6 +8,7 @@ the end (atomically: the host may be polling), ``ready`` when a long-running ser
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import time
@@ -21,6 +22,11 @@ def log(msg: str) -> None:
     # stdout goes to /lab/out.log; a few lines also to the console so the host sees progress live.
     up = Path("/proc/uptime").read_text().split()[0]
     print(f"[{up}] {msg}", flush=True)
+
+
+def aligned(n: int) -> mmap.mmap:
+    """An ``n``-byte buffer for O_DIRECT I/O: anonymous mmap is page aligned."""
+    return mmap.mmap(-1, n)
 
 
 def write_json(name: str, data: dict[str, Any]) -> Path:

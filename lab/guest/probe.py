@@ -14,20 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .common import log, run, write_result
+from .kernel_modules import TARGET_MODULES
 
-TARGET_MODULES = (
-    "configfs",
-    "target_core_mod",
-    "target_core_user",
-    "tcm_loop",
-    "iscsi_target_mod",
-    "target_core_file",
-    "target_core_iblock",
-    "target_core_pscsi",
-    "vhost_scsi",
-    "sd_mod",
-    "sg",
-)
 PACKAGES = {"rtslib_fb": "rtslib-fb", "cryptography": "cryptography", "click": "click", "pyudev": "pyudev"}
 
 

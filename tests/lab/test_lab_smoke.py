@@ -1,4 +1,4 @@
-"""Lab smoke tests with real TCG boots: two boots for the whole module (lab.pair.run_iscsi_pair).
+"""Lab smoke tests with real TCG boots: two boots for the whole module (lab.scenario_iscsi.run_iscsi_pair).
 
 VM-H boots the cached guest, records what the guest offers (lab.guest.probe: LIO modules, configfs, Debian's
 python packages, ``import edifd`` from the read-only source share), then exports a LIO fileio LUN over iSCSI
@@ -16,9 +16,9 @@ import json
 import pytest
 
 from lab.control import run_dir
-from lab.guest.iscsi_initiator import IO_LEN
+from lab.guest.edifvm_iscsi import IO_LEN
 from lab.image import GuestImage
-from lab.pair import PairResult, run_iscsi_pair
+from lab.scenario_iscsi import PairResult, run_iscsi_pair
 from lab.vm import pids_with_tag
 
 pytestmark = pytest.mark.lab

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 import lab.image as image_mod
 from lab.config import edifd_lab_config
 from lab.errors import LabError, LabTimeout
-from lab.guest.iscsi_initiator import parse_sg_inq, pattern
+from lab.guest.edifvm_iscsi import parse_sg_inq, pattern
+from lab.guestrun import collect, guest_python, guest_shell, guest_vm, run_guest, run_sh
 from lab.image import GuestImage
-from lab.scenario import collect, guest_python, guest_shell, guest_vm, run_guest, run_sh
 from lab.vm import VM, Drive, HostFwd, free_port, pids_with_tag
 
 HERE = Path(__file__).resolve().parent
@@ -218,7 +218,7 @@ _CHILD = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {root!r})
     from lab.image import GuestImage
-    from lab.scenario import guest_vm
+    from lab.guestrun import guest_vm
     from pathlib import Path
     r = Path({img!r})
     img = GuestImage(r, r / "vmlinuz", r / "initrd.gz", r / "root.img", "6.1.0-test", "k")
@@ -457,3 +457,80 @@ def test_edifd_lab_config_is_accepted_by_edifd() -> None:
     assert lun.export.fabric == "iscsi" and lun.export.demo_mode is True
     assert lun.export.iqn == "iqn.2003-01.org.linux-iscsi.edifd-lab:vm-h"
     assert lun.export.portal == ("0.0.0.0", 3260)
+
+
+# -- the debootstrap mirror from the machine's apt configuration ---------------------------------------
+
+
+def test_apt_mirror_is_the_first_debian_main_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.apt_sources import apt_mirror, deb822_uris, one_line_uris
+
+    one_line = textwrap.dedent("""\
+        # deb http://commented.example/debian bookworm main
+        deb-src http://src.example/debian bookworm main
+        deb [arch=amd64 signed-by=/k.gpg] http://security.example/debian-security bookworm-security main
+        deb [ arch=amd64 ] http://archive.example/debian/ bookworm main contrib
+        deb http://late.example/debian bookworm main
+        """)
+    assert list(one_line_uris(one_line)) == ["http://archive.example/debian/", "http://late.example/debian"]
+    assert list(one_line_uris("deb http://ubuntu.example/ubuntu noble main\n")) == []
+    assert list(one_line_uris("deb http://x.example/debian bookworm contrib\n")) == []
+    deb822 = textwrap.dedent("""\
+        Types: deb
+        URIs: http://off.example/debian
+        Suites: bookworm
+        Components: main
+        Enabled: no
+
+        Types: deb deb-src
+        # a comment inside the stanza does not end it
+        URIs: http://main.example/debian
+        Suites: bookworm bookworm-updates
+        Components: main
+        Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+        Types: deb
+        URIs: http://main.example/debian-security
+        Suites: bookworm-security
+        Components: main
+        """)
+    assert list(deb822_uris(deb822)) == ["http://main.example/debian"]
+
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    assert apt_mirror(etc) is None  # nothing configured: debootstrap gets no mirror argument
+    (etc / "sources.list.d" / "b.sources").write_text(deb822)
+    (etc / "sources.list.d" / "a.list").write_text("deb http://ubuntu.example/ubuntu noble main\n")
+    (etc / "sources.list.d" / "0.list.disabled").write_text("deb http://disabled.example/debian sid main\n")
+    assert apt_mirror(etc) == "http://main.example/debian"
+    (etc / "sources.list").write_text(one_line)
+    assert apt_mirror(etc) == "http://archive.example/debian"  # sources.list first, trailing slash dropped
+
+    # The cache key follows the mirror; EDIF_LAB_MIRROR overrides the apt configuration.
+    monkeypatch.setattr(image_mod, "apt_mirror", lambda: None)
+    monkeypatch.delenv("EDIF_LAB_MIRROR", raising=False)
+    assert image_mod.mirror() is None
+    k_default = image_mod.base_key()
+    monkeypatch.setattr(image_mod, "apt_mirror", lambda: "http://main.example/debian")
+    assert image_mod.mirror() == "http://main.example/debian" and image_mod.base_key() != k_default
+    monkeypatch.setenv("EDIF_LAB_MIRROR", "http://override.example/debian")
+    assert image_mod.mirror() == "http://override.example/debian"
+
+
+def test_debootstrap_gets_the_mirror_only_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+
+    def record(argv: list[str], **kw: object) -> str:
+        ran.append(argv)
+        raise LabError("stop here")
+
+    monkeypatch.setattr(image_mod, "_run", record)
+    monkeypatch.delenv("EDIF_LAB_MIRROR", raising=False)
+    for found in (None, "http://main.example/debian"):
+        monkeypatch.setattr(image_mod, "apt_mirror", lambda found=found: found)
+        with pytest.raises(LabError):
+            image_mod._base_stage(tmp_path / str(found is None), image_mod.StepLog(lambda s: None))
+    assert [a[0] for a in ran] == ["debootstrap", "debootstrap"]
+    assert ran[0][-1].endswith("/rootfs") and ran[1][-1] == "http://main.example/debian"

@@ -1,7 +1,7 @@
 """VM-H for the channel lab: edifd serves a control LUN (and a data LUN for the RTT baseline) over iSCSI,
 and obeys the host's requests while VM-S drives the channel.
 
-Run as ``python3 -m lab.guest.vmh_channel`` (Debian's python3, project source on PYTHONPATH).
+Run as ``python3 -m lab.guest.host_channel`` (Debian's python3, project source on PYTHONPATH).
 
 * The channel key comes from the share (``/lab/channel.key``, written by the lab host); it is copied to
   tmpfs with mode 0600, since edifd refuses a key file other users could read.
@@ -24,13 +24,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .common import SHARE, log, mark_ready, write_json, write_result
+from .edifd_process import Edifd
 
 STATE = Path("/tmp/edifd")
 CONFIG = Path("/tmp/edifd-channel.toml")
@@ -77,40 +77,6 @@ demo_mode = true
 """
 
 
-class Edifd:
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs: list[dict[str, Any]] = []
-
-    def start(self, timeout: float = 120) -> float:
-        READY.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        with open(LOG, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edifd", "run", "--config", str(CONFIG), "--ready-file", str(READY)],
-                stdout=logf, stderr=subprocess.STDOUT)
-        while not READY.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"edifd exited with {self.proc.returncode} before it was ready")
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"edifd not ready after {timeout} s")
-            time.sleep(0.1)
-        took = time.monotonic() - t0
-        self.runs.append({"pid": self.proc.pid, "start_s": round(took, 2)})
-        return took
-
-    def stop(self, sig: int, timeout: float = 30) -> int | None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            rc = None
-        self.runs[-1]["exit"] = rc
-        self.runs[-1]["signal"] = signal.Signals(sig).name
-        return rc
-
-
 def read_status() -> dict[str, Any]:
     try:
         return json.loads(STATUS.read_text())
@@ -139,7 +105,7 @@ def handle(cmd: dict[str, Any], edifd: Edifd) -> dict[str, Any]:
         t = time.monotonic()
         edifd.stop(signal.SIGKILL, 10)
         killed_s = time.monotonic() - t
-        restart_s = edifd.start()
+        restart_s = edifd.start(120)
         log(f"edifd SIGKILLed and restarted in {restart_s:.1f} s")
         return {"status_before": before, "kill_s": round(killed_s, 2), "restart_s": round(restart_s, 2)}
     return {"error": f"unknown op {op!r}"}
@@ -173,13 +139,13 @@ def main() -> int:
     park = float(os.environ.get("LAB_PARK_TIME", "5"))
     hold = float(os.environ.get("LAB_HOLD_S", "1500"))
     res: dict[str, Any] = {"ctl_iqn": ctl_iqn, "data_iqn": data_iqn, "wwpn": wwpn, "park_time": park}
-    edifd = Edifd()
+    edifd = Edifd(CONFIG, READY, LOG)
     try:
         STATE.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SHARE / "channel.key", KEY)
         os.chmod(KEY, 0o600)
         CONFIG.write_text(config_text(ctl_iqn, data_iqn, wwpn, park))
-        res["start_s"] = round(edifd.start(), 2)
+        res["start_s"] = round(edifd.start(120), 2)
         log(f"edifd ready in {res['start_s']} s")
         res["status_ready"] = fresh_status(time.time())
         mark_ready()

@@ -1,14 +1,14 @@
 """edifd on a real kernel: LIO + TCMU in VM-H under QEMU/TCG, used from inside VM-H,
 from the host and from VM-S.
 
-One run of the scenario (two boots) feeds every test here; see lab/edifd_lab.py for the phases.
+One run of the scenario (two boots) feeds every test here; see lab/scenario_luns.py for the phases.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from lab.edifd_lab import STOP_LIMIT_S, SUITES, run_edifd_lab
+from lab.scenario_luns import STOP_LIMIT_S, SUITES, run_edifd_lab
 
 pytestmark = pytest.mark.lab
 

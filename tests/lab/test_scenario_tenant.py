@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.tenant_lab import run_tenant_lab
+from lab.scenario_tenant import run_tenant_lab
 
 pytestmark = pytest.mark.lab
 

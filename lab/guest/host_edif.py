@@ -2,7 +2,7 @@
 edif-agent), two secure HBA ports linked to two edif-target ports on the lab host, and a tenant LUN behind
 target A (tcm_loop) that a tenant writes and reads back while the link is encrypted.
 
-Run as ``python3 -m lab.guest.vmh_edif``. Environment: ``LAB_TARGET_A``/``LAB_TARGET_B`` (host:port as seen
+Run as ``python3 -m lab.guest.host_edif``. Environment: ``LAB_TARGET_A``/``LAB_TARGET_B`` (host:port as seen
 from the guest), ``LAB_WWPN_A``/``LAB_WWPN_B`` (target WWPNs, hex), ``LAB_MIB``, ``LAB_IO_TIMEOUT``.
 
 Share protocol (``/lab``): ``ctl_ready`` once both control LUNs are exported (VM-S may boot); edifd's start
@@ -11,9 +11,8 @@ then waits until the agent has authenticated target A (the remote LUN attaches o
 the agent and touches ``agent_stopped``; the tenant tries I/O once more (it must fail quickly with a clear
 error); ``result.json``. ``edifd-status.json`` is copied to the share about once a second.
 
-``python3 -m lab.guest.vmh_edif --edifd run ...`` runs edifd itself with one lab-only addition: its
-status.json also carries each EDIF engine's status (auth state, SAs, ESP counters, engine counters), which
-edifd's own status does not include yet.
+The statuses recorded here are edifd's status.json plus ``engines``: each control LUN's EDIF engine status
+(auth state, SAs, ESP counters, engine counters; edifd reports it as the LUN's ``edif``) by LUN name.
 """
 
 from __future__ import annotations
@@ -23,16 +22,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .common import SHARE, log, write_json, write_result
-from .vmh_edifd import aligned
-from .vmh_tenant import find_tenant_disk, tenant_io
+from .common import SHARE, aligned, log, write_json, write_result
+from .edifd_process import Edifd
+from .host_tenant import find_tenant_disk, tenant_io
 
 STATE = Path("/tmp/edifd")
 CONFIG = Path("/tmp/edifd-edif.toml")
@@ -97,28 +95,6 @@ fabric = "loopback"
 """
 
 
-def edifd_with_engine_status(argv: list[str]) -> None:
-    """edifd's own CLI, with the engines' status added to status.json (lab-only, see the module doc)."""
-    import edifd.status as st
-    from edifd.cli import edifd_main
-
-    plain = st.collect
-
-    def collect(daemon: Any, **kw: Any) -> dict[str, Any]:
-        out = plain(daemon, **kw)
-        engines = {}
-        for name, engine in getattr(daemon, "engines", {}).items():
-            try:
-                engines[name] = engine.status()
-            except Exception as e:  # a status read must never take edifd down
-                engines[name] = {"error": f"{type(e).__name__}: {e}"}
-        out["engines"] = engines
-        return out
-
-    st.collect = collect  # type: ignore[assignment]
-    edifd_main(argv, prog_name="edifd")
-
-
 def iscsi_enabled(iqn: str) -> bool:
     p = Path("/sys/kernel/config/target/iscsi") / iqn / "tpgt_1/enable"
     try:
@@ -128,10 +104,13 @@ def iscsi_enabled(iqn: str) -> bool:
 
 
 def read_status() -> dict[str, Any]:
+    """edifd's status.json with ``engines`` added (see the module doc); {} while there is none."""
     try:
-        return json.loads(STATUS.read_text())
+        st = json.loads(STATUS.read_text())
     except (OSError, ValueError):
         return {}
+    st["engines"] = {lun.get("name"): lun["edif"] for lun in st.get("luns") or () if "edif" in lun}
+    return st
 
 
 class StatusCopier(threading.Thread):
@@ -192,7 +171,7 @@ def main() -> int:
     mib = int(os.environ.get("LAB_MIB", "64"))
     io_timeout = float(os.environ.get("LAB_IO_TIMEOUT", "300"))
     res: dict[str, Any] = {"targets": list(targets), "mib": mib, "io_timeout": io_timeout}
-    proc: subprocess.Popen[bytes] | None = None
+    edifd = Edifd(CONFIG, READY, LOG)
     copier = StatusCopier()
     t0 = time.monotonic()
     try:
@@ -201,27 +180,19 @@ def main() -> int:
             shutil.copyfile(SHARE / k, STATE / k)
             os.chmod(STATE / k, 0o600)
         CONFIG.write_text(config_text(targets, twwpns, io_timeout))
-        READY.unlink(missing_ok=True)
-        with open(LOG, "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lab.guest.vmh_edif", "--edifd", "run", "--config", str(CONFIG),
-                 "--ready-file", str(READY), "--teardown"], stdout=logf, stderr=subprocess.STDOUT)
+        edifd.spawn(["--teardown"])
         # Control LUNs are served first; the start then blocks on target A's authentication.
         while not all(iscsi_enabled(q) for q in CTL_IQNS):
-            if proc.poll() is not None:
-                raise RuntimeError(f"edifd exited with {proc.returncode} before exporting the control LUNs")
+            if not edifd.running():
+                raise RuntimeError(f"edifd exited with {edifd.wait(0)} before exporting the control LUNs")
             if time.monotonic() - t0 > 180:
                 raise RuntimeError("control LUNs not exported after 180 s")
             time.sleep(0.2)
         res["ctl_ready_s"] = round(time.monotonic() - t0, 1)
         write_json("ctl_ready", {"s": res["ctl_ready_s"]})
         log(f"control LUNs exported after {res['ctl_ready_s']} s; waiting for the agent to secure target A")
-        while not READY.exists():
-            if proc.poll() is not None:
-                raise RuntimeError(f"edifd exited with {proc.returncode} (target A not secured in time?)")
-            if time.monotonic() - t0 > io_timeout + 240:
-                raise RuntimeError("edifd not ready")
-            time.sleep(0.2)
+        edifd.wait_ready(io_timeout + 240 - (time.monotonic() - t0), why="target A not secured in time?",
+                         poll=0.2)
         res["ready_s"] = round(time.monotonic() - t0, 1)
         copier.start()
         res["status_secured"] = read_status()
@@ -252,20 +223,14 @@ def main() -> int:
         log(res["error"])
     finally:
         copier.stop.set()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                res["edifd_rc"] = proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                res["edifd_rc"] = None
+        if edifd.running():
+            res["edifd_rc"] = edifd.stop(signal.SIGTERM, 90)
+            if res["edifd_rc"] is None:
+                edifd.signal(signal.SIGKILL)
     res["wall_s"] = round(time.monotonic() - t0, 1)
     write_result(res)
     return 1 if "error" in res else 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--edifd"]:
-        edifd_with_engine_status(sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(main())

@@ -2,7 +2,7 @@
 
 import copy
 
-from lab.edifd_lab import SUITES, parse_cunit, problems, verdicts
+from lab.scenario_luns import SUITES, parse_cunit, problems, verdicts
 
 GOOD = {
     "port": 40000,

@@ -3,9 +3,9 @@
 * this host runs edif-target's code: two target ports (A and B), each its own ``TargetServer`` so each writes
   its own pcap (edif-target has one trace file per process), with the EDIF responder: A knows port p0's PSK,
   B has a *different* PSK for p1 than the agent (-> AUTH_FAIL);
-* VM-H (``lab.guest.vmh_edif``) runs edifd: two secure HBA ports linked to A and B over slirp (10.0.2.2), one
+* VM-H (``lab.guest.host_edif``) runs edifd: two secure HBA ports linked to A and B over slirp (10.0.2.2), one
   control LUN per port exported over iSCSI, and a tenant LUN behind A on tcm_loop;
-* VM-S (``lab.guest.vms_edif``) maps both control LUNs with QEMU's iSCSI initiator and runs one
+* VM-S (``lab.guest.edifvm_edif``) maps both control LUNs with QEMU's iSCSI initiator and runs one
   ``edif-agent run --config`` per port: the security service authenticates the targets over the disk channel.
 
 Phases (printed with timings): agent started; A secured and B AUTH_FAIL; 64 MiB written and read back through
@@ -14,7 +14,8 @@ ESP header on every FCP frame, on no ELS/BLS frame, the pattern never in clear, 
 stopped (SIGTERM -> APP_STOP) -> A logged out -> tenant I/O fails at once. Keys and PSKs are random per run,
 written 0600 into the shares, never logged or put in the summary.
 
-The verdict logic (``verdicts``, ``check_trace``, ``pcap_frames``) is pure and unit-tested on synthetic data.
+The verdict logic (``verdicts``, ``check_trace``) is pure and unit-tested on synthetic data; the traces are
+read with edifd.fc.pcap's ``read_records``.
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edifd.fc import ESP_HEADER_LEN, DfCtl, ElsCode, EspHeader, FcType, FrameHeader, RCtl, wwn_str
+from edifd.fc.frame import FC_HEADER_LEN
+from edifd.fc.pcap import PcapError, read_records
 from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, SecConfig
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 
 from .errors import LabError
-from .guest.vmh_edif import CTL_IQNS, I_WWPNS
-from .guest.vmh_tenant import MIB, chunk
+from .guest.host_edif import CTL_IQNS, I_WWPNS
+from .guest.host_tenant import MIB, chunk
+from .guestrun import collect, guest_python, guest_vm
 from .image import GuestImage
-from .scenario import collect, guest_python, guest_vm
 from .vm import Drive, HostFwd, free_port
 
 T_WWPNS = (0x2100001B32000E01, 0x2100001B32000E02)  # above the initiators' (they answer PLOGI)
@@ -43,40 +46,12 @@ REKEY_LIFETIME = 10  # s: the agent's minimum, so several rekeys happen during t
 IO_TIMEOUT = 300  # s: edifd's HBA io_timeout; also bounds the start (target A must be secured by then)
 SAMPLE_LEN = 32
 
-# FC header offsets in a linktype-225 record (SOF ordered set first).
-_SOF = 4
-R_CTL, TYPE, DF_CTL = _SOF + 0, _SOF + 8, _SOF + 13
-PAYLOAD = _SOF + 24
-FC_TYPE_FCP, FC_TYPE_ELS, FC_TYPE_BLS = 0x08, 0x01, 0x00
-R_CTL_FCP_CMND = 0x06
-DF_CTL_ESP = 0x40
-ELS_AUTH, ELS_LOGO = 0x90, 0x05
-PCAP_LINKTYPE_FC2_DELIM = 225
-
-
-class PcapError(LabError):
-    """A trace file that is not a classic little-endian pcap of linktype 225."""
-
-
-def pcap_frames(data: bytes) -> list[bytes]:
-    """The records of a linktype-225 pcap: SOF(4) | FC header(24) | data field | CRC(4) | EOF(4).
-
-    A record cut short at the end (a writer still running) is left out. Raises only PcapError."""
-    if len(data) < 24:
-        raise PcapError(f"not a pcap file: {len(data)} bytes")
-    magic, _vmaj, _vmin, _zone, _sig, _snap, linktype = struct.unpack_from("<IHHiIII", data, 0)
-    if magic != 0xA1B2C3D4:
-        raise PcapError(f"not a little-endian microsecond pcap (magic {magic:#010x})")
-    if linktype != PCAP_LINKTYPE_FC2_DELIM:
-        raise PcapError(f"linktype {linktype}, expected {PCAP_LINKTYPE_FC2_DELIM} (FC-2 with delimiters)")
-    off, out = 24, []
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        if off + 16 + incl > len(data):
-            break
-        out.append(data[off + 16: off + 16 + incl])
-        off += 16 + incl
-    return out
+# A linktype-225 record: SOF ordered set | FC header | data field | CRC | EOF ordered set.
+_SOF_LEN, _TRAILER_LEN = 4, 8  # the SOF before the header; CRC + EOF after the data field
+PAYLOAD = _SOF_LEN + FC_HEADER_LEN
+_FCP, _ELS = int(FcType.FCP), int(FcType.ELS)
+_DF_ESP = int(DfCtl.ESP)
+_ELS_AUTH, _ELS_LOGO = int(ElsCode.AUTH_ELS), int(ElsCode.LOGO)
 
 
 def pattern_samples(mib: int, n: int = 16) -> list[bytes]:
@@ -96,32 +71,33 @@ def check_trace(frames: Iterable[bytes], samples: Iterable[bytes] = ()) -> dict[
     blob = bytearray()
     for f in frames:
         r["frames"] += 1
-        if len(f) < PAYLOAD + 8:
+        if len(f) < PAYLOAD + _TRAILER_LEN:
             r["short"] += 1
             continue
         blob += f
-        esp = bool(f[DF_CTL] & DF_CTL_ESP)
-        if f[TYPE] == FC_TYPE_FCP:
+        h = FrameHeader.unpack(f[_SOF_LEN:PAYLOAD])
+        esp = bool(h.df_ctl & _DF_ESP)
+        if h.type == _FCP:
             r["fcp"] += 1
-            # The ESP header (SPI, sequence number) opens the data field; SPI 0 is reserved (RFC 4303 §2.1).
-            if esp and len(f) >= PAYLOAD + 8 + 8 and struct.unpack_from(">I", f, PAYLOAD)[0] != 0:
+            # The ESP_Header (SPI, sequence number) opens the data field; SPI 0 is reserved (RFC 4303 §2.1).
+            if (esp and len(f) >= PAYLOAD + ESP_HEADER_LEN + _TRAILER_LEN
+                    and EspHeader.unpack(f[PAYLOAD:]).spi != 0):
                 r["fcp_esp"] += 1
-            if f[R_CTL] == R_CTL_FCP_CMND:
+            if h.r_ctl == RCtl.FCP_CMND:
                 r["fcp_cmnd"] += 1
         else:
             r["other"] += 1
             r["other_esp"] += esp
-            if f[TYPE] == FC_TYPE_ELS and (f[R_CTL] & 0xF0) == 0x20:
-                r["auth_els"] += f[PAYLOAD] == ELS_AUTH
-                r["logo"] += f[PAYLOAD] == ELS_LOGO
+            if h.type == _ELS and (h.r_ctl & 0xF0) == 0x20:  # ELS request or reply
+                r["auth_els"] += f[PAYLOAD] == _ELS_AUTH
+                r["logo"] += f[PAYLOAD] == _ELS_LOGO
     data = bytes(blob)
     r["pattern_hits"] = sum(data.count(s) for s in samples)
     return r
 
 
 def _target(status: dict[str, Any] | None, wwpn: int) -> dict[str, Any]:
-    w = ":".join(f"{wwpn:016x}"[i:i + 2] for i in range(0, 16, 2))
-    return (((status or {}).get("app") or {}).get("targets") or {}).get(w) or {}
+    return (((status or {}).get("app") or {}).get("targets") or {}).get(wwn_str(wwpn)) or {}
 
 
 def _engine(status: dict[str, Any] | None, ctl: str) -> dict[str, Any]:
@@ -247,7 +223,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def agent_config(port: int, target_wwpn: int, psk_file: str) -> str:
     w = f"{target_wwpn:016x}"
-    return f"""# edif-agent for HBA port p{port} (lab: written by lab/edif_lab.py)
+    return f"""# edif-agent for HBA port p{port} (lab: written by lab/scenario_edif.py)
 channel_key = "channel-p{port}.key"
 keepalive_interval = 2.0
 keepalive_misses = 5
@@ -317,7 +293,7 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
     phase(f"[host] edif-target ports A 127.0.0.1:{ta.port} and B 127.0.0.1:{tb.port} (B's PSK for p1 differs "
           "from the agent's); traces target-a.pcap, target-b.pcap")
     try:
-        vm_h = guest_vm(image, f"edif-h-{os.getpid()}", share_h, guest_python("lab.guest.vmh_edif"),
+        vm_h = guest_vm(image, f"edif-h-{os.getpid()}", share_h, guest_python("lab.guest.host_edif"),
                         {"LAB_TARGET_A": f"10.0.2.2:{ta.port}", "LAB_TARGET_B": f"10.0.2.2:{tb.port}",
                          "LAB_WWPN_A": f"{T_WWPNS[0]:016x}", "LAB_WWPN_B": f"{T_WWPNS[1]:016x}",
                          "LAB_MIB": str(mib), "LAB_IO_TIMEOUT": str(IO_TIMEOUT)},
@@ -330,7 +306,7 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
             if not (share_h / "ctl_ready").exists():
                 raise LabError(f"VM-H failed: {_read_json(share_h / 'result.json').get('error')}")
             phase("[VM-H] control LUNs exported; edifd waits for target A to be secured")
-            vm_s = guest_vm(image, f"edif-s-{os.getpid()}", share_s, guest_python("lab.guest.vms_edif"),
+            vm_s = guest_vm(image, f"edif-s-{os.getpid()}", share_s, guest_python("lab.guest.edifvm_edif"),
                             {"LAB_WWPN_P0": I_WWPNS[0], "LAB_WWPN_P1": I_WWPNS[1]}, net=False, lio=False,
                             drives=[Drive.iscsi(iscsi, CTL_IQNS[0], 0), Drive.iscsi(iscsi, CTL_IQNS[1], 0)])
             with vm_s:
@@ -401,7 +377,7 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
     summary["samples"] = len(samples)
     for name in ("a", "b"):
         try:
-            frames = pcap_frames((workdir / f"target-{name}.pcap").read_bytes())
+            frames = read_records((workdir / f"target-{name}.pcap").read_bytes())
             summary[f"trace_{name}"] = check_trace(frames, samples)
         except (OSError, PcapError) as e:
             summary[f"trace_{name}"] = {"error": str(e)}

@@ -1,7 +1,7 @@
 """VM-H without edifd: export a LIO ``fileio`` LUN over iSCSI with rtslib-fb (demo mode) and hold it.
 
 Proves the lab's two-VM plumbing before the edifd daemon exists (``lab up --backend fileio``, smoke test b).
-Run as ``python3 -m lab.guest.iscsi_export``; environment:
+Run as ``python3 -m lab.guest.host_iscsi``; environment:
 
 * ``LAB_IQN``       target IQN (default below), LUN 0, portal 0.0.0.0:3260 (the host forwards to it);
 * ``LAB_SIZE_MIB``  backing file size (default 64);

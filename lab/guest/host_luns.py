@@ -1,6 +1,6 @@
 """VM-H with edifd: the daemon serves TCMU LUNs through LIO; this script checks them from inside the VM.
 
-Run as ``python3 -m lab.guest.vmh_edifd`` (Debian's python3, project source on PYTHONPATH). Phases, each
+Run as ``python3 -m lab.guest.host_luns`` (Debian's python3, project source on PYTHONPATH). Phases, each
 recorded in ``result.json``:
 
 1. edifd starts with a tcm_loop data LUN (``loop0``) and an iSCSI data LUN
@@ -21,19 +21,18 @@ Environment: ``LAB_IQN`` (iSCSI name of disk0), ``LAB_HOLD_S`` (give up waiting 
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .common import log, mark_ready, run, wait_stop, write_json, write_result
-from .iscsi_initiator import parse_sg_inq
+from .common import aligned, log, mark_ready, run, wait_stop, write_json, write_result
+from .edifd_process import Edifd
+from .edifvm_iscsi import parse_sg_inq
 
 STATE = Path("/tmp/edifd")  # tmpfs: backing files on the 9p share would be slow
 CONFIG = Path("/tmp/edifd.toml")
@@ -83,53 +82,6 @@ fabric = "loopback"
 """
 
 
-class Edifd:
-    """edifd as a child process, its log appended to /lab/edifd.log."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 90, extra: list[str] | None = None) -> float:
-        READY.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        logf = open("/lab/edifd.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edifd",
-                "run",
-                "--config",
-                str(CONFIG),
-                "--ready-file",
-                str(READY),
-                *(extra or []),
-            ],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
-        self.starts += 1
-        while not READY.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"edifd exited with {self.proc.returncode} before it was ready")
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"edifd not ready after {timeout} s")
-            time.sleep(0.1)
-        return time.monotonic() - t0
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int | None:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-
 def find_disk(serial: str, timeout: float = 30) -> str | None:
     """/dev/sdX whose VPD 0x80 unit serial is `serial` (sysfs exposes it as vpd_pg80)."""
     deadline = time.monotonic() + timeout
@@ -143,10 +95,6 @@ def find_disk(serial: str, timeout: float = 30) -> str | None:
                 return f"/dev/{d.name}"
         time.sleep(0.2)
     return None
-
-
-def aligned(n: int) -> mmap.mmap:
-    return mmap.mmap(-1, n)  # page aligned, as O_DIRECT needs
 
 
 def round_trip(dev: str, backing: Path, offset: int, data: bytes) -> dict[str, Any]:
@@ -338,7 +286,7 @@ def main() -> int:
     res: dict[str, Any] = {"iqn": iqn, "identity": IDENT}
     STATE.mkdir(parents=True, exist_ok=True)
     CONFIG.write_text(config_text(iqn))
-    edifd = Edifd()
+    edifd = Edifd(CONFIG, READY)
     try:
         res["check_config"] = run([sys.executable, "-m", "edifd", "check-config", "--config", str(CONFIG)])
         res["start_s"] = round(edifd.start(), 2)

@@ -1,7 +1,7 @@
 """VM-H, tenant data path: edifd's software HBA logs in to edif-target on the lab host (over slirp) and
 serves its LUN through TCMU as a tenant disk; a tenant writes and reads it back with O_DIRECT.
 
-Run as ``python3 -m lab.guest.vmh_tenant``. Environment: ``LAB_TARGET`` (host:port of the target port as
+Run as ``python3 -m lab.guest.host_tenant``. Environment: ``LAB_TARGET`` (host:port of the target port as
 seen from the guest, e.g. ``10.0.2.2:40000``), ``LAB_TARGET_WWPN`` (hex), ``LAB_MIB`` (data size, default 64).
 
 Phases: edifd starts (the HBA logs in; the LUN is sized by the target's READ CAPACITY); the tenant writes
@@ -22,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .common import SHARE, log, run, write_result
-from .vmh_edifd import Edifd, aligned
+from .common import SHARE, aligned, log, run, write_result
+from .edifd_process import Edifd
 
 CONFIG = Path("/tmp/edifd.toml")
+READY = Path("/tmp/edifd.ready")
 MIB = 1 << 20
 I_WWPN = "21:00:00:1b:32:00:00:b1"
 I_WWNN = "20:00:00:1b:32:00:00:b1"
@@ -115,7 +116,7 @@ def main() -> int:
     mib = int(os.environ.get("LAB_MIB", "64"))
     CONFIG.write_text(config_text(target, os.environ["LAB_TARGET_WWPN"]))
     res: dict[str, Any] = {"target": target}
-    edifd = Edifd()
+    edifd = Edifd(CONFIG, READY)
     try:
         res["check_config"] = run([sys.executable, "-m", "edifd", "check-config", "--config", str(CONFIG)])
         # --teardown: on SIGTERM edifd removes the tenant LUN while the HBA still answers the
@@ -143,9 +144,8 @@ def main() -> int:
         write_result(res)
         return 1
     finally:
-        if edifd.proc is not None and edifd.proc.poll() is None:
-            edifd.signal(signal.SIGTERM)
-            res["edifd_rc"] = edifd.wait(60)
+        if edifd.running():
+            res["edifd_rc"] = edifd.stop(signal.SIGTERM, 60)
     write_result(res)
     return 0
 

@@ -1,6 +1,6 @@
-"""The EDIF lab scenario (lab.edif_lab): fast tests of its trace parser and verdicts on synthetic data, and
-(``-m lab``) one real run — VM-S's edif-agent secures edifd's HBA ports in VM-H against edif-target on this
-host — feeding one test per claim."""
+"""The EDIF lab scenario (lab.scenario_edif): fast tests of its trace reading and verdicts on synthetic data,
+and (``-m lab``) one real run — VM-S's edif-agent secures edifd's HBA ports in VM-H against edif-target on
+this host — feeding one test per claim."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.edif_lab import (
+from edifd.fc.pcap import PcapError, read_records
+from lab.guest.host_tenant import MIB, chunk
+from lab.scenario_edif import (
     SAMPLE_LEN,
     T_WWPNS,
-    PcapError,
     check_trace,
     pattern_samples,
-    pcap_frames,
     problems,
     run_edif_lab,
     verdicts,
 )
-from lab.guest.vmh_tenant import MIB, chunk
 
 SOF, EOF = b"\x2d\x00\xb5\x00"[::-1], b"\x42\x00\xb5\x00"[::-1]  # any 4 bytes: the parser skips them
 
@@ -54,10 +53,10 @@ CLEAN = [
 ]
 
 
-def test_pcap_frames_reads_records_and_drops_a_cut_one():
+def test_read_records_reads_records_and_drops_a_cut_one():
     data = pcap(CLEAN)
-    assert pcap_frames(data) == CLEAN
-    assert pcap_frames(data[:-3]) == CLEAN[:-1]  # the writer was still running
+    assert read_records(data) == CLEAN
+    assert read_records(data[:-3]) == CLEAN[:-1]  # the writer was still running
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -65,16 +64,16 @@ def test_pcap_frames_reads_records_and_drops_a_cut_one():
     (struct.pack("<IHHiIII", 0xD4C3B2A1, 2, 4, 0, 0, 65535, 225), "magic"),
     (pcap([], linktype=1), "linktype 1"),
 ])
-def test_pcap_frames_refuses_other_files(bad, words):
+def test_read_records_refuses_other_files(bad, words):
     with pytest.raises(PcapError, match=words):
-        pcap_frames(bad)
+        read_records(bad)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
-def test_pcap_frames_raises_only_its_own_error(data):
+def test_read_records_raises_only_its_own_error(data):
     try:
-        pcap_frames(data)
+        read_records(data)
     except PcapError:
         pass
 

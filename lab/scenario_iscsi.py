@@ -1,8 +1,8 @@
 """The two-VM iSCSI path, as one call: VM-H exports a LUN, the host and VM-S use it through QEMU's initiator.
 
-VM-H runs ``lab.guest.iscsi_export`` (probe, LIO fileio LUN over iSCSI, demo mode) with its port 3260
+VM-H runs ``lab.guest.host_iscsi`` (probe, LIO fileio LUN over iSCSI, demo mode) with its port 3260
 forwarded to a free host port; once it is ready the host runs ``iscsi-inq``; VM-S maps the LUN as
-``scsi-block`` and runs ``lab.guest.iscsi_initiator`` (sg_inq, 1 MiB O_DIRECT round trip); then the host
+``scsi-block`` and runs ``lab.guest.edifvm_iscsi`` (sg_inq, 1 MiB O_DIRECT round trip); then the host
 stops VM-H, which reports the SHA-256 of the backing-file range VM-S wrote. Two boots in all; the smoke tests
 assert on the returned object.
 """
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .guest.iscsi_initiator import IO_LEN, pattern
+from .guest.edifvm_iscsi import IO_LEN, pattern
+from .guestrun import GuestRun, collect, guest_python, guest_vm, run_guest
 from .image import GuestImage
-from .scenario import GuestRun, collect, guest_python, guest_vm, run_guest
 from .vm import Drive, HostFwd, free_port
 
 PAIR_IQN = "iqn.2003-01.org.linux-iscsi.edifd-lab:pair"
@@ -107,7 +107,7 @@ def run_iscsi_pair(
         "LAB_CHECK_LEN": str(IO_LEN),
     }
     vm_h = guest_vm(
-        image, f"pair-h-{tag}", _fresh(workdir / "vm-h"), guest_python("lab.guest.iscsi_export"), env_h,
+        image, f"pair-h-{tag}", _fresh(workdir / "vm-h"), guest_python("lab.guest.host_iscsi"), env_h,
         hostfwd=[HostFwd(port, 3260)],
     )  # fmt: skip
     with vm_h:
@@ -125,7 +125,7 @@ def run_iscsi_pair(
         log("VM-S booting with the LUN as scsi-block")
         share_s = _fresh(workdir / "vm-s")
         vm_s = run_guest(
-            image, f"pair-s-{tag}", share_s, guest_python("lab.guest.iscsi_initiator"), env_s,
+            image, f"pair-s-{tag}", share_s, guest_python("lab.guest.edifvm_iscsi"), env_s,
             timeout=timeout, net=False, lio=False, drives=[Drive.iscsi(port, iqn, 0)],
         )  # fmt: skip
         log(f"VM-S done: rc={vm_s.rc} in {vm_s.wall_s and round(vm_s.wall_s, 1)}s; stopping VM-H")

@@ -1,9 +1,9 @@
 """The channel lab: edif-agent in VM-S talks to edifd in VM-H over the control LUN, through QEMU's iSCSI
 initiator (scsi-block), on real kernels. Two boots; VM-H stays up while VM-S runs every phase.
 
-1. VM-H (``lab.guest.vmh_channel``): edifd serves ``ctl0`` (control, port WWPN in VPD 0x83) and
+1. VM-H (``lab.guest.host_channel``): edifd serves ``ctl0`` (control, port WWPN in VPD 0x83) and
    ``data0`` over iSCSI, with the channel key this host generated and put in VM-H's share;
-2. VM-S (``lab.guest.vms_agent``) maps both LUNs and runs the phases: udev rule, discovery, ping 1000,
+2. VM-S (``lab.guest.edifvm_channel``) maps both LUNs and runs the phases: udev rule, discovery, ping 1000,
    agent SIGKILL mid-stream, edifd SIGKILL mid-stream, wrong-key writer, RTT ratio;
 3. this host relays VM-S's requests (edifd status, kill) to VM-H through the two 9p shares, since VM-S
    has no network: ``req-N.json`` in VM-S's share -> ``cmd-N.json`` in VM-H's -> ``done-N.json`` ->
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .guestrun import collect, guest_python, guest_vm
 from .image import GuestImage
-from .scenario import collect, guest_python, guest_vm
 from .vm import VM, Drive, HostFwd, free_port
 
 CTL_IQN = "iqn.2026-11.io.edifd.lab:ctl0"
@@ -98,7 +98,7 @@ def run_channel_lab(image: GuestImage, workdir: Path, *, log: Callable[[str], No
     _write_key(share_s / "wrong.key", os.urandom(32))
     del key
 
-    vm_h = guest_vm(image, f"chan-h-{os.getpid()}", share_h, guest_python("lab.guest.vmh_channel"),
+    vm_h = guest_vm(image, f"chan-h-{os.getpid()}", share_h, guest_python("lab.guest.host_channel"),
                     {"LAB_CTL_IQN": CTL_IQN, "LAB_DATA_IQN": DATA_IQN, "LAB_WWPN": WWPN,
                      "LAB_HOLD_S": str(int(timeout))},
                     hostfwd=[HostFwd(port, 3260)])
@@ -113,7 +113,7 @@ def run_channel_lab(image: GuestImage, workdir: Path, *, log: Callable[[str], No
             log(summary["error"])
             return summary
         log("[VM-H] edifd ready")
-        vm_s = guest_vm(image, f"chan-s-{os.getpid()}", share_s, guest_python("lab.guest.vms_agent"),
+        vm_s = guest_vm(image, f"chan-s-{os.getpid()}", share_s, guest_python("lab.guest.edifvm_channel"),
                         {"LAB_COUNT": str(count), "LAB_PHASES": ",".join(phases), "LAB_WWPN": WWPN},
                         net=False, lio=False,
                         drives=[Drive.iscsi(port, CTL_IQN, 0), Drive.iscsi(port, DATA_IQN, 0)])

@@ -1,7 +1,7 @@
 """VM-S for the channel lab: the EDIF VM. edif-agent drives the control LUN that QEMU's iSCSI initiator
 passes through as scsi-block; the phases below run in one boot and are recorded in ``result.json``.
 
-Run as ``python3 -m lab.guest.vms_agent``. Phases (``LAB_PHASES``, comma separated, in this order):
+Run as ``python3 -m lab.guest.edifvm_channel``. Phases (``LAB_PHASES``, comma separated, in this order):
 
 ``udev``          install systemd/60-edif-control.rules, re-trigger the disk, read back what it set;
 ``status``        ``edif-agent status --json``: the disk is found with its port WWPN;

@@ -1,7 +1,7 @@
 """VM-S for the EDIF lab: the EDIF VM. One ``edif-agent run --config`` (the security service) per control
 disk, i.e. per HBA port of edifd in VM-H, over QEMU's iSCSI initiator (scsi-block).
 
-Run as ``python3 -m lab.guest.vms_edif``. The lab host puts into the share: ``channel-p<i>.key`` and
+Run as ``python3 -m lab.guest.edifvm_edif``. The lab host puts into the share: ``channel-p<i>.key`` and
 ``agent-p<i>.toml`` per port and the PSK files under ``psk/``; they are copied to tmpfs with mode 0600 (the
 agent refuses key files other users can read, and 9p shows the host's modes). Each agent writes its
 status (``agent-p<i>.json``, no key material) into the share about once a second. When the host touches
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import SHARE, log, write_json, write_result
-from .vms_agent import find_disk, phase_udev
+from .edifvm_channel import find_disk, phase_udev
 
 WORK = Path("/tmp/agent")
 

@@ -1,7 +1,7 @@
 """The tenant data path in the lab: edif-target on the lab host, edifd's HBA in VM-H, a tenant disk.
 
 The target (edifd.target, the code behind ``edif-target``) runs in this process on 127.0.0.1; VM-H reaches it
-through slirp as 10.0.2.2. VM-H runs ``lab.guest.vmh_tenant``: edifd logs in over FC-over-TCP, serves the
+through slirp as 10.0.2.2. VM-H runs ``lab.guest.host_tenant``: edifd logs in over FC-over-TCP, serves the
 remote LUN through TCMU/tcm_loop, and a tenant writes then reads back a known pattern with O_DIRECT. Half way
 through the writes the host drops the FC link (TCP) under it: every I/O must still complete correctly after
 the relogin (or fail with a clear sense), and the target's backing file must hold the pattern byte for byte.
@@ -18,9 +18,9 @@ from typing import Any
 
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 
-from .guest.vmh_tenant import MIB, chunk
+from .guest.host_tenant import MIB, chunk
+from .guestrun import collect, guest_python, guest_vm
 from .image import GuestImage
-from .scenario import collect, guest_python, guest_vm
 
 T_WWPN, T_WWNN = 0x2100001B32000C01, 0x2000001B32000C01
 
@@ -64,7 +64,7 @@ def run_tenant_lab(
             image,
             f"tenant-h-{os.getpid()}",
             workdir / "vm-h",
-            guest_python("lab.guest.vmh_tenant"),
+            guest_python("lab.guest.host_tenant"),
             {
                 "LAB_TARGET": f"10.0.2.2:{target.port}",
                 "LAB_TARGET_WWPN": f"{T_WWPN:016x}",

@@ -1,5 +1,5 @@
 """The channel on real kernels: edif-agent in VM-S, edifd in VM-H, the control LUN through QEMU's iSCSI
-initiator as scsi-block. One run of lab/channel_lab.py (two boots) feeds every test here.
+initiator as scsi-block. One run of lab/scenario_channel.py (two boots) feeds every test here.
 
 Lost and duplicated messages are counted by request ids and upstream sequence numbers on the agent
 side (edif-agent ping) and by edifd's channel counters on the host side. The VM shares and the
@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from lab.channel_lab import WWPN, run_channel_lab
 from lab.control import run_dir
+from lab.scenario_channel import WWPN, run_channel_lab
 
 pytestmark = pytest.mark.lab
 

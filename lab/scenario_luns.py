@@ -2,7 +2,7 @@
 
 Phases (each printed as it happens, and returned in one summary dict):
 
-1. VM-H boots and runs ``lab.guest.vmh_edifd``: edifd serves a tcm_loop LUN, an iSCSI LUN and a control
+1. VM-H boots and runs ``lab.guest.host_luns``: edifd serves a tcm_loop LUN, an iSCSI LUN and a control
    LUN; inside VM-H the tcm_loop LUN shows our INQUIRY and survives an O_DIRECT round trip, and edifd is
    SIGKILLed and restarted under a write loop;
 2. the host runs ``iscsi-inq`` and libiscsi's ``iscsi-test-cu`` suites against the iSCSI LUN (forwarded port);
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .guest.iscsi_initiator import IO_LEN, pattern
+from .guest.edifvm_iscsi import IO_LEN, pattern
+from .guestrun import collect, guest_python, guest_vm, run_guest
 from .image import GuestImage
-from .scenario import collect, guest_python, guest_vm, run_guest
 from .vm import Drive, HostFwd, free_port
 
 IQN = "iqn.2026-11.io.edifd.lab:disk0"
@@ -95,7 +95,7 @@ def run_edifd_lab(
         image,
         f"edifd-h-{os.getpid()}",
         _fresh(workdir / "vm-h"),
-        guest_python("lab.guest.vmh_edifd"),
+        guest_python("lab.guest.host_luns"),
         {"LAB_IQN": IQN, "LAB_HOLD_S": "1200", "LAB_CHECK_OFFSET": str(offset)},
         hostfwd=[HostFwd(port, 3260)],
     )
@@ -153,7 +153,7 @@ def run_edifd_lab(
             image,
             f"edifd-s-{os.getpid()}",
             _fresh(workdir / "vm-s"),
-            guest_python("lab.guest.iscsi_initiator"),
+            guest_python("lab.guest.edifvm_iscsi"),
             {"LAB_VENDOR": "EDIF", "LAB_IO_OFFSET": str(offset), "LAB_IO_SEED": str(seed)},
             timeout=timeout,
             net=False,

@@ -1,4 +1,4 @@
-"""Real-kernel check of edifd.tcmu: `python3 -m lab.labcheck` as root, with configfs and
+"""Real-kernel check of edifd.tcmu: `python3 -m lab.guest.host_tcmu_check` as root, with configfs and
 the LIO modules available (e.g. in the QEMU lab guest). It creates its own backstores and removes
 them; it prints one JSON object of figures and exits 0 only if every check passed.
 
@@ -50,7 +50,7 @@ BS = 512
 PARK_LBA = 100_000  # a block no partition or blkid scan reads
 MIB = 1 << 20
 
-log = logging.getLogger("lab.labcheck")
+log = logging.getLogger("lab.guest.host_tcmu_check")
 
 
 class ParkingMedium(MemoryMedium):
@@ -221,8 +221,8 @@ def _restart_check(lio: Lio) -> dict[str, Any]:
     (block_dev, reset_ring: the READ fails with BUSY, sd retries it) and serves the retry."""
     spec = BackstoreSpec("edifchk5", "edif", "chk5", SIZE, wwn="LABCHK06")
     bs = lio.create_backstore(spec)
-    child = subprocess.Popen([sys.executable, "-m", "lab.labcheck", "--crash-child", bs.uio_name],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "lab.guest.host_tcmu_check", "--crash-child",
+                              bs.uio_name], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     out: dict[str, Any] = {"child_ready": child.stdout.readline().strip() == "ready"}
     exp = lio.export(bs, LoopbackExport())

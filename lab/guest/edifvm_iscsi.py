@@ -1,5 +1,5 @@
 """VM-S: find the disk that QEMU's iSCSI initiator passes through (scsi-block), read its identity with sg_inq,
-and do a 1 MiB O_DIRECT write/read round trip. Run as ``python3 -m lab.guest.iscsi_initiator``.
+and do a 1 MiB O_DIRECT write/read round trip. Run as ``python3 -m lab.guest.edifvm_iscsi``.
 
 Environment: ``LAB_VENDOR`` (INQUIRY vendor to look for, default ``LIO-ORG``), ``LAB_IO_OFFSET`` (byte offset,
 default 1 MiB), ``LAB_IO_SEED`` (seed of the pseudo-random pattern; the host recomputes its SHA-256).
