@@ -223,8 +223,10 @@ class RemoteLunKind(LunKind):
     """A tenant LUN whose CDBs go, unchanged, as FCP to a LUN of a storage target."""
 
     type = "remote"
-    start_order = 1  # behind a secure target it attaches only once the EDIF VM has authenticated
-    # us through a control LUN, so those start first
+    # After the control LUNs: behind a secure target a remote LUN attaches only once the EDIF VM
+    # has authenticated us through its control LUN.
+    start_order = 1
+    _remote: RemoteLun  # set by open(); the geometry comes from it
 
     def open(self, ctx: LunContext) -> Executor:
         lun, io_timeout = self.lun, ctx.config.hba.io_timeout
