@@ -7,7 +7,7 @@ Two ways to use it:
   `hba.submit_callback(...)` calls back on the HBA thread (what `RemoteLun` uses).
 
 Every command completes: with the target's response, or CHECK CONDITION with the sense documented
-in `edifd.hba.session` (io timeout, target gone) — never with an exception.
+in `edifd.hba.fcp` (io timeout, target gone) — never with an exception.
 """
 
 from __future__ import annotations
