@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+from edifd.edges.file_medium import FileMedium
+from edifd.edges.loop_thread import LoopThread
 from edifd.fc import FcipStreamDecoder, Frame, LinkError, encode_frame, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.hba.counters import PortCounters
 from edifd.hba.transform import FrameTransform, LoginPolicy
-from edifd.scsi import FileMedium, Identity, Pending, ScsiDisk, ScsiResponse
+from edifd.scsi import Identity, Pending, ScsiDisk, ScsiResponse
 
 from .session import AuthElsReceived, Execute, LoginEvent, TargetSession
 
@@ -291,8 +292,7 @@ class TargetServer:
             self._pcap_file = open(config.pcap_path, "wb")  # noqa: SIM115 - closed in stop()
             pcap = PcapWriter(self._pcap_file, LinkType.FC_2_WITH_FRAME_DELIMS)
         self.ports = [TargetPort(p, pcap=pcap, policy=policy) for p in config.ports]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread("edif-target")
 
     async def start(self) -> None:
         for p in self.ports:
@@ -308,30 +308,15 @@ class TargetServer:
     def port(self, name: str) -> TargetPort:
         return next(p for p in self.ports if p.config.name == name)
 
-    # --- on its own event-loop thread (as Hba.start_thread), for hosts of a target in a process ---
+    # --- on its own event-loop thread (edifd.edges.loop_thread), for hosts of a target in a process ---
 
     def start_thread(self, timeout: float = 30.0) -> None:
         """Run the target on its own event loop in a daemon thread; returns once it listens."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        loop = self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="edif-target", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
+        self._runner.start(self.start, timeout)
 
-    def call_soon(self, fn: Callable[[], object]) -> None:
-        """Run `fn` on the target's loop (e.g. a port's `drop_links`); thread-safe."""
-        if self._loop is None:
-            raise RuntimeError("target not started with start_thread")
-        self._loop.call_soon_threadsafe(fn)
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn(*args)` on the target's loop (e.g. a port's `drop_links`); thread-safe."""
+        self._runner.call_soon(fn, *args)
 
     def stop_thread(self, timeout: float = 30.0) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            self._thread = None
+        self._runner.stop(self.stop, timeout)
