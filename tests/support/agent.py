@@ -1,5 +1,6 @@
 """A stand-in for guest_agent.client.ChannelClient (same API) with a tiny host behind it, and helpers
-for the agent edge tests: a preadv that "parks" like the host does, and EIO injection.
+for the agent tests: a preadv that "parks" like the host does, EIO injection, a control disk served by
+the real host core to an agent subprocess (`RemoteDiskServer`, `agent`), and a fake sysfs (`make_disk`).
 
 The stand-in ignores the bytes on the disk for its logic (it is the host as well as the client), but
 records them, so the edge tests can check what was read from where.
@@ -10,12 +11,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edifd.proto import Keepalive, Message, MessageType, Response, Status
+from edifd.proto import Message, MessageType, Response, Status
+from edifd.scsi import Identity
+from edifd.scsi.inquiry import VPD_DEVICE_ID, VPD_UNIT_SERIAL, vpd_page
 
 READ_BASE = 1024  # LBAs the stand-in parks READs at: apart, so nothing could merge them
 READ_GAP = 16
@@ -172,33 +178,6 @@ def parking_preadv(client_ref: list[FakeClient], park_s: float = 0.05, eio_first
     return preadv
 
 
-def test_stand_in_answers_keepalive_after_handshake() -> None:
-    c = FakeClient()
-    c.start()
-    w = c.next_write()
-    assert w is not None and w.payload == b"APP_START"
-    c.write_done(w.token, True)
-    assert c.established
-    rid = c.request(Keepalive())
-    w = c.next_write()
-    assert w is not None
-    c.write_done(w.token, True)
-    r = c.next_read()
-    (msg,) = c.read_done(r.token, bytes(4096))
-    assert msg.request_id == rid and msg.sequence == 1 and msg.type is MessageType.RESPONSE
-
-
-def test_stand_in_restores_from_snapshot() -> None:
-    c = FakeClient()
-    c.start()
-    w = c.next_write()
-    assert w is not None
-    c.write_done(w.token, True)
-    c.request(Keepalive())
-    c2 = FakeClient(state=c.snapshot())
-    assert c2.established and c2.next_rid == 2
-
-
 # -- a control disk served by the real host core, reachable from an agent subprocess ---------------
 #
 # The agent runs as a real process (so it can be SIGKILLed), with its preadv/pwritev forwarded over a
@@ -348,3 +327,43 @@ class RemoteDiskServer:
             return
         finally:
             c.close()
+
+
+# -- edif-agent as a process, over the remote disk ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def agent(files, *args: str, command: tuple[str, ...] = ("ping", "--json"),
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}]; "
+            f"import tests.support.agent as s; s.install_remote_disk({str(files['sock'])!r}); "
+            "from guest_agent.cli import main; main(sys.argv[1:], prog_name='edif-agent')")
+    argv = [sys.executable, "-c", code, *command, "--device", str(files["dev"]), "--no-direct",
+            "--timeout", "20", *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+# -- a fake sysfs ------------------------------------------------------------------------------------
+
+WWPN_A = 0x500143801234567A
+WWPN_B = 0x500143801234567B
+
+
+def make_disk(root: Path, name: str, *, vendor: str = "EDIF", model: str = "CTRL", serial: str = "CTL-1",
+              wwpn: int | None = WWPN_A, block_size: int = 512, sectors: int = 32768,
+              vpd83: bytes | None = None) -> Path:
+    """One /sys/block/<name> as the kernel lays it out (INQUIRY strings space-padded)."""
+    d = root / "block" / name
+    (d / "device").mkdir(parents=True)
+    (d / "queue").mkdir()
+    (d / "device" / "vendor").write_text(f"{vendor:<8}\n")
+    (d / "device" / "model").write_text(f"{model:<16}\n")
+    (d / "queue" / "logical_block_size").write_text(f"{block_size}\n")
+    (d / "size").write_text(f"{sectors}\n")
+    ident = Identity(vendor=vendor, product=model, serial=serial, port_wwpn=wwpn)
+    (d / "device" / "vpd_pg80").write_bytes(vpd_page(VPD_UNIT_SERIAL, ident, max_transfer_blocks=8))
+    (d / "device" / "vpd_pg83").write_bytes(
+        vpd83 if vpd83 is not None else vpd_page(VPD_DEVICE_ID, ident, max_transfer_blocks=8))
+    return d

@@ -9,10 +9,8 @@ and a writer with the wrong key changes nothing.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,13 +18,11 @@ import pytest
 
 from edifd.channel import BasicHandler, ChannelCore, StaticState
 from edifd.proto import ChannelKey, Keepalive, MessageType, PortRef, SessionShutdown, ShutdownReason
-from tests.support.agent import RemoteDiskServer
+from tests.support.agent import RemoteDiskServer, agent
 
 KEY_HEX = "11" * 32
 KEY = ChannelKey(bytes.fromhex(KEY_HEX))
 N_BLOCKS = (16 << 20) // 512
-ROOT = Path(__file__).resolve().parents[2]
-TESTS = Path(__file__).resolve().parent
 
 
 class Recorder(BasicHandler):
@@ -82,17 +78,6 @@ def files(tmp_path):
         fh.truncate(N_BLOCKS * 512)  # the edge sizes the channel from the device's capacity
     return {"key": key, "dev": dev, "state": tmp_path / "agent.state", "report": tmp_path / "ping.json",
             "sock": tmp_path / "disk.sock"}
-
-
-def agent(files, *args: str, command: tuple[str, ...] = ("ping", "--json"),
-          env: dict[str, str] | None = None) -> subprocess.Popen:
-    code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]; "
-            f"import tests.support.agent as s; s.install_remote_disk({str(files['sock'])!r}); "
-            "from guest_agent.cli import main; main(sys.argv[1:], prog_name='edif-agent')")
-    argv = [sys.executable, "-c", code, *command, "--device", str(files["dev"]), "--no-direct",
-            "--timeout", "20", *args]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
 
 
 def finish(p: subprocess.Popen) -> tuple[int, dict]:

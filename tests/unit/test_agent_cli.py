@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_agent_discovery import WWPN_A, WWPN_B, make_disk
 
+from edifd.proto import Keepalive, MessageType
 from guest_agent import channel, cli
 from guest_agent import disk as disk_mod
 from guest_agent.state import StateFile, decode_state, encode_state
-from tests.support.agent import FakeClient, parking_preadv
+from tests.support.agent import WWPN_A, WWPN_B, FakeClient, make_disk, parking_preadv
 
 
 @pytest.fixture
@@ -210,3 +210,33 @@ def test_sd_notify_sends_a_datagram(tmp_path, monkeypatch):
         cli.sd_notify("READY=1")  # best effort: no error
     finally:
         srv.close()
+
+
+# -- the stand-in itself ---------------------------------------------------------------------------
+
+
+def test_stand_in_answers_keepalive_after_handshake() -> None:
+    c = FakeClient()
+    c.start()
+    w = c.next_write()
+    assert w is not None and w.payload == b"APP_START"
+    c.write_done(w.token, True)
+    assert c.established
+    rid = c.request(Keepalive())
+    w = c.next_write()
+    assert w is not None
+    c.write_done(w.token, True)
+    r = c.next_read()
+    (msg,) = c.read_done(r.token, bytes(4096))
+    assert msg.request_id == rid and msg.sequence == 1 and msg.type is MessageType.RESPONSE
+
+
+def test_stand_in_restores_from_snapshot() -> None:
+    c = FakeClient()
+    c.start()
+    w = c.next_write()
+    assert w is not None
+    c.write_done(w.token, True)
+    c.request(Keepalive())
+    c2 = FakeClient(state=c.snapshot())
+    assert c2.established and c2.next_rid == 2

@@ -25,28 +25,7 @@ from guest_agent.discovery import (
     scan_udev,
     select,
 )
-
-WWPN_A = 0x500143801234567A
-WWPN_B = 0x500143801234567B
-
-
-def make_disk(root: Path, name: str, *, vendor: str = "EDIF", model: str = "CTRL", serial: str = "CTL-1",
-              wwpn: int | None = WWPN_A, block_size: int = 512, sectors: int = 32768,
-              vpd83: bytes | None = None) -> Path:
-    """One /sys/block/<name> as the kernel lays it out (INQUIRY strings space-padded)."""
-    d = root / "block" / name
-    (d / "device").mkdir(parents=True)
-    (d / "queue").mkdir()
-    (d / "device" / "vendor").write_text(f"{vendor:<8}\n")
-    (d / "device" / "model").write_text(f"{model:<16}\n")
-    (d / "queue" / "logical_block_size").write_text(f"{block_size}\n")
-    (d / "size").write_text(f"{sectors}\n")
-    ident = Identity(vendor=vendor, product=model, serial=serial, port_wwpn=wwpn)
-    (d / "device" / "vpd_pg80").write_bytes(vpd_page(VPD_UNIT_SERIAL, ident, max_transfer_blocks=8))
-    (d / "device" / "vpd_pg83").write_bytes(
-        vpd83 if vpd83 is not None else vpd_page(VPD_DEVICE_ID, ident, max_transfer_blocks=8))
-    return d
-
+from tests.support.agent import WWPN_A, WWPN_B, make_disk
 
 # -- VPD and WWPN parsing ---------------------------------------------------------------------------
 

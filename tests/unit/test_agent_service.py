@@ -1,7 +1,7 @@
 """The security service (guest_agent/service.py and `edif-agent run --config`).
 
 In process: `SecurityService` over the real ChannelClient <-> SCSI loopback <-> ChannelCore, with
-test_secapp's FakeHost as the HBA (test_secapp_channel.Rig). As a process: `edif-agent run --config`
+tests.support.secapp's FakeHost as the HBA (its Rig). As a process: `edif-agent run --config`
 against the real ChannelCore behind the emulated control disk (tests.support.agent.RemoteDiskServer),
 SIGTERM -> APP_STOP.
 """
@@ -15,9 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agent_channel import agent
-from test_secapp import PSK1, PSK2, T1, T2, Clock, FakeTarget, assert_keys_crosswise
-from test_secapp_channel import BLOCKS, KEY, ChannelHba, Rig
 
 from edifd.channel import ChannelCore
 from edifd.proto import AppStop, AuthFailReason, Cipher, Message
@@ -32,7 +29,20 @@ from edifd.secapp.app import (
 )
 from edifd.secapp.config import RekeyPolicy
 from guest_agent.service import SecurityService, describe, write_status
-from tests.support.agent import RemoteDiskServer
+from tests.support.agent import RemoteDiskServer, agent
+from tests.support.clock import Clock
+from tests.support.secapp import (
+    BLOCKS,
+    KEY,
+    PSK1,
+    PSK2,
+    T1,
+    T2,
+    ChannelHba,
+    FakeTarget,
+    Rig,
+    assert_keys_crosswise,
+)
 
 
 class ServiceRig(Rig):

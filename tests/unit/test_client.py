@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edifd.channel import Reject
 from edifd.channel.loopback import write_cdb
 from edifd.proto import (
     AppStart,
@@ -22,6 +21,7 @@ from edifd.proto import (
     encode,
 )
 from edifd.proto.lba import CURSOR_LANES, LANES, NO_CURSOR_LANE
+from edifd.proto.reject import Reject
 from edifd.scsi import sense
 from guest_agent.client import ClientError, ClientStateError, Phase, ReadRequest, WriteRequest
 from tests.support.channel import KEY, N_BLOCKS, established, make_client
