@@ -5,10 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import random
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -16,40 +13,11 @@ from edifd.proto import Keepalive, MessageType
 from guest_agent import disk as disk_mod
 from guest_agent.backoff import Backoff
 from guest_agent.disk import AlignedBuffer, ControlDiskEndpoint
+from tests.support import agent_disk
 from tests.support.agent import READ_BASE, FakeClient, parking_preadv
+from tests.support.agent_disk import BLOCKS, BS, handshake_and_ping, wait_until
 
-BS = 512
-BLOCKS = 4096
-
-
-def wait_until(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> tuple[Path, bytes]:
-    data = random.Random(1).randbytes(BS * BLOCKS)
-    p = tmp_path / "ctl.img"
-    p.write_bytes(data)
-    return p, data
-
-
-@pytest.fixture
-def parked(monkeypatch):
-    """Patch the edge's preadv so an idle READ blocks briefly, as a parked READ on the host would."""
-    ref: list[FakeClient] = []
-
-    def install(client: FakeClient, eio_first: int = 0):
-        ref.append(client)
-        fn = parking_preadv(ref, eio_first=eio_first)
-        monkeypatch.setattr(disk_mod.os, "preadv", fn)
-        return fn
-
-    return install
+image, parked = agent_disk.image, agent_disk.parked  # the shared fixtures, found by name
 
 
 class Sleeps:
@@ -63,17 +31,6 @@ class Sleeps:
         with self.lock:
             self.delays.append(s)
         return ev.is_set()
-
-
-def handshake_and_ping(ep: ControlDiskEndpoint, client: FakeClient, n: int) -> list:
-    ep.call(lambda c: c.start())
-    wait_until(lambda: client.established)
-    rids = [ep.call(lambda c: c.request(Keepalive())) for _ in range(n)]
-    got = []
-    while len(got) < n:
-        got.append(ep.inbox.get(timeout=10))
-    assert [m.request_id for m in got] == rids
-    return got
 
 
 def test_reads_come_from_the_requested_lbas_and_writes_land_whole_blocks(image, parked):

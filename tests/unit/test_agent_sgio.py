@@ -12,12 +12,15 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_agent_disk import BS, handshake_and_ping, image, parked, wait_until  # noqa: F401
 
 from guest_agent import sgio
 from guest_agent.disk import ControlDiskEndpoint
 from guest_agent.sgio import SgIoError, SgIoHdr, SgResult, sg_write, write_cdb
+from tests.support import agent_disk
 from tests.support.agent import FakeClient
+from tests.support.agent_disk import BS, handshake_and_ping, wait_until
+
+image, parked = agent_disk.image, agent_disk.parked  # the shared fixtures, found by name
 
 
 def test_write10_and_write16():
@@ -77,7 +80,7 @@ def test_regular_file_has_no_sg_io(tmp_path):
     buf.close()  # sg_write released its hold on the buffer
 
 
-def test_edge_falls_back_to_pwritev_on_a_regular_file(image, parked):  # noqa: F811
+def test_edge_falls_back_to_pwritev_on_a_regular_file(image, parked):
     path, _ = image
     c = FakeClient()
     parked(c)
@@ -87,7 +90,7 @@ def test_edge_falls_back_to_pwritev_on_a_regular_file(image, parked):  # noqa: F
     assert ep.counters["sg_io_unavailable"] == 1 and ep.counters["writes_ok"] == 3
 
 
-def test_edge_hands_sense_of_a_refused_write_to_the_client(image, parked, monkeypatch):  # noqa: F811
+def test_edge_hands_sense_of_a_refused_write_to_the_client(image, parked, monkeypatch):
     """A CHECK CONDITION through SG_IO: the client gets the sense bytes (e.g. STALE_EPOCH)."""
     path, _ = image
     c = FakeClient()
