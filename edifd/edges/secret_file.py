@@ -15,14 +15,8 @@ import stat
 from edifd.proto.errors import ChannelKeyError
 from edifd.proto.keys import ChannelKey, parse_channel_key
 
-# The policy: no group or world access at all.
+# The policy, for every secret of every tool: no group or world access at all (chmod 0600 or 0400).
 OWNER_ONLY = 0o077
-# What the callers refuse today. Group access is still accepted for the channel key (a
-# `root:edifd 0640` key file, docs/protocol.md) and group read for PSK and private-key files
-# (docs/secapp.md §4), and tests pin both; moving them to OWNER_ONLY changes behaviour, which is
-# the team lead's decision, not a re-layout's.
-CHANNEL_KEY_REFUSED = 0o007
-CREDENTIAL_REFUSED = 0o027
 
 MAX_CHANNEL_KEY_FILE = 4096  # a key file is 32 or ~65 bytes
 
@@ -88,7 +82,9 @@ def _read(path: str | os.PathLike[str], what: str, limit: int, refuse: int | Non
         buf[:] = bytes(len(buf))  # do not leave the secret in a buffer we own
 
 
-def read_secret_file(path: str | os.PathLike[str], *, what: str, limit: int, refuse: int) -> bytes:
+def read_secret_file(
+    path: str | os.PathLike[str], *, what: str, limit: int, refuse: int = OWNER_ONLY
+) -> bytes:
     """A secret file's content: a regular file, not a symlink, no bits of `refuse`, <= limit bytes."""
     return _read(path, what, limit, refuse)
 
@@ -103,7 +99,7 @@ def load_channel_key(path: str | os.PathLike[str]) -> ChannelKey:
     ChannelKeyError naming the path, never the key."""
     try:
         content = read_secret_file(path, what="channel key", limit=MAX_CHANNEL_KEY_FILE,
-                                   refuse=CHANNEL_KEY_REFUSED)
+                                   refuse=OWNER_ONLY)
     except SecretFileError as e:
         raise ChannelKeyError(str(e)) from None
     try:

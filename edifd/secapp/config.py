@@ -9,7 +9,8 @@ Security rules (docs/secapp.md §4):
 
 * there is no default PSK and none is ever derived from WWPNs (Marvell's plugin does that; it is
   guessable). A target without credentials is an error unless it says ``skip = true``;
-* PSK and private-key files readable by "other" users, or writable by the group, are refused;
+* PSK and private-key files that the group or other users can access at all are refused (one
+  policy for every secret: edifd.edges.secret_file);
 * secrets never appear in a repr, a log line or an error text (errors name paths and sizes only).
 
 Example::
@@ -51,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edifd.confcheck import ProblemCollector as _Reader
 from edifd.confcheck import load_toml
-from edifd.edges.secret_file import CREDENTIAL_REFUSED, SecretFileError, read_regular_file, read_secret_file
+from edifd.edges.secret_file import SecretFileError, read_regular_file, read_secret_file
 from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
 from edifd.ike.codes import DhGroup
@@ -189,7 +190,7 @@ class SecConfig:
 def _read_file(path: str, limit: int, what: str, secret: bool) -> bytes:
     try:
         if secret:
-            return read_secret_file(path, what=what, limit=limit, refuse=CREDENTIAL_REFUSED)
+            return read_secret_file(path, what=what, limit=limit)
         return read_regular_file(path, what=what, limit=limit)
     except SecretFileError as e:
         raise CredentialFileError(str(e)) from None

@@ -42,9 +42,19 @@ def test_accepted_forms(tmp_path: Path, content: bytes) -> None:
     assert key.material == SECRET
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o400, 0o640, 0o660])
+@pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_private_modes_accepted(tmp_path: Path, mode: int) -> None:
     assert load_channel_key(write(tmp_path, SECRET, mode)).material == SECRET
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o660, 0o620, 0o610])
+def test_group_accessible_refused(tmp_path: Path, mode: int) -> None:
+    # One policy for every secret file: group access is refused too, with the chmod that fixes it.
+    path = write(tmp_path, SECRET, mode)
+    with pytest.raises(ChannelKeyError, match="its group") as info:
+        load_channel_key(path)
+    assert "run chmod g-" in str(info.value) and str(path) in str(info.value)
+    assert_no_secret(str(info.value))
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o602, 0o601, 0o666])
@@ -122,7 +132,7 @@ def test_symlink_refused_and_a_refusal_names_the_chmod(tmp_path: Path) -> None:
     link.symlink_to(write(tmp_path, SECRET))
     with pytest.raises(ChannelKeyError, match="symbolic link"):
         load_channel_key(link)
-    loose = write(tmp_path, SECRET, 0o646, name="loose.key")
+    loose = write(tmp_path, SECRET, 0o646, name="loose.key")  # group read and other read-write
     with pytest.raises(ChannelKeyError) as info:
         load_channel_key(loose)
-    assert str(info.value).endswith(f"(mode 0646); run chmod o-rw {loose}")
+    assert str(info.value).endswith(f"(mode 0646); run chmod g-r,o-rw {loose}")

@@ -162,8 +162,11 @@ def test_psk_file_with_loose_permissions_is_refused(tmp_path, mode):
     assert len(got) == 1 and got[0].startswith(f'targets."{W1}": PSK file') and "mode" in got[0]
 
 
-def test_psk_file_group_readable_is_allowed(tmp_path):
-    assert load_psk(write(tmp_path / "a.psk", SECRET, 0o640)).psk == SECRET.encode()
+def test_psk_file_group_readable_is_refused(tmp_path):
+    # One policy for every secret file (edifd.edges.secret_file): no group access either.
+    with pytest.raises(CredentialFileError, match="its group"):
+        load_psk(write(tmp_path / "a.psk", SECRET, 0o640))
+    assert load_psk(write(tmp_path / "b.psk", SECRET, 0o600)).psk == SECRET.encode()
 
 
 def test_bad_psk_contents_and_files(tmp_path):
