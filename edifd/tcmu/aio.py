@@ -53,11 +53,7 @@ class AsyncTcmuHandler(_RingOwner):
             self._serve()
             if self._closed:
                 break
-            if self._ring_drained():
-                self.drained = True
-                break
-            if loop.time() > deadline:
-                log.error("%s: ring not drained after %.1f s", self.name, self.drain_timeout)
+            if self._drain_over(loop.time(), deadline):
                 break
             await asyncio.sleep(_DRAIN_POLL)
         self._teardown()

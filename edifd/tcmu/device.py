@@ -269,6 +269,17 @@ class _RingOwner:
         if disp.ring.take_notify():
             self._port.notify()
 
+    def _drain_over(self, now: float, deadline: float) -> bool:
+        """While stopping, after a step: True once the ring is drained (then `drained` is set) or
+        the drain deadline passed (logged)."""
+        if self._ring_drained():
+            self.drained = True
+            return True
+        if now > deadline:
+            log.error("%s: ring not drained after %.1f s", self.name, self.drain_timeout)
+            return True
+        return False
+
     def _begin_stop(self) -> None:
         self._stopping = True
         try:
@@ -374,13 +385,8 @@ class TcmuHandler(_RingOwner):
                     deadline = time.monotonic() + self.drain_timeout
                     self._begin_stop()
                 self._step()
-                if deadline is not None:
-                    if self._ring_drained():
-                        self.drained = True
-                        break
-                    if time.monotonic() > deadline:
-                        log.error("%s: ring not drained after %.1f s", self.name, self.drain_timeout)
-                        break
+                if deadline is not None and self._drain_over(time.monotonic(), deadline):
+                    break
         except Exception:
             log.exception("%s: ring owner failed", self.name)
         finally:
