@@ -15,30 +15,16 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edifd.proto import Message, MessageType, Response, Status
 from edifd.scsi import Identity
 from edifd.scsi.inquiry import VPD_DEVICE_ID, VPD_UNIT_SERIAL, vpd_page
+from guest_agent.client import ReadRequest, WriteRequest
 
 READ_BASE = 1024  # LBAs the stand-in parks READs at: apart, so nothing could merge them
 READ_GAP = 16
-
-
-@dataclass(frozen=True)
-class ReadRequest:
-    lba: int
-    nblocks: int
-    token: int
-
-
-@dataclass(frozen=True)
-class WriteRequest:
-    lba: int
-    payload: bytes
-    token: int
 
 
 class FakeClient:
