@@ -11,11 +11,7 @@ from edifd.scsi.command import Pending, ScsiCommand, ScsiResponse, Status
 from edifd.tcmu.aio import AsyncTcmuHandler
 from edifd.tcmu.device import TcmuHandler
 from edifd.tcmu.fakekernel import FakeControl, FakeKernel, FakeUio
-
-PARK = bytes([0x28, 0, 0, 0, 0, 0x99, 0, 0, 1, 0])
-READ10 = bytes([0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0])
-
-LIMIT = 10.0  # upper bound for waits in the loop; never an assertion on speed
+from tests.support.tcmu import PARK, READ10, WAIT, queue, wait_until
 
 
 class Disk:
@@ -29,22 +25,7 @@ class Disk:
         return ScsiResponse(Status.GOOD, b"d" * cmd.data_in_len)
 
 
-def queue(k: FakeKernel, uio: FakeUio, cdb: bytes, **kw) -> int:
-    cid = k.queue_cmd(cdb, **kw)
-    uio.signal()
-    return cid
-
-
-def wait_until(pred, limit: float = LIMIT) -> bool:
-    ev = threading.Event()
-    for _ in range(int(limit / 0.01)):
-        if pred():
-            return True
-        ev.wait(0.01)
-    return pred()
-
-
-async def until(pred, limit: float = LIMIT) -> bool:
+async def until(pred, limit: float = WAIT) -> bool:
     for _ in range(int(limit / 0.01)):
         if pred():
             return True

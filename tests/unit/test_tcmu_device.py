@@ -11,10 +11,7 @@ from edifd.scsi.command import Pending, ScsiCommand, ScsiResponse, Status
 from edifd.tcmu.device import ConfigfsControl, TcmuHandler, UioFile, UioInfo, UioName, find_uio, wait_for_uio
 from edifd.tcmu.errors import DeviceError
 from edifd.tcmu.fakekernel import FakeControl, FakeKernel, FakeUio
-
-PARK = bytes([0x28, 0, 0, 0, 0, 0x99, 0, 0, 1, 0])
-READ10 = bytes([0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0])
-WAIT = 10.0  # generous upper bound for a wait, never an assertion on speed
+from tests.support.tcmu import PARK, READ10, queue, wait_until
 
 
 class Disk:
@@ -33,15 +30,6 @@ class Disk:
         return ScsiResponse(Status.GOOD, b"d" * cmd.data_in_len)
 
 
-def wait_until(pred, timeout: float = WAIT) -> bool:
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if pred():
-            return True
-        ev.wait(0.01)
-    return pred()
-
-
 def make(kernel: FakeKernel | None = None):
     k = kernel or FakeKernel()
     uio = FakeUio(k)
@@ -49,12 +37,6 @@ def make(kernel: FakeKernel | None = None):
     disk = Disk()
     h = TcmuHandler(lambda: uio, ctl, disk, drain_timeout=2.0, name="t")
     return k, uio, ctl, disk, h
-
-
-def queue(k: FakeKernel, uio: FakeUio, cdb: bytes, **kw) -> int:
-    cid = k.queue_cmd(cdb, **kw)
-    uio.signal()
-    return cid
 
 
 def test_uio_name_round_trip_and_errors() -> None:
