@@ -56,6 +56,7 @@ from edifd.fc import (
     wwn_str,
 )
 
+from .counters import RemotePortCounters
 from .events import (
     ElsReceived,
     ElsReplyReceived,
@@ -78,7 +79,32 @@ PTP_ID_RESPONDER = 0x010102  # FC_LOCAL_PTP_FID_HI, assigned to the other port
 _FCP_IUS = (RCtl.FCP_DATA, RCtl.FCP_XFER_RDY, RCtl.FCP_RSP)
 
 
-class InitiatorSession(FcpInitiator):
+class LinkEnd:
+    """What both ends of a point-to-point link (this initiator, the target's session) do alike with
+    a frame they will not take: count and drop it, or answer an ELS request with LS_RJT on an RX_ID
+    of the subclass's own `_alloc_rx()`."""
+
+    counters: RemotePortCounters
+
+    def _alloc_rx(self) -> int:
+        raise NotImplementedError
+
+    def _drop(self, why: str) -> list[Frame]:
+        self.counters.dropped_frames += 1
+        logging.getLogger(type(self).__module__).debug("dropped a frame: %s", why)  # the subclass's log
+        return []
+
+    def _reject(self, frame: Frame, reason: LsRjtReason, expl: LsRjtExplanation) -> list[Frame]:
+        self.counters.rejects_sent += 1
+        return [els_reply(frame, LsRjt(reason, expl), rx_id=self._alloc_rx())]
+
+    def _undecodable_request(self, frame: Frame) -> list[Frame]:
+        """An ELS request whose payload does not decode: counted as dropped, answered with LS_RJT."""
+        self.counters.dropped_frames += 1
+        return self._reject(frame, LsRjtReason.PROTOCOL_ERROR, LsRjtExplanation.INVALID_PAYLOAD_LENGTH)
+
+
+class InitiatorSession(FcpInitiator, LinkEnd):
     """Login + FCP initiator for the one remote port of a point-to-point link."""
 
     def __init__(
@@ -306,11 +332,6 @@ class InitiatorSession(FcpInitiator):
         except FcError as e:
             return self._drop(f"undecodable payload: {e}")
 
-    def _drop(self, why: str) -> list[Frame]:
-        self.counters.dropped_frames += 1
-        log.debug("dropped a frame: %s", why)
-        return []
-
     def _els_reply_in(self, frame: Frame, now: float) -> list[Frame]:
         code = self._els.pop(frame.header.ox_id, None)
         if code is None:
@@ -361,10 +382,6 @@ class InitiatorSession(FcpInitiator):
         return (page.type == FcType.FCP and int(page.response_code) == PrliAccCode.EXECUTED
                 and bool(int(page.service_params) & FcpServiceParams.TARGET))
 
-    def _reject(self, frame: Frame, reason: LsRjtReason, expl: LsRjtExplanation) -> list[Frame]:
-        self.counters.rejects_sent += 1
-        return [els_reply(frame, LsRjt(reason, expl), rx_id=self._alloc_rx())]
-
     def _alloc_rx(self) -> int:
         # RX_IDs of exchanges the peer opened (its ELS requests): a separate 0x8000.. range, so
         # they never look like our OX_IDs in a trace.
@@ -376,8 +393,7 @@ class InitiatorSession(FcpInitiator):
         try:
             req = parse_payload(frame)
         except FcError:
-            self.counters.dropped_frames += 1
-            return self._reject(frame, LsRjtReason.PROTOCOL_ERROR, LsRjtExplanation.INVALID_PAYLOAD_LENGTH)
+            return self._undecodable_request(frame)
         rx = self._alloc_rx()
         if isinstance(req, Flogi):
             return [els_reply(frame, self._login_params(LoginAcc), rx_id=rx)]  # type: ignore[arg-type]

@@ -37,7 +37,6 @@ from edifd.fc import (
     LoginAcc,
     Logo,
     LsAcc,
-    LsRjt,
     LsRjtExplanation,
     LsRjtReason,
     Plogi,
@@ -65,7 +64,7 @@ from edifd.fc import (
     xfer_rdy_frame,
 )
 from edifd.hba.counters import RemotePortCounters
-from edifd.hba.session import PTP_ID_ORIGINATOR, PTP_ID_RESPONDER
+from edifd.hba.session import PTP_ID_ORIGINATOR, PTP_ID_RESPONDER, LinkEnd
 from edifd.hba.transform import AllowAll, FrameTransform, IdentityTransform, LoginPolicy, PeerInfo
 from edifd.scsi import ScsiCommand, ScsiResponse, SenseKey, Status, respond_report_luns, sense
 
@@ -120,7 +119,7 @@ def _no_lun_inquiry(alloc: int) -> bytes:
     return data[:alloc]
 
 
-class TargetSession:
+class TargetSession(LinkEnd):
     def __init__(
         self,
         wwpn: int,
@@ -170,11 +169,6 @@ class TargetSession:
             if self._rx_next not in in_use:
                 break
         return self._rx_next
-
-    def _drop(self, why: str) -> list[Frame]:
-        self.counters.dropped_frames += 1
-        log.debug("dropped a frame: %s", why)
-        return []
 
     def _logout(self, reason: str) -> None:
         """Implicit or explicit logout: the image pair and every open exchange end."""
@@ -244,10 +238,6 @@ class TargetSession:
         except FcError as e:
             return self._drop(f"undecodable payload: {e}")
 
-    def _reject(self, frame: Frame, reason: LsRjtReason, expl: LsRjtExplanation) -> list[Frame]:
-        self.counters.rejects_sent += 1
-        return [els_reply(frame, LsRjt(reason, expl), rx_id=self._alloc_rx())]
-
     def _login_acc(self) -> LoginAcc:
         feats = CommonFeatures.CIRO | (CommonFeatures.SECURITY if self.security else 0)
         return LoginAcc(wwpn=self.wwpn, wwnn=self.wwnn, common_features=feats)
@@ -257,8 +247,7 @@ class TargetSession:
         try:
             req = parse_payload(frame)
         except FcError:
-            self.counters.dropped_frames += 1
-            return self._reject(frame, LsRjtReason.PROTOCOL_ERROR, LsRjtExplanation.INVALID_PAYLOAD_LENGTH)
+            return self._undecodable_request(frame)
         rx = self._alloc_rx()
         if isinstance(req, Flogi):
             if self.offline:
