@@ -8,12 +8,8 @@ frames), FCP_RSP status/residual, and a good FC CRC on every frame (linktype 225
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from edifd.hba import Hba, PortConfig, Timers
 from edifd.scsi import ScsiCommand, cdb
@@ -25,16 +21,6 @@ FIELDS = ["fc.crc.status", "fc.r_ctl", "fc.type", "fc.f_ctl", "fc.ox_id", "fc.rx
           "fcels.opcode", "fcels.cmn.security", "fcels.npname", "fcels.fcpflags", "fcels.prliloflags",
           "fcp.lun", "fcp.dl", "fcp.rddata", "fcp.wrdata", "scsi_sbc.opcode", "scsi_sbc.rdwr10.lba",
           "fcp.data_ro", "fcp.burstlen", "fcp.status", "fcp.resid", "fcp.rsp.flags.resid_under"]
-
-
-@pytest.fixture(scope="module")
-def tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tshark is required in CI (apt-get install tshark)")
-        pytest.skip("tshark not installed (apt-get install tshark); CI=true makes this a failure")
-    return path
 
 
 def capture(tmp: Path) -> Path:
