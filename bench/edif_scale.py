@@ -60,9 +60,8 @@ from edif import (  # noqa: E402
     install_pair,
     open_rig,
 )
+from engine_rig import Agent, BenchFailure, wait_for  # noqa: E402
 
-from edifd.channel import ChannelCore  # noqa: E402
-from edifd.channel.loopback import Loopback  # noqa: E402
 from edifd.edif import SaDatabase  # noqa: E402
 from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, SessionState, Timers  # noqa: E402
 from edifd.ike import (  # noqa: E402
@@ -75,21 +74,14 @@ from edifd.ike import (  # noqa: E402
     Responder,
     Send,
 )
-from edifd.proto import Body, ChannelKey, SaDirection  # noqa: E402
+from edifd.proto import ChannelKey, SaDirection  # noqa: E402
 from edifd.runtime.engine import EdifEngine  # noqa: E402
-from edifd.scsi import ScsiDisk  # noqa: E402
-from edifd.secapp.app import SecurityApp  # noqa: E402
 from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, RekeyPolicy, SecConfig  # noqa: E402
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer  # noqa: E402
-from guest_agent.client import ChannelClient  # noqa: E402
 
 KIB = 1024
 HOST_WWPN = 0x2000001B32C00001
 TARGET_BASE = 0x2100001B32D00000
-
-
-class BenchFailure(RuntimeError):
-    """A negotiation or an SA install failed, or the run went over its time budget."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -179,38 +171,6 @@ def sessions_per_second(targets: int, *, rounds: int = 1, budget: float = 240.0)
             "service_ms": {"p50": ms(percentile(services, 50)), "p99": ms(percentile(services, 99))}}
 
 
-class _Agent:
-    """One control LUN as the e2e test wires it: SecurityApp -> ChannelClient -> loopback SCSI ->
-    ChannelCore(handler = the port's EdifEngine). Pumped by the caller's thread."""
-
-    def __init__(self, engine: EdifEngine, target_wwpn: int, key: ChannelKey,
-                 rekey: RekeyPolicy | None = None) -> None:
-        blocks = (16 << 20) // 512
-        self.core = ChannelCore(key, num_blocks=blocks, handler=engine, state=engine, park_time=0.2)
-        engine.attach(self.core.post_event)
-        cfg = SecConfig(peers={target_wwpn: PeerPolicy(target_wwpn, PskCredentials(BENCH_PSK))},
-                        keepalive_interval=1.0, keepalive_misses=20, reconnect_delay=0.2,
-                        rekey=rekey or RekeyPolicy(lifetime=3600.0, bytes=0))
-        self.app = SecurityApp(cfg, time.monotonic)
-        self.client = ChannelClient(key, capacity_blocks=blocks, clock=time.monotonic, keepalive_ms=1000)
-        self.lb = Loopback(ScsiDisk(self.core), self.client)
-        self.client.start()
-        self.lb.pump()
-        if not self.client.established:
-            raise BenchFailure("the control channel did not come up")
-
-    def send(self, items: list[object]) -> None:
-        for item in items:
-            if isinstance(item, Body):
-                self.app.sent(item, self.client.request(item))
-
-    def pump(self) -> None:
-        self.send(self.app.tick(time.monotonic()))
-        for m in self.lb.pump(k=4, rounds=3):
-            self.send(self.app.on_message(m))
-        self.core.tick()
-
-
 def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
     """`targets` HBA ports, each linked to its own EDIF target port (AuthResponder, PSK) and driven by
     its own engine + agent; every agent starts at once. Seconds from APP start to PRLI done, per port."""
@@ -233,12 +193,10 @@ def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
             e.start()
         end = time.monotonic() + timeout
         # First logins are not secure (no application yet): the targets hold them in AUTH_PENDING.
-        while not all(p.session.state is SessionState.AUTH_PENDING for p in hba.ports):
-            if time.monotonic() > end:
-                raise BenchFailure("the first logins did not complete")
-            time.sleep(0.01)
+        wait_for(lambda: all(p.session.state is SessionState.AUTH_PENDING for p in hba.ports), end,
+                 "the first logins did not complete")
         key = ChannelKey(os.urandom(32))
-        agents = [_Agent(e, t, key) for e, t in zip(engines, tgts, strict=True)]
+        agents = [Agent(e, t, key) for e, t in zip(engines, tgts, strict=True)]
         started = [0.0] * targets
         done: list[float | None] = [None] * targets
         for k, a in enumerate(agents):
@@ -459,13 +417,11 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
         try:
             engine.start()
             end = time.monotonic() + timeout
-            while hba.ports[0].session.state is not SessionState.AUTH_PENDING:
-                if time.monotonic() > end:
-                    raise BenchFailure("the first login did not complete")
-                time.sleep(0.01)
+            wait_for(lambda: hba.ports[0].session.state is SessionState.AUTH_PENDING, end,
+                     "the first login did not complete")
             warm = min(0.5, seconds / 4)
             # The pair's lifetime runs from its installation: it ends halfway through the second stream.
-            agent = _Agent(engine, T_WWPN, ChannelKey(os.urandom(32)),
+            agent = Agent(engine, T_WWPN, ChannelKey(os.urandom(32)),
                            RekeyPolicy(lifetime=warm + 1.5 * seconds + 0.1, bytes=0))
             marks: dict[str, float] = {}
 
@@ -487,10 +443,8 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
             agent.send(agent.app.start())
             pumper = threading.Thread(target=pump, name="bench-agent", daemon=True)
             pumper.start()
-            while hba.ports[0].session.state is not SessionState.READY:
-                if time.monotonic() > end:
-                    raise BenchFailure("the session did not become secure")
-                time.sleep(0.005)
+            wait_for(lambda: hba.ports[0].session.state is SessionState.READY, end,
+                     "the session did not become secure", poll=0.005)
             rig = Rig(hba, server.port("t0"), True, lun_blocks=lun.size // 512)
 
             def stream(secs: float) -> list[_Io]:
