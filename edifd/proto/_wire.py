@@ -15,6 +15,8 @@ from .errors import BodyLengthMismatchError, MalformedBodyError
 E = TypeVar("E", bound=enum.IntEnum)
 F = TypeVar("F", bound=enum.IntFlag)
 
+_BYTE_WORD = ">B3s"  # a 1-byte field and 3 reserved (zero) bytes: one 32-bit word
+
 
 class Reader:
     """Consumes one body; short reads and leftovers are length mismatches."""
@@ -38,6 +40,12 @@ class Reader:
         assert fmt[0] in "<>", "explicit endianness"
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
+    def byte_word(self) -> int:
+        """A 1-byte field and its 3 reserved bytes (see pack_byte_word)."""
+        value, rsvd = self.unpack(_BYTE_WORD)
+        check_zero(rsvd, "reserved")
+        return value
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise BodyLengthMismatchError(
@@ -45,10 +53,23 @@ class Reader:
             )
 
 
+def pack_byte_word(value: int) -> bytes:
+    """A 1-byte field (a reason, a phase, role flags) padded with 3 reserved bytes to a word."""
+    return struct.pack(_BYTE_WORD, value, bytes(3))
+
+
 def check_uint(value: object, bits: int, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < (1 << bits):
         raise MalformedBodyError(f"{name} must be an unsigned {bits}-bit integer")
     return value
+
+
+def check_spi(value: object) -> int:
+    """An SA's SPI: 32 bits, and never 0."""
+    spi = check_uint(value, 32, "spi")
+    if spi == 0:
+        raise MalformedBodyError("spi 0 is reserved (RFC 4303)")
+    return spi
 
 
 def check_enum(cls: type[E], value: object, name: str) -> E:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ._wire import Reader, check_enum, check_flags, check_payload, check_uint, check_zero
+from ._wire import (
+    Reader,
+    check_enum,
+    check_flags,
+    check_payload,
+    check_spi,
+    check_uint,
+    check_zero,
+    pack_byte_word,
+)
 from .body import Body, EmptyBody, register
 from .catalogue import MessageType
 from .codes import ELS_MAX_PAYLOAD, RoleFlags, SaDirection, SaFlags, SaStatus, ShutdownReason
-from .errors import MalformedBodyError
-from .ports import PortOnlyBody, PortRef, check_port_ref
+from .ports import PortOnlyBody, PortReasonBody, PortRef, check_port_ref
 
 
 @register(MessageType.AUTH_NEEDED)
@@ -26,14 +34,11 @@ class AuthNeeded(Body):
         self._coerce("roles", check_flags(RoleFlags, self.roles, 8, "roles"))
 
     def pack(self) -> bytes:
-        return self.port.pack() + struct.pack(">B3s", self.roles, bytes(3))
+        return self.port.pack() + pack_byte_word(self.roles)
 
     @classmethod
     def read(cls, r: Reader) -> AuthNeeded:
-        port = PortRef.read(r)
-        roles, rsvd = r.unpack(">B3s")
-        check_zero(rsvd, "reserved")
-        return cls(port, roles)
+        return cls(PortRef.read(r), r.byte_word())
 
 
 @register(MessageType.ELS_RCVD)
@@ -84,9 +89,7 @@ class SaUpdateCompl(Body):
 
     def __post_init__(self) -> None:
         check_port_ref(self.port)
-        check_uint(self.spi, 32, "spi")
-        if self.spi == 0:
-            raise MalformedBodyError("spi 0 is reserved (RFC 4303)")
+        check_spi(self.spi)
         self._coerce("direction", check_enum(SaDirection, self.direction, "direction"))
         self._coerce("status", check_enum(SaStatus, self.status, "status"))
         check_uint(self.fw_status, 16, "fw_status")
@@ -107,25 +110,12 @@ class SaUpdateCompl(Body):
 
 @register(MessageType.SESSION_SHUTDOWN)
 @dataclass(frozen=True, repr=False)
-class SessionShutdown(Body):
+class SessionShutdown(PortReasonBody):
     """A secure session is going down; the host waits (bounded) for EVENT_ACK before teardown."""
 
-    port: PortRef
     reason: ShutdownReason
 
-    def __post_init__(self) -> None:
-        check_port_ref(self.port)
-        self._coerce("reason", check_enum(ShutdownReason, self.reason, "reason"))
-
-    def pack(self) -> bytes:
-        return self.port.pack() + struct.pack(">B3s", self.reason, bytes(3))
-
-    @classmethod
-    def read(cls, r: Reader) -> SessionShutdown:
-        port = PortRef.read(r)
-        reason, rsvd = r.unpack(">B3s")
-        check_zero(rsvd, "reserved")
-        return cls(port, reason)
+    REASONS = ShutdownReason
 
 
 @register(MessageType.PORT_ONLINE)

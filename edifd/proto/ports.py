@@ -7,11 +7,12 @@ port_id_t (drivers/scsi/qla2xxx/qla_def.h), which is easy to get wrong.
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
-from ._wire import Reader, check_uint
+from ._wire import Reader, check_enum, check_uint, pack_byte_word
 from .body import Body
 from .errors import MalformedBodyError
 
@@ -73,3 +74,29 @@ class PortOnlyBody(Body):
     @classmethod
     def read(cls: type[P], r: Reader) -> P:
         return cls(PortRef.read(r))
+
+
+R = TypeVar("R", bound="PortReasonBody")
+
+
+@dataclass(frozen=True, repr=False)
+class PortReasonBody(Body):
+    """The base of the bodies that are the remote port they name and a 1-byte reason, one of
+    REASONS, in a word with 3 reserved bytes (20 bytes). A subclass narrows `reason` (and may
+    give it a default) and sets REASONS."""
+
+    port: PortRef
+    reason: enum.IntEnum
+
+    REASONS: ClassVar[type[enum.IntEnum]]
+
+    def __post_init__(self) -> None:
+        check_port_ref(self.port)
+        self._coerce("reason", check_enum(self.REASONS, self.reason, "reason"))
+
+    def pack(self) -> bytes:
+        return self.port.pack() + pack_byte_word(self.reason)
+
+    @classmethod
+    def read(cls: type[R], r: Reader) -> R:
+        return cls(PortRef.read(r), r.byte_word())

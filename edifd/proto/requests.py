@@ -11,8 +11,10 @@ from ._wire import (
     check_enum,
     check_flags,
     check_payload,
+    check_spi,
     check_uint,
     check_zero,
+    pack_byte_word,
 )
 from .body import Body, EmptyBody, register
 from .catalogue import Kind, MessageType
@@ -27,7 +29,7 @@ from .codes import (
     StopReason,
 )
 from .errors import MalformedBodyError
-from .ports import PortOnlyBody, PortRef, check_port_ref
+from .ports import PortOnlyBody, PortReasonBody, PortRef, check_port_ref
 
 NONCE_SIZE = 32
 PROOF_SIZE = 32
@@ -85,13 +87,11 @@ class AppStop(Body):
         self._coerce("reason", check_enum(StopReason, self.reason, "reason"))
 
     def pack(self) -> bytes:
-        return struct.pack(">B3s", self.reason, bytes(3))
+        return pack_byte_word(self.reason)
 
     @classmethod
     def read(cls, r: Reader) -> AppStop:
-        reason, rsvd = r.unpack(">B3s")
-        check_zero(rsvd, "reserved")
-        return cls(reason)
+        return cls(r.byte_word())
 
 
 @register(MessageType.GET_PORT_INFO)
@@ -153,23 +153,10 @@ class AuthOk(PortOnlyBody):
 
 @register(MessageType.AUTH_FAIL)
 @dataclass(frozen=True, repr=False)
-class AuthFail(Body):
-    port: PortRef
+class AuthFail(PortReasonBody):
     reason: AuthFailReason = AuthFailReason.AUTH_FAILED
 
-    def __post_init__(self) -> None:
-        check_port_ref(self.port)
-        self._coerce("reason", check_enum(AuthFailReason, self.reason, "reason"))
-
-    def pack(self) -> bytes:
-        return self.port.pack() + struct.pack(">B3s", self.reason, bytes(3))
-
-    @classmethod
-    def read(cls, r: Reader) -> AuthFail:
-        port = PortRef.read(r)
-        reason, rsvd = r.unpack(">B3s")
-        check_zero(rsvd, "reserved")
-        return cls(port, reason)
+    REASONS = AuthFailReason
 
 
 @register(MessageType.ELS_SEND)
@@ -247,9 +234,7 @@ class SaUpdate(Body):
 
     def __post_init__(self) -> None:
         check_port_ref(self.port)
-        check_uint(self.spi, 32, "spi")
-        if self.spi == 0:
-            raise MalformedBodyError("spi 0 is reserved (RFC 4303)")
+        check_spi(self.spi)
         self._coerce("direction", check_enum(SaDirection, self.direction, "direction"))
         self._coerce("cipher", check_enum(Cipher, self.cipher, "cipher"))
         self._coerce("flags", check_flags(SaFlags, self.flags, 16, "flags"))
