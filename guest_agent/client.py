@@ -24,6 +24,7 @@ local RESPONSE(FAILED, detail=LOST_DETAIL) with epoch 0 and sequence 0, so no ca
 from __future__ import annotations
 
 import enum
+import secrets
 import struct
 import time
 import zlib
@@ -120,6 +121,7 @@ class ChannelClient:
         state: bytes | None = None,
         handshake_timeout: float = 10.0,
         keepalive_ms: int = 0,
+        rng: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if not 1 <= parked_reads <= CURSOR_LANES:
             raise ValueError(f"parked_reads must be 1..{CURSOR_LANES}")
@@ -130,6 +132,7 @@ class ChannelClient:
         self.parked_reads = parked_reads
         self.geometry = ChannelGeometry(block_size, capacity_blocks)
         self._clock = clock
+        self._rng = rng  # handshake nonces: injectable so tests can make them deterministic
         self.handshake_timeout = handshake_timeout
         self.keepalive_ms = keepalive_ms
         self.phase = Phase.IDLE
@@ -175,7 +178,7 @@ class ChannelClient:
     def _begin_handshake(self) -> None:
         self._abandon_outgoing()
         self.phase = Phase.HELLO
-        self._hs_nonce = new_nonce()
+        self._hs_nonce = new_nonce(self._rng)
         self._hs_rid = self._new_rid()
         self._hs_started = self._clock()
         self.counters["handshakes"] += 1

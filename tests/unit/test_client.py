@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,6 +62,25 @@ def test_handshake_restarts_after_timeout_with_a_fresh_nonce(clock):
     w2 = c.next_write()
     n1, n2 = (decode(w.payload, KEY).body.agent_nonce for w in (w1, w2))
     assert n1 != n2 and c.counters["handshake_retries"] == 1
+
+
+def test_handshake_nonces_come_from_the_injected_rng(clock):
+    def seeded(seed: int):
+        r = random.Random(seed)
+        return lambda n: r.randbytes(n)
+
+    def hello_nonces(rng) -> list[bytes]:
+        c = make_client(clock, handshake_timeout=10.0, rng=rng)
+        c.start()
+        w1 = c.next_write()
+        c.write_done(w1.token, True)
+        clock.now += 10
+        w2 = c.next_write()
+        return [decode(w.payload, KEY).body.agent_nonce for w in (w1, w2)]
+
+    first, again, other = hello_nonces(seeded(7)), hello_nonces(seeded(7)), hello_nonces(seeded(8))
+    assert first == again and first[0] != first[1] and first != other
+    assert first[0] == random.Random(7).randbytes(len(first[0]))
 
 
 def test_reads_use_distinct_lanes_and_the_cursor(clock):
