@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .apt_sources import apt_mirror
 from .errors import LabError
-from .guest.kernel_modules import GUEST_MODULES
+from .guest.kernel_modules import GUEST_MODULES, LIO_MODULES
 
 # Bump to force a rebuild of every stage (e.g. after a Debian-side change the key cannot see).
 BUILD_VERSION = 1
@@ -342,6 +342,9 @@ def _populate(rootfs: Path, kroot: Path, kver: str) -> int:
     shutil.copy2(shutil.which("busybox") or "/bin/busybox", rootfs / "bin/busybox")
     shutil.copy2(LABINIT, rootfs / "sbin/labinit")
     (rootfs / "sbin/labinit").chmod(0o755)
+    # labinit.sh modprobes the LIO set from this file: the list has one source (lab.guest.kernel_modules).
+    (rootfs / "etc/edif-lab").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/edif-lab/lio-modules").write_text(" ".join(LIO_MODULES) + "\n")
     # rtslib-fb 2.1.75 fails on first use unless both exist (docs/lab.md, Observations); /lab, /src: 9p.
     for d in ("etc/target", "etc/rtslib-fb-target", "lab", "src"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)

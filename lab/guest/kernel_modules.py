@@ -1,7 +1,8 @@
 """The kernel modules of the lab guest, one list for both sides: ``lab.image`` copies them (with their
 dependency closure) into the root filesystem, ``lab.guest.probe`` checks in the guest that they loaded.
 
-labinit.sh modprobes the LIO set by name at boot (``lab.lio=0`` skips it on VM-S, the EDIF VM).
+labinit.sh modprobes the LIO set at boot from /etc/edif-lab/lio-modules, which ``lab.image`` writes from
+``LIO_MODULES`` (``lab.lio=0`` skips it on VM-S, the EDIF VM).
 """
 
 # LIO: configfs, the target core, TCMU (edifd's backstores), the tcm_loop / iSCSI / vhost fabrics.

@@ -23,8 +23,8 @@ udevadm trigger --action=add
 udevadm settle -t 20
 
 # lab.lio=0 on the kernel command line: an initiator-only guest (VM-S) skips the LIO target modules.
-lio_mods="configfs target_core_mod target_core_user tcm_loop iscsi_target_mod target_core_file \
-target_core_iblock target_core_pscsi vhost_scsi"
+# The LIO set is written into the image by lab.image from lab.guest.kernel_modules (one list).
+lio_mods=$(cat /etc/edif-lab/lio-modules)
 grep -q 'lab.lio=0' /proc/cmdline && lio_mods=""
 mods_ok=1
 for m in $lio_mods sd_mod sg virtio_scsi virtio_net; do
