@@ -8,12 +8,8 @@ Our wire-format choices are recorded in docs/fc-wire.md.
 from ._codec import wwn_str
 from .bls import Abts, BaAcc, BaRjt, BaRjtExplanation, BaRjtReason, BlsPayload, parse_bls
 from .els import (
-    ClassOptions,
-    ClassParams,
-    CommonFeatures,
     ElsCode,
     ElsPayload,
-    FcpServiceParams,
     Flogi,
     LoginAcc,
     Logo,
@@ -24,15 +20,12 @@ from .els import (
     Plogi,
     Prli,
     PrliAcc,
-    PrliAccCode,
-    PrliFlags,
     Prlo,
     PrloAcc,
     RawEls,
     Rscn,
     RscnAddressFormat,
     RscnPage,
-    ServiceParamPage,
     parse_els,
 )
 from .errors import ErrorReason, FcError, FcipError, FrameError, PayloadError
@@ -80,6 +73,15 @@ from .frame import (
     Sof,
     fc_crc,
     fill_for,
+)
+from .service_params import (
+    ClassOptions,
+    ClassParams,
+    CommonFeatures,
+    FcpServiceParams,
+    PrliAccCode,
+    PrliFlags,
+    ServiceParamPage,
 )
 
 __all__ = [

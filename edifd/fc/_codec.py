@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
-from .errors import FcError
+from .errors import FcError, PayloadError
 
 E = TypeVar("E", bound=enum.IntEnum)
+R = TypeVar("R", bound="RejectCodes")
 
 
 def unpack_from(
@@ -54,3 +56,32 @@ def wwn_str(wwn: int | None) -> str:
     The one text form of a WWN in logs, status output and configuration round trips.
     """
     return "unknown" if wwn is None else ":".join(f"{b:02x}" for b in wwn.to_bytes(8, "big"))
+
+
+@dataclass(frozen=True)
+class RejectCodes:
+    """The reason, explanation and vendor-unique bytes that close both LS_RJT and BA_RJT.
+
+    A subclass narrows the field types, names its REASONS and EXPLANATIONS enums, and packs the
+    three bytes (`codes()`) behind its own leading bytes.
+    """
+
+    REASONS: ClassVar[type[enum.IntEnum]]
+    EXPLANATIONS: ClassVar[type[enum.IntEnum]]
+
+    reason: enum.IntEnum | int
+    explanation: enum.IntEnum | int = 0
+    vendor: int = 0
+
+    def __post_init__(self) -> None:
+        check_uint("reason", int(self.reason), 8, PayloadError)
+        check_uint("explanation", int(self.explanation), 8, PayloadError)
+        check_uint("vendor", self.vendor, 8, PayloadError)
+
+    def codes(self) -> tuple[int, int, int]:
+        return int(self.reason), int(self.explanation), self.vendor
+
+    @classmethod
+    def from_codes(cls: type[R], reason: int, explanation: int, vendor: int) -> R:
+        """The received bytes, reason and explanation by name where we know one."""
+        return cls(enum_or_int(cls.REASONS, reason), enum_or_int(cls.EXPLANATIONS, explanation), vendor)

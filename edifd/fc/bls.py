@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from ._codec import check_uint, enum_or_int, unpack_from
+from ._codec import RejectCodes, check_uint, unpack_from
 from .errors import PayloadError
 from .frame import RCtl
 
@@ -85,29 +85,24 @@ class BaRjtExplanation(enum.IntEnum):
 
 
 @dataclass(frozen=True)
-class BaRjt:
+class BaRjt(RejectCodes):
     """BA_RJT (4 bytes): reserved, reason, explanation, vendor unique."""
 
     R_CTL: ClassVar[int] = RCtl.BLS_BA_RJT
+    REASONS = BaRjtReason
+    EXPLANATIONS = BaRjtExplanation
 
     reason: BaRjtReason | int
     explanation: BaRjtExplanation | int = BaRjtExplanation.NONE
-    vendor: int = 0
-
-    def __post_init__(self) -> None:
-        check_uint("reason", int(self.reason), 8, PayloadError)
-        check_uint("explanation", int(self.explanation), 8, PayloadError)
-        check_uint("vendor", self.vendor, 8, PayloadError)
 
     def pack(self) -> bytes:
-        return struct.pack(">xBBB", int(self.reason), int(self.explanation), self.vendor)
+        return struct.pack(">xBBB", *self.codes())
 
     @classmethod
     def unpack(cls, data: bytes) -> BaRjt:
         if len(data) != 4:
             raise PayloadError(f"BA_RJT must be 4 bytes, got {len(data)}")
-        reason, expl, vendor = unpack_from(">xBBB", data, what="BA_RJT", exc=PayloadError)
-        return cls(enum_or_int(BaRjtReason, reason), enum_or_int(BaRjtExplanation, expl), vendor)
+        return cls.from_codes(*unpack_from(">xBBB", data, what="BA_RJT", exc=PayloadError))
 
 
 BlsPayload: TypeAlias = Abts | BaAcc | BaRjt
