@@ -165,6 +165,18 @@ class NoncePayload:
         return cls(bytes(data))
 
 
+def _pack_typed(kind: int, data: bytes) -> bytes:
+    """The body of ID and AUTH (RFC 7296 §3.5, §3.8): a type byte, 3 reserved bytes, the data."""
+    return struct.pack(">B3x", kind) + data
+
+
+def _read_typed(data: bytes, missing: str) -> tuple[int, bytes]:
+    """The type and data of an ID or AUTH body; ParseError(missing) when there is no data."""
+    if len(data) < 5:
+        raise ParseError(missing)
+    return data[0], bytes(data[4:])
+
+
 @dataclass(frozen=True)
 class IdPayload:
     """Identification; the body (type | reserved | data) is what AUTH signs."""
@@ -174,13 +186,11 @@ class IdPayload:
     TYPE = PayloadType.IDI
 
     def encode_body(self) -> bytes:
-        return struct.pack(">B3x", self.id_type) + self.data
+        return _pack_typed(self.id_type, self.data)
 
     @classmethod
     def decode_body(cls, data: bytes) -> IdPayload:
-        if len(data) < 5:
-            raise ParseError("ID payload without identification data")
-        return cls(data[0], bytes(data[4:]))
+        return cls(*_read_typed(data, "ID payload without identification data"))
 
 
 @dataclass(frozen=True)
@@ -221,13 +231,11 @@ class AuthPayload:
     TYPE = PayloadType.AUTH
 
     def encode_body(self) -> bytes:
-        return struct.pack(">B3x", self.method) + self.data
+        return _pack_typed(self.method, self.data)
 
     @classmethod
     def decode_body(cls, data: bytes) -> AuthPayload:
-        if len(data) < 5:
-            raise ParseError("AUTH payload without authentication data")
-        return cls(data[0], bytes(data[4:]))
+        return cls(*_read_typed(data, "AUTH payload without authentication data"))
 
 
 @dataclass(frozen=True)
