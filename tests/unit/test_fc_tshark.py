@@ -6,12 +6,8 @@ where it fails: CI must prove the decode. Fields checked are listed in docs/fc-w
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from edifd.fc import (
     AuthEls,
@@ -107,16 +103,6 @@ FIELDS = [
     "fcp.rsp.flags.resid_under", "fcp.snslen", "fc.bls_oxid", "fc.bls_rxid",
     "fcip.framelen", "fcip.sof", "fcip.eof", "_ws.col.Info",
 ]
-
-
-@pytest.fixture(scope="module")
-def tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tshark is required in CI (apt-get install tshark)")
-        pytest.skip("tshark not installed (apt-get install tshark); CI=true makes this a failure")
-    return path
 
 
 def decode(tshark: str, pcap: Path) -> list[dict[str, str]]:
