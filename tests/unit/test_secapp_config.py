@@ -38,6 +38,24 @@ def write(path, data: bytes | str, mode: int = 0o600) -> str:
     return str(path)
 
 
+def self_signed(key, common_name: str) -> x509.Certificate:
+    """A certificate for `key`, signed by itself, valid from now for a day."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def pem_key(key) -> bytes:
+    """`key` as an unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def problems(data: dict, base) -> list[str]:
     with pytest.raises(SecConfigError) as ei:
         parse_config(data, "t.toml", base)
@@ -62,18 +80,10 @@ def test_wwpn_and_size_parsing():
 def test_full_config_loads_psk_cert_and_skip(tmp_path):
     write(tmp_path / "a.psk", SECRET + "\n")
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "2000001b32a0b0c1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    pem = self_signed(key, "2000001b32a0b0c1").public_bytes(serialization.Encoding.PEM)
     write(tmp_path / "host.pem", pem, 0o644)
     write(tmp_path / "ca.pem", pem + pem, 0o644)  # two blocks in one file
-    write(tmp_path / "host.key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write(tmp_path / "host.key", pem_key(key))
     toml = f"""
 channel_key = "channel.key"
 keepalive_interval = 2.5
@@ -189,18 +199,10 @@ def test_bad_psk_contents_and_files(tmp_path):
 
 def test_mismatched_or_bad_certificate_files(tmp_path):
     k1, k2 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k1.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(k1, hashes.SHA256())
-    )
+    cert = self_signed(k1, "x")
     write(tmp_path / "c.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    write(tmp_path / "wrong.key", k2.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    write(tmp_path / "loose.key", k1.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o644)
+    write(tmp_path / "wrong.key", pem_key(k2))
+    write(tmp_path / "loose.key", pem_key(k1), 0o644)
     junk = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
     write(tmp_path / "junk.pem", junk, 0o644)
     write(tmp_path / "junk.key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
