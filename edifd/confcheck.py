@@ -8,6 +8,7 @@ security application's (`edifd.secapp.config`): an operator sees `lun[1].size: r
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,32 @@ def load_toml(path: Path, error: Callable[[list[str], str], Exception]) -> dict[
         raise error([f"cannot read: {e.strerror}"], str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise error([f"not valid TOML: {e}"], str(path)) from None
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(value: Any, *, example: str = "64MiB", allow_zero: bool = False, units: str = "KMGTP") -> int:
+    """'64MiB', '1G', '4096' or an int -> bytes (binary units, suffixes among `units`).
+
+    The one size syntax of every configuration; `allow_zero` for sizes where 0 means "off".
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as {example}")
+    m = _SIZE_RE.match(value) if isinstance(value, str) else None
+    suffix = (m.group(2) or "")[:1].lower() if m else ""
+    if isinstance(value, int):
+        n = value
+    elif m and (suffix in ("", "b") or suffix.upper() in units):
+        n = int(m.group(1)) * _UNITS[suffix]
+    else:
+        raise ValueError(f"expected a size such as {example}, got {value!r}")
+    if allow_zero and n < 0:
+        raise ValueError("size must not be negative")
+    if not allow_zero and n <= 0:
+        raise ValueError("size must be positive")
+    return n
 
 
 def key_path(where: str, key: str) -> str:

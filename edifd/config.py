@@ -13,6 +13,7 @@ from typing import Any
 
 from edifd.confcheck import ProblemCollector as _Reader
 from edifd.confcheck import load_toml
+from edifd.confcheck import parse_size as _parse_size
 
 # TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
 # kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
@@ -21,8 +22,6 @@ MIN_CMD_TIMEOUT_MARGIN = 10.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[^\s]+)?$")
 _NAA_RE = re.compile(r"^naa\.[0-9a-fA-F]{16}$")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _WWPN_RE = re.compile(r"^(0x)?[0-9a-fA-F]{16}$|^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}$")
 _CONTROL_KEYS = ("channel_key", "port_index", "wwpn", "queue_limit")
 
@@ -42,18 +41,8 @@ class ConfigError(ValueError):
 
 
 def parse_size(value: Any) -> int:
-    """'64MiB', '1G', '4096' or an int -> bytes (binary units)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 64MiB")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        n = int(m.group(1)) * _UNITS[(m.group(2) or "")[:1].lower()]
-    else:
-        raise ValueError(f"expected a size such as 64MiB, got {value!r}")
-    if n <= 0:
-        raise ValueError("size must be positive")
-    return n
+    """'64MiB', '1G', '4096' or an int -> bytes (binary units, up to T)."""
+    return _parse_size(value, example="64MiB", units="KMGT")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from edifd.scsi.medium import IoRequest
+from edifd.scsi.medium import BLOCK_SIZES, IoRequest
 from edifd.scsi.sense import Asc, MediumError, SenseKey
 
 
@@ -20,7 +20,7 @@ class FileMedium:
     write_cache = True
 
     def __init__(self, path: str | os.PathLike[str], size_bytes: int, block_size: int = 512) -> None:
-        if block_size not in (512, 1024, 2048, 4096):
+        if block_size not in BLOCK_SIZES:
             raise ValueError(f"unsupported block size {block_size}")
         if size_bytes < block_size or size_bytes % block_size:
             raise ValueError(f"size {size_bytes} must be a positive multiple of the block size {block_size}")

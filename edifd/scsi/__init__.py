@@ -10,10 +10,11 @@ from .commands import Opcode, ServiceAction
 from .disk import ScsiDisk
 from .identity import Identity, derive_naa6
 from .luns import encode_lun, fit_data_in, report_luns_data, report_luns_payload, respond_report_luns
-from .medium import IoKind, IoRequest, Medium, MemoryMedium
+from .medium import BLOCK_SIZES, IoKind, IoRequest, Medium, MemoryMedium
 from .sense import Asc, CheckCondition, MediumError, SenseData, SenseKey, SenseParseError, sense
 
 __all__ = [
+    "BLOCK_SIZES",
     "Asc",
     "CheckCondition",
     "Identity",

@@ -27,6 +27,9 @@ from typing import Protocol, runtime_checkable
 from .command import Pending, ScsiCommand
 from .sense import Asc, MediumError, SenseKey
 
+# Logical block sizes a LUN may have (what LIO's hw_block_size and our READ CAPACITY accept).
+BLOCK_SIZES: tuple[int, ...] = (512, 1024, 2048, 4096)
+
 
 class IoKind(enum.Enum):
     READ = "read"
@@ -80,7 +83,7 @@ class MemoryMedium:
     def __init__(self, num_blocks: int, block_size: int = 512, *, fill: int = 0) -> None:
         if num_blocks < 1:
             raise ValueError("num_blocks must be >= 1")
-        if block_size not in (512, 1024, 2048, 4096):
+        if block_size not in BLOCK_SIZES:
             raise ValueError(f"unsupported block size {block_size}")
         self._bs = block_size
         self._n = num_blocks

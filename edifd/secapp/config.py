@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edifd.confcheck import ProblemCollector as _Reader
 from edifd.confcheck import load_toml
+from edifd.confcheck import parse_size as _parse_size
 from edifd.edges.secret_file import SecretFileError, read_regular_file, read_secret_file
 from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
@@ -70,8 +71,6 @@ ESP_CIPHERS: dict[str, CipherSuite] = {
 DH_GROUPS: dict[str, DhGroup] = {"curve25519": DhGroup.CURVE25519, "ecp256": DhGroup.ECP_256}
 
 _WWPN_RE = re.compile(r"^(?:0x)?[0-9a-fA-F]{16}$|^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){7}$")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 class SecConfigError(ValueError):
@@ -95,17 +94,7 @@ def parse_wwpn(text: str) -> int:
 
 def parse_bytes(value: Any) -> int:
     """'512GiB', '1T', 4096 -> bytes (binary units); 0 allowed (= off)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 512GiB")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        n = int(m.group(1)) * _UNITS[(m.group(2) or "")[:1].lower()]
-    else:
-        raise ValueError(f"expected a size such as 512GiB, got {value!r}")
-    if n < 0:
-        raise ValueError("size must not be negative")
-    return n
+    return _parse_size(value, example="512GiB", allow_zero=True)
 
 
 # --- credentials ------------------------------------------------------------------------------------------

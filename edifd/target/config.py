@@ -28,6 +28,7 @@ from typing import Any
 from edifd.confcheck import load_toml
 from edifd.config import ConfigError, parse_size
 from edifd.fc import FCIP_TCP_PORT
+from edifd.scsi import BLOCK_SIZES
 
 from .server import LunConfig, TargetConfig, TargetPortConfig
 
@@ -86,7 +87,7 @@ def _lun(t: Any, where: str, problems: list[str], base: Path) -> LunConfig | Non
     if not isinstance(path, str) or not path:
         problems.append(f"{where}.path: expected a file path")
     bs = t.get("block_size", 512)
-    if bs not in (512, 1024, 2048, 4096) or isinstance(bs, bool):
+    if bs not in BLOCK_SIZES or isinstance(bs, bool):
         problems.append(f"{where}.block_size: must be 512, 1024, 2048 or 4096")
     size = 0
     try:

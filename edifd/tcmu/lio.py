@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edifd.scsi import BLOCK_SIZES
 from edifd.tcmu.errors import LioError
 
 CONFIGFS = Path("/sys/kernel/config")
@@ -95,7 +96,7 @@ class BackstoreSpec:
             raise ValueError(f"cfg {self.cfg!r}: no ':' (LIO), ',' (control syntax) or whitespace")
         if len(self.config) > 255:
             raise ValueError("dev_config is limited to 255 characters")
-        if self.block_size not in (512, 1024, 2048, 4096):
+        if self.block_size not in BLOCK_SIZES:
             raise ValueError(f"block size {self.block_size} not one of 512/1024/2048/4096")
         if self.size <= 0 or self.size % self.block_size:
             raise ValueError(f"size {self.size} must be a positive multiple of {self.block_size}")
