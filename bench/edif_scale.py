@@ -211,7 +211,8 @@ def _engine_round(targets: int, tmp: Path, timeout: float) -> list[float]:
                     done[k] = time.perf_counter()
             time.sleep(0.0005)  # the agents' threads would sleep too; lets the HBA and target loops run
         for e in engines:
-            if not (e.login and e.login.secure and e.login.sadb.both_confirmed):
+            sas = e.sec.query_sa()
+            if not (e.login and e.login.secure and sas is not None and sas.both_confirmed):
                 raise BenchFailure("a session reached READY without both SAs")
         return [d - s for d, s in zip(done, started, strict=True) if d is not None]
     finally:
@@ -399,7 +400,7 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
                        timeout: float = 60.0) -> dict[str, object]:
     """The same I/O stream through a session secured by the whole edifd path, with the rekey the agent
     itself starts (SecurityApp lifetime policy): CREATE_CHILD_SA over AUTH_ELS, SA_UPDATE RX/TX through
-    the channel, AUTH_OK, deletes, IKE Delete. The SA steps are seen by polling the engine's SA
+    the channel, AUTH_OK, deletes, IKE Delete. The SA steps are seen by polling the HBA port's SA
     database from the agent's pump thread (about 1 ms resolution)."""
     with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
         tmp = Path(d)
@@ -428,12 +429,12 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
             def pump() -> None:
                 while not stop.is_set():
                     agent.pump()
-                    login = engine.login
-                    if login is not None and login.sadb.both_confirmed:
-                        rx, now = len(login.sadb.sas(SaDirection.RX)), time.perf_counter()
+                    sas = hba.ports[0].security.login_sas  # the HBA holds the login's SAs
+                    if sas is not None and sas.sadb.both_confirmed:
+                        rx, now = len(sas.sadb.sas(SaDirection.RX)), time.perf_counter()
                         if rx == 2 and "initiator_new_rx" not in marks:
                             marks["initiator_new_rx"] = now
-                        if login.esp.counters.rekeys >= 1 and "initiator_tx_switch" not in marks:
+                        if sas.esp.counters.rekeys >= 1 and "initiator_tx_switch" not in marks:
                             marks["initiator_tx_switch"] = now
                         switched = "initiator_tx_switch" in marks
                         if rx == 1 and switched and "initiator_old_rx_gone" not in marks:
@@ -463,7 +464,7 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
             lo = marks.get("initiator_new_rx", marks["initiator_tx_switch"]) - margin
             hi = marks.get("initiator_old_rx_gone", marks["initiator_tx_switch"]) + margin
             b0 = base[0].start if base else t0
-            login = engine.login
+            sas = hba.ports[0].security.query_sa()
             return {
                 "block": block, "qd": qd, "seconds": seconds, "window_margin_s": margin,
                 "window_ms": ms(hi - lo),
@@ -473,8 +474,8 @@ def engine_rekey_stall(seconds: float = 3.0, qd: int = 4, block: int = 64 * KIB,
                 "with_rekey": _window_stats(ios, [(lo, hi)]),
                 "without_rekey": _window_stats(base, [(b0 + lo - t0, b0 + hi - t0)]),
                 "io_errors": sum(not x.ok for x in ios + base),
-                "esp_drops": sum(login.esp.counters.drops.values()) if login else None,
-                "esp_rekeys": login.esp.counters.rekeys if login else None,
+                "esp_drops": sum(sas.counters.drops.values()) if sas else None,
+                "esp_rekeys": sas.counters.rekeys if sas else None,
                 "errors_seen": rig.errors[:5],
             }
         finally:

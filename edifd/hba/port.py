@@ -3,8 +3,9 @@
 One FC link = one TCP connection (point-to-point). The port connects, feeds received bytes to an
 `FcipStreamDecoder`, hands frames to its `InitiatorSession` and writes what the session returns.
 Link reset = drop the connection, `decoder.reset()`, reconnect with bounded exponential backoff
-plus jitter, and log in again (FLOGI). Timers are one `loop.call_at` for the session's next
-deadline; the clock is the loop's (tests may pass their own `clock`).
+plus jitter, and log in again (FLOGI). Timers are one `loop.call_later` for the next deadline of
+the session or of its login's SAs (a delayed RX delete); the clock is the loop's (tests may pass
+their own `clock`).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class InitiatorPort:
         self._state_waiters: list[asyncio.Future[None]] = []
         self._pcap_file: BinaryIO | None = None
         self._pcap: PcapWriter | None = None
-        # EDIF: the one way the engine drives this port's secure login and AUTH_ELS relay.
+        # EDIF: the one way the engine drives this port's secure login, SAs and AUTH_ELS relay.
         self.security = PortSecurity(self)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -342,9 +343,10 @@ class InitiatorPort:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        when = self.session.next_deadline()
-        if when is None:
+        times = [t for t in (self.session.next_deadline(), self.security.next_deadline()) if t is not None]
+        if not times:
             return
+        when = min(times)
         loop = asyncio.get_running_loop()
         delay = max(0.0, when - self._now())
         self._timer = loop.call_later(delay, self._on_timer)

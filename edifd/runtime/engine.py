@@ -4,18 +4,19 @@ the HBA model (qla2xxx EDIF semantics, drivers/scsi/qla2xxx/qla_edif.c; docs/eng
 One engine per control LUN = one `InitiatorPort` = one point-to-point link to one target port. It is
 the channel's `RequestHandler` (overriding its hooks `app_stopped`, `event_acked` and
 `agent_silent`) and its `StateProvider` (PORT_INFO, TARGET_LIST). Every piece of state lives on the
-HBA's event loop: `handle()` returns a `Deferred` and does the work there, so the HBA session, the
-SA database and the ESP stage are never touched from two threads. It drives the port only through
-its security-control interface (`port.security`, `edifd.hba.security.SecurityControl`): it owns
-the keys and the login's ESP stage, the HBA owns the frames.
+HBA's event loop: `handle()` returns a `Deferred` and does the work there, so the HBA session and
+its SAs are never touched from two threads. It drives the port only through its security-control
+interface (`port.security`, `edifd.hba.security.SecurityControl`): the engine keeps what is the
+channel's business (login generations, AUTH state, pending ELS, channel bodies), the HBA owns the
+frames and the SAs of its logins.
 
 What it enforces (with `RequireAuthWhenSecure` as the HBA's login policy):
 - PLOGI carries the security bit only while the security application is active (SECURE_CONNECT
   turns it on; APP_STOP or the agent's silence turns it off);
 - a secure login waits in AUTH_PENDING (no PRLI, no FCP) until AUTH_OK, which is accepted only when
   an RX and a TX SA are installed (else RETRY_LATER);
-- one `SaDatabase` + `EspTransform` per login: a new login never inherits SAs; a session that ends
-  clears (zeroizes) them, reports the pending SA_UPDATE_COMPLs and SESSION_SHUTDOWN;
+- the HBA keeps one SA database per login: a new login never inherits SAs; a session that ends
+  clears (zeroizes) them and the engine reports the pending SA_UPDATE_COMPLs and SESSION_SHUTDOWN;
 - AUTH_FAIL, APP_STOP and agent loss log the secure session out and hold it: its commands fail at
   once with SENSE_NOT_AUTHORIZED (07/74/71) until SECURE_CONNECT logs in again.
 """
@@ -28,20 +29,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from edifd.channel.handler import Deferred, RequestHandler
-from edifd.edif import DeleteRx, Event, RekeyNeeded, SaUpdateDone, TeardownRequested
 from edifd.fc import wwn_str
 from edifd.hba.hba import Hba
 from edifd.hba.port import InitiatorPort
 from edifd.hba.security import (
-    LOGGED_IN,
     AuthElsReply,
     AuthElsRequest,
+    DeleteRx,
+    LoginEnded,
     LoginStarted,
+    RekeyNeeded,
+    SaEvent,
+    SaUpdateDone,
     SecurityControl,
     SecurityEvent,
     SessionState,
     StateChanged,
     StateReason,
+    TeardownRequested,
 )
 from edifd.proto import (
     MAX_TARGET_ENTRIES,
@@ -70,6 +75,7 @@ from edifd.proto import (
     PortState,
     Response,
     RoleFlags,
+    SaFlags,
     SaUpdate,
     SecureConnect,
     SessionShutdown,
@@ -168,14 +174,14 @@ class EdifEngine(RequestHandler):
 
     def status(self) -> dict[str, object]:
         """For status output: counters, the login and SA state; no key material."""
-        lg = self.login
+        lg, sas = self.login, self.sec.query_sa()
         return {
             "app_active": self.app_active,
             "session": self.sec.view().state.value,
             "generation": self.generation,
             "auth": lg.auth.name if lg else AuthState.NOT_SECURE.name,
-            "sa": lg.sadb.snapshot() if lg else None,
-            "esp": lg.esp.counters.snapshot() if lg else None,
+            "sa": sas.sas if sas else None,
+            "esp": sas.counters.snapshot() if sas else None,
             "counters": self.counters.snapshot(),
         }
 
@@ -337,13 +343,18 @@ class EdifEngine(RequestHandler):
         if not lg.secure:
             return Response(t, Status.REFUSED), []
         self.counters.sa_updates += 1
-        result = lg.sadb.apply(body, self.sec.now())
+        if SaFlags.DELETE in body.flags:
+            result = self.sec.del_sa(body.direction, body.spi, force=SaFlags.FORCE_DELETE in body.flags,
+                                     flags=body.flags)
+        else:
+            result = self.sec.add_sa(body.direction, body.spi, body.cipher, body.key, body.salt,
+                                     flags=body.flags)
         if not result.ok:
             log.info("SA_UPDATE refused: %s", result.detail)  # detail never holds key material
             return Response(t, result.status), []
         if lg.auth is AuthState.NEEDED:
             lg.auth = AuthState.IN_PROGRESS
-        return Response(t, Status.OK), self._esp_bodies(list(result.events))
+        return Response(t, Status.OK), self._esp_bodies(result.events)
 
     def _auth_ok(self, body: AuthOk) -> Body:
         t = MessageType.AUTH_OK
@@ -353,7 +364,8 @@ class EdifEngine(RequestHandler):
         lg, v = self.login, self.sec.view()
         if lg is None or not lg.secure or not v.logged_in:
             return Response(t, Status.REFUSED)
-        if not lg.sadb.both_confirmed:
+        sas = self.sec.query_sa()
+        if sas is None or not sas.both_confirmed:
             self.counters.auth_retry_later += 1
             return Response(t, Status.RETRY_LATER)  # qla: prli_status 0, the app retries later
         self.counters.auth_ok += 1
@@ -426,6 +438,9 @@ class EdifEngine(RequestHandler):
                 self._state_changed(ev)
             elif isinstance(ev, LoginStarted):
                 self._logged_in(ev)
+            elif isinstance(ev, LoginEnded):
+                if self.login is not None:
+                    self._login_ended(ev.state, ev.reason)
             elif isinstance(ev, AuthElsReply):
                 out = self._els_out.pop(ev.exchange, None)
                 if out is not None:
@@ -433,17 +448,14 @@ class EdifEngine(RequestHandler):
                     out.deferred.resolve(ElsResponse(out.port, result, ev.payload))
             elif isinstance(ev, AuthElsRequest):
                 self._on_auth_els(ev)
-        lg = self.login
-        if lg is not None:
-            self._esp_events(lg.esp.pop_events())
+            else:  # the SAs' own events (a login's end brings its cleared SAs' first)
+                self._esp_events([ev])
         if events:
             self._refresh()
 
     def _state_changed(self, ev: StateChanged) -> None:
         if ev.state is SessionState.FLOGI and ev.reason is StateReason.LINK_UP:
             self._emit(LinkUp())
-        if ev.state not in LOGGED_IN and self.login is not None:
-            self._login_ended(ev.state, ev.reason)
         if ev.state is SessionState.DOWN and ev.reason is not StateReason.LOGOUT:
             self._emit(LinkDown())
         if ev.state is SessionState.GONE and ev.reason is StateReason.PLOGI_REJECTED:
@@ -454,13 +466,11 @@ class EdifEngine(RequestHandler):
                         wwn_str(self.sec.view().remote_wwpn))
 
     def _logged_in(self, ev: LoginStarted) -> None:
-        """A PLOGI completed: a new login with its own generation and SAs (the old keys are gone)."""
-        if self.login is not None:  # a PLOGI while logged in is an implicit logout
-            self._login_ended(SessionState.PLOGI, StateReason.PLOGI)
+        """A PLOGI completed: a new login with its own generation (the HBA gave it its own SAs; a
+        PLOGI while logged in ended the old login first, `LoginEnded`)."""
         self.generation = self.generation % 0xFFFFFFFF + 1
         secure = ev.secure
         lg = self.login = Login(self.generation, secure)
-        self.sec.install_transform(lg.esp if secure else None)  # None: clear FCP
         ref = self._ref()
         assert ref is not None
         if self._gone_announced:
@@ -488,9 +498,7 @@ class EdifEngine(RequestHandler):
             reason = (ShutdownReason.LINK_DOWN if state is SessionState.DOWN
                       else ShutdownReason.PORT_GONE if why in (StateReason.RSCN, StateReason.PLOGI_REJECTED)
                       else ShutdownReason.LOGO)
-        # The keys go with the login (qla2xxx releases the SADB on session free).
-        self._esp_events(lg.sadb.clear())
-        self._esp_events(lg.esp.pop_events())
+        # The HBA cleared the login's keys; their pending completions came just before (`LoginEnded`).
         if lg.secure and self.app_active and ref is not None and lg.auth is not AuthState.NOT_SECURE:
             self.counters.shutdowns += 1
             seq = self._emit(SessionShutdown(ref, reason))
@@ -510,11 +518,11 @@ class EdifEngine(RequestHandler):
         if self._shutdowns.pop(seq, None) is not None:
             self.counters.shutdowns_acked += 1
 
-    def _esp_events(self, events: list[Event]) -> None:
+    def _esp_events(self, events: list[SaEvent]) -> None:
         for b in self._esp_bodies(events):
             self._emit(b)
 
-    def _esp_bodies(self, events: list[Event]) -> list[Body]:
+    def _esp_bodies(self, events: list[SaEvent] | tuple[SaEvent, ...]) -> list[Body]:
         out: list[Body] = []
         ref = self._ref()
         for ev in events:
@@ -533,7 +541,7 @@ class EdifEngine(RequestHandler):
         return out
 
     def _teardown(self) -> None:
-        """The ESP stage gave up on the SAs: end the login (keys cleared) and log in again."""
+        """The ESP stage gave up on the SAs: end the login (the HBA clears its keys) and log in again."""
         if self.sec.view().logged_in:
             self._down_reason = ShutdownReason.KEYS_REMOVED
             self.sec.relogin("ESP teardown")
@@ -541,10 +549,8 @@ class EdifEngine(RequestHandler):
     # --- time ---------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        now = self.sec.now()
+        now = self.sec.now()  # the SAs' own time (the delayed RX delete) runs on the port's timer
         try:
-            if self.login is not None:
-                self._esp_events(self.login.esp.tick(now))
             for ox, out in list(self._els_out.items()):
                 if now >= out.deadline:
                     del self._els_out[ox]
@@ -586,12 +592,12 @@ class EdifEngine(RequestHandler):
         return [TargetEntry(ref, RoleFlags.TARGET, state, auth, flags)]
 
     def _stats(self) -> list[StatsEntry]:
-        ref, lg = self._ref(), self.login
+        ref, sas = self._ref(), self.sec.query_sa()
         if ref is None:
             return []
-        if lg is None:
+        if self.login is None or sas is None:
             return [StatsEntry(ref)]
-        c = lg.esp.counters
+        c = sas.counters
         return [StatsEntry(ref, c.rekeys, c.bytes_out_protected, c.bytes_in_protected)]
 
     def _refresh(self) -> None:

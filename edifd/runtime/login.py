@@ -1,12 +1,12 @@
-"""What the EDIF engine keeps: the state of the current login of its remote port (its own SA
-database and ESP stage, its AUTH state), the ELS_SENDs waiting for a reply, and its counters."""
+"""What the EDIF engine keeps: the state of the current login of its remote port (its generation,
+whether it is secure, its AUTH state), the ELS_SENDs waiting for a reply, and its counters. The
+login's SAs are the HBA's (`edifd.hba.security.SecurityControl`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edifd.channel.handler import Deferred
-from edifd.edif import EspTransform, SaDatabase
 from edifd.proto import AuthState, PortRef
 
 
@@ -49,9 +49,4 @@ class Login:
 
     generation: int
     secure: bool
-    sadb: SaDatabase = field(default_factory=SaDatabase)
-    esp: EspTransform = field(init=False)
     auth: AuthState = AuthState.NOT_SECURE
-
-    def __post_init__(self) -> None:
-        self.esp = EspTransform(self.sadb)

@@ -170,8 +170,9 @@ def test_edif_end_to_end(rig):
     _wait(lambda: a1.app.session(T1) is not None and a1.app.session(T1).state is AppState.SECURE,
           what="secure T1")
     _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="PRLI after AUTH_OK")
-    assert engines[0].login.secure and engines[0].login.sadb.both_confirmed
-    assert engines[0].login.sadb.tx_sa.cipher is Cipher.AES_GCM_256
+    sas = hba.ports[0].security.login_sas  # the HBA holds the login's SAs
+    assert engines[0].login.secure and sas is not None and sas.sadb.both_confirmed
+    assert sas.sadb.tx_sa.cipher is Cipher.AES_GCM_256
     t1 = target.server.port("t1")
     # Wrong PSK on the second target: AUTH_FAIL, the login held, no FCP ever reached t2.
     _wait(lambda: engines[1].counters.auth_fail >= 1, what="AUTH_FAIL on T2")
@@ -196,13 +197,13 @@ def test_edif_end_to_end(rig):
         assert _read(hba, T1, i * 2048, MiB).data == pattern[i * MiB:(i + 1) * MiB]
     with open(t1.config.luns[0].path, "rb") as f:
         assert hashlib.sha256(f.read(8 * MiB)).digest() == hashlib.sha256(pattern).digest()
-    assert engines[0].login.esp.counters.rekeys >= 1
+    assert hba.ports[0].security.query_sa().counters.rekeys >= 1
     # Make-before-break finishes: the old RX SA goes once frames arrive on the new one (the agent's
     # DELETE may come after the reads above, so keep a little I/O going); one pair is left.
     _wait(lambda: _read(hba, T1, 0, 8192).status == Status.GOOD
-          and len(engines[0].login.sadb.sas(SaDirection.RX)) == 1, what="old RX SA removed")
-    assert len(engines[0].login.sadb.sas(SaDirection.TX)) == 1
-    assert sum(engines[0].login.esp.counters.drops.values()) == 0
+          and len(sas.sadb.sas(SaDirection.RX)) == 1, what="old RX SA removed")
+    assert len(sas.sadb.sas(SaDirection.TX)) == 1 and hba.ports[0].security.login_sas is sas
+    assert sum(hba.ports[0].security.query_sa().counters.drops.values()) == 0
     hba.ports[0]._pcap_file.flush()  # noqa: SLF001 - read the trace while the port runs
 
     # The trace: ESP on every FCP frame, never on ELS/BLS; the pattern never in clear.
@@ -318,14 +319,14 @@ def test_link_drop_reauthenticates_with_new_keys(rig):
     target, hba, engines, agents, pcap = rig
     a1 = agents[0]
     _wait(lambda: hba.ports[0].session.state is SessionState.READY, what="secure T1")
-    first = engines[0].login
-    spi = first.sadb.tx_sa.spi
+    first, first_sas = engines[0].login, hba.ports[0].security.login_sas
+    spi = first_sas.sadb.tx_sa.spi
     assert _write(hba, T1, 8, b"\xa5" * 4096).status == Status.GOOD
     hba.call_soon(hba.ports[0].drop_link)
     _wait(lambda: engines[0].login is not first and engines[0].login is not None
           and hba.ports[0].session.state is SessionState.READY, what="secure again after the link drop")
-    assert engines[0].generation > first.generation and engines[0].login.sadb.tx_sa.spi != spi
-    assert not first.sadb.sas(SaDirection.TX)  # the old login's keys were cleared
+    assert engines[0].generation > first.generation and hba.ports[0].security.login_sas.sadb.tx_sa.spi != spi
+    assert not first_sas.sadb.sas(SaDirection.TX)  # the old login's keys were cleared
     assert _read(hba, T1, 8, 4096).data == b"\xa5" * 4096
     shut = [m.body for m in a1.lb.delivered if type(m.body).__name__ == "SessionShutdown"]
     assert [s.reason.name for s in shut] == ["LINK_DOWN"]

@@ -1,5 +1,5 @@
 """An InitiatorSession and a TargetSession joined by the real link codec, with a MemoryMedium LUN:
-the sans-IO rig of the HBA session tests (test_hba_session, test_engine_hba)."""
+the sans-IO rig of the HBA session tests (test_hba_session, test_engine_hba, test_edif_hba)."""
 
 from __future__ import annotations
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 
 from edifd.edif import DeleteCause, DeleteRx, EspTransform, SaDatabase
-from edifd.fc import FcType, Frame, decode_record, encode_frame
-from edifd.hba import Completed, InitiatorSession, RequireAuthWhenSecure, SessionState
+from edifd.fc import FcType
+from edifd.hba import RequireAuthWhenSecure, SessionState
 from edifd.proto import Cipher, SaDirection
-from edifd.scsi import MemoryMedium, ScsiCommand, ScsiDisk, Status, cdb
-from edifd.target import Execute, TargetSession
+from edifd.scsi import ScsiCommand, Status, cdb
+from tests.support.hba import HI, LO, Wire
 
 RX, TX = SaDirection.RX, SaDirection.TX
-I_WWPN, T_WWPN, NN = 0x21000000000000F0, 0x2100000000000010, 0x2000000000000001
 SALT = bytes.fromhex("0badcafe")
 
 
@@ -21,17 +20,14 @@ def key(n: int) -> bytes:
     return hashlib.sha256(bytes([n])).digest()
 
 
-class SecureWire:
+class SecureWire(Wire):
+    """The shared session rig (tests/support/hba.py) with an ESP stage on each end."""
+
     def __init__(self, cipher: Cipher = Cipher.AES_GCM_256) -> None:
         self.cipher = cipher
         self.ie, self.te = EspTransform(SaDatabase()), EspTransform(SaDatabase())
-        self.i = InitiatorSession(I_WWPN, NN, security=True, policy=RequireAuthWhenSecure(),
-                                  transform=self.ie)
-        self.t = TargetSession(T_WWPN, NN + 1, [0], security=True, transform=self.te)
-        self.disk = ScsiDisk(MemoryMedium(4096, 512))
-        self.log: list[tuple[str, Frame]] = []
-        self.done: dict[int, object] = {}
-        self.now = 0.0
+        super().__init__(HI, LO, security=True, policy=RequireAuthWhenSecure(), transform=self.ie,
+                         target_kw={"security": True, "transform": self.te})
 
     def sa_pair(self, i_rx_spi: int, i_tx_spi: int, n: int) -> None:
         """What the two agents install after a CREATE_CHILD_SA: RX first, then TX."""
@@ -41,30 +37,8 @@ class SecureWire:
         assert self.ie.sadb.install(TX, i_tx_spi, c, key(n + 1)[: c.key_size], SALT).ok
         assert self.te.sadb.install(TX, i_rx_spi, c, key(n)[: c.key_size], SALT).ok
 
-    def to_target(self, frames: list[Frame]) -> None:
-        for f in frames:
-            f = decode_record(encode_frame(f))
-            self.log.append(("i", f))
-            out = self.t.receive(f)
-            for ev in self.t.take_events():
-                if isinstance(ev, Execute):
-                    out += self.t.complete(ev.rx_id, self.disk.execute(ev.command))
-            self.to_initiator(out)
-        for ev in self.i.take_events():
-            if isinstance(ev, Completed):
-                self.done[ev.tag] = ev.response
-
-    def to_initiator(self, frames: list[Frame]) -> None:
-        for f in frames:
-            f = decode_record(encode_frame(f))
-            self.log.append(("t", f))
-            self.to_target(self.i.receive(f, self.now))
-
-    def submit(self, tag: int, cmd: ScsiCommand) -> None:
-        self.to_target(self.i.submit(tag, 0, cmd, self.now, 10.0))
-
     def up(self) -> None:
-        self.to_target(self.i.connected(self.now))
+        super().up()
         assert self.i.state is SessionState.AUTH_PENDING
         self.sa_pair(0x1000, 0x2000, 1)
         assert self.ie.sadb.both_confirmed and self.te.sadb.both_confirmed  # AUTH_OK may answer OK

@@ -149,7 +149,7 @@ def test_secure_login_sa_install_and_auth_ok_gate():
         prli = [f for f in r.port.wire if f.header.r_ctl == RCtl.ELS_REQ and f.payload[0] == 0x20]
         assert prli and r.port.session.state is SessionState.PRLI
         # The session's transform is this login's ESP stage.
-        assert r.port.session.transform is r.engine.login.esp
+        assert r.port.session.transform is r.port.security.login_sas.esp
     run(body)
 
 
@@ -162,7 +162,7 @@ def test_refusals_change_nothing():
         assert r.req(sa(PortRef(0x1234), 0x101, SaDirection.RX)).status is Status.NO_SUCH_PORT
         unknown = ElsReply(ref, 77, ElsReplyAction.LS_ACC, bytes(LsAcc().pack()))
         assert r.req(unknown).status is Status.INVALID_PARAM
-        assert not r.engine.login.sadb.sas(SaDirection.RX)
+        assert not r.port.security.query_sa().sas["rx"]
         t = r.req(GetTargets())
         assert t.total == 1 and t.entries[0].port == ref
     run(body)
@@ -197,7 +197,7 @@ def test_auth_fail_holds_the_login_and_clears_keys():
         r = Rig()
         ref = r.login()
         r.req(sa(ref, 0x101, SaDirection.RX))
-        sadb = r.engine.login.sadb
+        sadb = r.port.security.login_sas.sadb
         rx = sadb.sas(SaDirection.RX)[0]
         r.port.wire.clear()
         assert r.req(AuthFail(ref)).status is Status.OK
@@ -265,7 +265,7 @@ def test_icv_failures_tear_the_session_down_and_log_in_again():
     async def body():
         r = Rig()
         ref = _secure_ready(r)
-        esp = r.engine.login.esp
+        esp = r.port.security.login_sas.esp
         # A sender with the right SPI and the wrong key: every frame fails its ICV.
         forger = EspTransform(SaDatabase())
         forger.sadb.install(SaDirection.TX, 0x101, Cipher.AES_GCM_256, os.urandom(32), os.urandom(4))
@@ -282,7 +282,7 @@ def test_icv_failures_tear_the_session_down_and_log_in_again():
         assert r.engine.counters.teardowns == 1 and esp.counters.icv_failures == ICV_FAILURE_LIMIT
         needed = [e for e in r.events if isinstance(e, AuthNeeded)]
         assert [n.port.generation for n in needed] == [ref.generation, ref.generation + 1]
-        assert not r.engine.login.sadb.both_confirmed  # the new login starts without SAs
+        assert not r.port.security.query_sa().both_confirmed  # the new login starts without SAs
     asyncio.run(body())
 
 
@@ -311,6 +311,33 @@ def test_get_stats_counts_protected_bytes():
         ref = _secure_ready(r)
         st = r.req(GetStats())
         assert st.total == 1 and st.entries[0].port == ref and st.entries[0].tx_bytes == 0
+    run(body)
+
+
+def test_the_port_holds_the_sas_and_its_timer_ends_a_delayed_rx_delete():
+    def body():
+        r = Rig()
+        assert r.port.security.query_sa() is None  # no login yet
+        ref = _secure_ready(r)
+        sec = r.port.security
+        assert sec.add_sa(SaDirection.RX, 0x103, Cipher.AES_GCM_256, os.urandom(32), os.urandom(4)).ok
+        assert r.req(SaUpdate(ref, 0x101, SaDirection.RX, Cipher.AES_GCM_256, flags=SaFlags.DELETE)).status \
+            is Status.OK
+        q = sec.query_sa()
+        assert q.both_confirmed and q.sas["pending_rx_delete"] == 0x101 and len(q.sas["rx"]) == 2
+        assert sec.next_deadline() == r.port.t + 20.0
+        r.events.clear()
+        r.port.t += 20.0
+        r.port.push([])  # what the port's timer does at that deadline
+        done = [(e.spi, e.direction) for e in r.events if isinstance(e, SaUpdateCompl)]
+        assert done == [(0x101, SaDirection.RX)]
+        assert [sa["spi"] for sa in sec.query_sa().sas["rx"]] == [0x103]
+        old = sec.login_sas
+        r.port.session.disconnected(r.port.t, "link down")
+        r.port.push([])
+        assert sec.query_sa() is None and not old.sadb.sas(SaDirection.TX)  # cleared with the login
+        assert sec.add_sa(SaDirection.RX, 0x105, Cipher.AES_GCM_256, os.urandom(32),
+                          os.urandom(4)).status is Status.REFUSED
     run(body)
 
 
@@ -352,6 +379,6 @@ def test_any_request_sequence_is_answered_and_prli_only_after_both_sas(ops):
                 prli = [f for f in r.port.wire if f.header.r_ctl == RCtl.ELS_REQ and f.payload[0] == 0x20]
                 if prli:
                     assert op == "auth_ok" and answers[0].status is Status.OK
-                    assert r.engine.login.sadb.both_confirmed
+                    assert r.port.security.query_sa().both_confirmed
             r.shuttle()
     run(body)
