@@ -1,6 +1,7 @@
 """Hooks a session applies to its traffic: the per-session frame transform and the login policy.
 
-The EDIF issue fills both; by default frames pass unchanged and PRLI follows PLOGI at once.
+EDIF fills both (the port installs each secure login's `EspTransform`, port_security.py); by
+default frames pass unchanged and PRLI follows PLOGI at once.
 
 Where ESP slots in (docs/fc-wire.md "Where the ESP stage slots in", docs/edif.md):
 `outbound` turns a clear FCP frame into `frame.with_esp(EspHeader(spi, seq), iv + ct + icv)`
