@@ -1,8 +1,9 @@
 """The software HBA: initiator ports linked over TCP (FCIP) to target ports. Sans-IO: the login
 state machine (`session`), its FCP half (`fcp`), their states and events (`events`), the per-session
 hooks EDIF fills (`transform`) and the security-control interface the EDIF engine drives a port
-through (`security`, implemented by `port_security`, which also keeps each login's SAs). Thin asyncio edges: `port`, `hba`; the
-remote-LUN executor for the TCMU data path: `remote_lun`. See docs/hba.md.
+through (`security`, implemented by `port_security`, which also keeps each login's SAs). Thin
+asyncio edges: `port`, `hba`; the remote-LUN executor for the TCMU data path: `remote_lun`. See
+docs/hba.md.
 """
 
 from .counters import PortCounters, RemotePortCounters
