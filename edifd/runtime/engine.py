@@ -4,19 +4,18 @@ the HBA model (qla2xxx EDIF semantics, drivers/scsi/qla2xxx/qla_edif.c; docs/eng
 One engine per control LUN = one `InitiatorPort` = one point-to-point link to one target port. It is
 the channel's `RequestHandler` (overriding its hooks `app_stopped`, `event_acked` and
 `agent_silent`) and its `StateProvider` (PORT_INFO, TARGET_LIST). Every piece of state lives on the
-HBA's event loop: `handle()` returns a `Deferred` and does the work there, so the HBA session and
-its SAs are never touched from two threads. It drives the port only through its security-control
-interface (`port.security`, `edifd.hba.security.SecurityControl`): the engine keeps what is the
-channel's business (login generations, AUTH state, pending ELS, channel bodies), the HBA owns the
-frames and the SAs of its logins.
+HBA's event loop: `handle()` returns a `Deferred` and does the work there. It drives the port only
+through its security-control interface (`port.security`, `edifd.hba.security.SecurityControl`):
+the engine keeps the channel's business (generations, AUTH state, pending ELS, channel bodies), the
+HBA the frames and the SAs of its logins.
 
 What it enforces (with `RequireAuthWhenSecure` as the HBA's login policy):
 - PLOGI carries the security bit only while the security application is active (SECURE_CONNECT
   turns it on; APP_STOP or the agent's silence turns it off);
 - a secure login waits in AUTH_PENDING (no PRLI, no FCP) until AUTH_OK, which is accepted only when
   an RX and a TX SA are installed (else RETRY_LATER);
-- the HBA keeps one SA database per login: a new login never inherits SAs; a session that ends
-  clears (zeroizes) them and the engine reports the pending SA_UPDATE_COMPLs and SESSION_SHUTDOWN;
+- a new login never inherits SAs; when one ends the HBA zeroizes them and the engine reports the
+  pending SA_UPDATE_COMPLs and SESSION_SHUTDOWN;
 - AUTH_FAIL, APP_STOP and agent loss log the secure session out and hold it: its commands fail at
   once with SENSE_NOT_AUTHORIZED (07/74/71) until SECURE_CONNECT logs in again.
 """
@@ -343,12 +342,9 @@ class EdifEngine(RequestHandler):
         if not lg.secure:
             return Response(t, Status.REFUSED), []
         self.counters.sa_updates += 1
-        if SaFlags.DELETE in body.flags:
-            result = self.sec.del_sa(body.direction, body.spi, force=SaFlags.FORCE_DELETE in body.flags,
-                                     flags=body.flags)
-        else:
-            result = self.sec.add_sa(body.direction, body.spi, body.cipher, body.key, body.salt,
-                                     flags=body.flags)
+        d, spi, f = body.direction, body.spi, body.flags  # SA_UPDATE is add_sa, or del_sa with DELETE
+        result = (self.sec.del_sa(d, spi, force=SaFlags.FORCE_DELETE in f, flags=f) if SaFlags.DELETE in f
+                  else self.sec.add_sa(d, spi, body.cipher, body.key, body.salt, flags=f))
         if not result.ok:
             log.info("SA_UPDATE refused: %s", result.detail)  # detail never holds key material
             return Response(t, result.status), []
@@ -466,8 +462,7 @@ class EdifEngine(RequestHandler):
                         wwn_str(self.sec.view().remote_wwpn))
 
     def _logged_in(self, ev: LoginStarted) -> None:
-        """A PLOGI completed: a new login with its own generation (the HBA gave it its own SAs; a
-        PLOGI while logged in ended the old login first, `LoginEnded`)."""
+        """A PLOGI completed: a new login with its own generation (and, in the HBA, its own SAs)."""
         self.generation = self.generation % 0xFFFFFFFF + 1
         secure = ev.secure
         lg = self.login = Login(self.generation, secure)
