@@ -105,7 +105,6 @@ class AgentRuntime:
             raise AgentExit(EXIT_IO, f"cannot resume from {self.o.state_path}: {e}") from None
         s.record = tally.to_dict
         with Stopper() as stopper:
-            s.ep.start()
             try:
                 return self._ping(s, tally, count=count, interval=interval, stop=stopper.event,
                                   report_path=report_path, resume_grace=resume_grace)
@@ -134,7 +133,11 @@ class AgentRuntime:
                     if _local_loss(m):
                         redo.add(rid)
 
+        # The handler goes in before the endpoint starts: a resumed agent's first READ may bring the
+        # host's redelivered answer at once, and a message no handler saw would still be consumed (and
+        # saved as consumed) by the client, so the tally would miss it and count a sequence gap.
         s.handlers.append(on_msg)
+        ep.start()
         s.establish(timeout)
 
         def send(old: int | None = None) -> int:

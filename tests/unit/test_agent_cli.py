@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from edifd.proto import Keepalive, MessageType
+from edifd.proto import Keepalive, Message, MessageType, Response, Status
 from guest_agent import channel, cli
 from guest_agent import disk as disk_mod
+from guest_agent.ping import PingTally
 from guest_agent.state import StateFile, decode_state, encode_state
 from tests.support.agent import WWPN_A, WWPN_B, FakeClient, make_disk, parking_preadv
 
@@ -144,6 +146,52 @@ def test_ping_resumes_from_its_state_file(host, key, dev, tmp_path):
     assert rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0
     assert len(made) == 2 and made[1].started is False  # restored established state: no new handshake
     assert json.loads(report.read_text())["sent"] == 30
+
+
+def test_a_resumed_ping_sees_the_answer_its_first_read_brings(host, key, dev, tmp_path, monkeypatch):
+    """The lab's seq_gaps=1 after an agent SIGKILL, without timing luck: the killed run had sent a ping
+    the host answered, and the restarted agent's very first READ brings that (redelivered) answer,
+    before the endpoint's start() has even returned. The ping's handler must already be listening:
+    otherwise the client consumes the answer (and saves it as consumed), the tally never sees it, the
+    ping is sent again, and its second answer shows up as a skipped upstream sequence number."""
+    made, _ = host
+    state = tmp_path / "agent.state"
+    common = ["--key", str(key), "--device", str(dev), "--no-direct", "--state", str(state), "--json"]
+    assert invoke("ping", *common, "-c", "10").exit_code == 0
+    # What the killed run left: an 11th ping sent and saved, its answer not yet seen.
+    raw_client, app = decode_state(StateFile(state).load() or b"")
+    saved = json.loads(raw_client)
+    tally = PingTally.from_dict(app["ping"])
+    pending_rid = saved["next_rid"]
+    tally.on_sent(pending_rid, 0.0)
+    saved["next_rid"] += 1
+    StateFile(state).save(encode_state(json.dumps(saved).encode(), {"ping": tally.to_dict()}))
+
+    real_make = channel.make_client
+
+    def make_with_redelivery(key, **kw):  # the host answered the 11th ping; it waits for a READ
+        c = real_make(key, **kw)
+        c.up_seq += 1
+        c.upstream.append(Message(Response(MessageType.KEEPALIVE, Status.OK), 0, c.epoch, pending_rid,
+                                  c.up_seq))
+        return c
+
+    real_start = disk_mod.ControlDiskEndpoint.start
+
+    def start_then_first_read(self):  # the first READ completes before start() returns
+        real_start(self)
+        deadline = time.monotonic() + 10
+        while made[-1].counters["delivered"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(channel, "make_client", make_with_redelivery)
+    monkeypatch.setattr(disk_mod.ControlDiskEndpoint, "start", start_then_first_read)
+    r = invoke("ping", *common, "-c", "12", "--resume-grace", "5")
+    assert r.exit_code == 0, r.output
+    assert made[-1].counters["delivered"] >= 1  # the answer did come with the first READ
+    rep = json.loads(r.output)
+    assert (rep["sent"], rep["received"], rep["resent"], rep["duplicates"], rep["lost"]) == (12, 12, 0, 0, 0)
+    assert rep["seq_gaps"] == 0 and rep["seq_repeats"] == 0
 
 
 def test_ping_with_a_corrupt_state_file(host, key, dev, tmp_path):
