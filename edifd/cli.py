@@ -72,25 +72,31 @@ def check_config(config_path: Path) -> None:
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Touch this file once every LUN is served (for scripts without systemd).")
 @click.option("--teardown/--keep-lio", default=False, show_default=True,
-              help="On exit, remove the LIO objects edifd created. By default they stay, so a "
-                   "restarted edifd re-attaches to its rings and guests see no error.")
+              help="On exit, remove the LIO objects edifd serves. By default they stay, so a "
+                   "restarted edifd re-attaches to its rings and guests see no error. A start "
+                   "that fails or is stopped removes only what it created, either way.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Overrides daemon.log_level.")
 def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: str | None) -> None:
     """Serve the configured LUNs until SIGTERM or SIGINT."""
-    from edifd.daemon import Daemon, DaemonError
+    from edifd.daemon import Daemon, DaemonError, StartInterrupted
 
     cfg = _load_or_exit(config_path)
     _setup_logging(log_level or cfg.daemon.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    daemon = Daemon(cfg)
+    # A stop request during start-up ends the start; like a failed start, it removes only the LIO
+    # objects this run created (what it re-attached from an earlier edifd stays), whatever --teardown.
+    daemon = Daemon(cfg, stop_requested=stop)
     try:
         daemon.start()
+    except StartInterrupted as e:
+        log.info("%s", e)
+        _notify_systemd("STOPPING=1")
+        return
     except DaemonError as e:
-        log.error("cannot start: %s", e)
-        daemon.stop(teardown=True)
+        log.error("cannot start: %s", e)  # start() has undone its own work (see edifd.daemon)
         sys.exit(1)
     from edifd.status import STATUS_FILE, collect
 

@@ -9,6 +9,17 @@ backstore (attributes before any export) -> ring handler -> export.
 Restart: the LIO objects outlive the process on purpose. A new edifd finds its backstore by
 name and re-attaches to the ring (block_dev -> reset_ring -> open -> unblock): commands the dead
 process held come back to the initiator as BUSY and are retried, so a guest sees a pause, not EIO.
+
+A start that fails, or that a stop request (SIGTERM) interrupts, undoes only what this run created
+(`Daemon.start`): each LIO object belongs to the run that created it. A backstore re-attached from an
+earlier edifd (`ServedLun.adopted`) and the exports it came with stay in place, its ring released as
+`stop()` releases it (the device stays blocked: late commands get BUSY and are retried, and the next
+edifd re-attaches). A backstore and an export this run created are removed, the export first, while
+its ring still answers. Were this run to create an export on top of an adopted backstore (today an
+adopted backstore is served with the exports it has, none is added), the export would go and the
+backstore stay: what guests had before this run, they keep. One log line per LUN says what was
+removed, what was left in place and why. `stop(teardown=True)` of a daemon that started is
+unchanged: it removes every LIO object it serves, adopted or not.
 """
 
 from __future__ import annotations
@@ -48,6 +59,10 @@ class DaemonError(Exception):
     """edifd cannot serve its configuration; the message says what to fix."""
 
 
+class StartInterrupted(DaemonError):
+    """A stop was requested while the LUNs were starting; what this start created is removed."""
+
+
 @dataclass
 class ServedLun:
     """One LUN as served: its kind (all that depends on its type), what executes its CDBs, its LIO
@@ -57,8 +72,8 @@ class ServedLun:
     disk: Executor
     backstore: Backstore | None = None
     handler: TcmuHandler | None = None
-    export: Export | None = None
-    adopted: bool = False  # found in LIO from an earlier edifd
+    export: Export | None = None  # created by this run; an adopted backstore's exports are its own
+    adopted: bool = False  # the backstore was found in LIO from an earlier edifd, not created by this run
 
     @property
     def config(self) -> LunConfig:
@@ -92,10 +107,13 @@ class Daemon:
     """The HBA (if configured) and every LUN of one configuration, from start() to stop()."""
 
     def __init__(self, config: Config, *, lio: Lio | None = None,
-                 open_handler: Callable[[str, Executor], TcmuHandler] | None = None) -> None:
+                 open_handler: Callable[[str, Executor], TcmuHandler] | None = None,
+                 stop_requested: threading.Event | None = None) -> None:
         self.config = config
         self.lio = lio or Lio()
         self._open_handler = open_handler  # None: the kernel's TCMU ring
+        # Set by SIGTERM (edifd run): start() checks it before each LUN and stops starting.
+        self._stop_requested = stop_requested or threading.Event()
         self.luns: list[ServedLun] = []
         self._ticker: HeartbeatTicker | None = None
         self.hba: Hba | None = None
@@ -103,7 +121,12 @@ class Daemon:
         self.engines: dict[str, EdifEngine] = {}  # control LUN name -> the EDIF engine of its HBA port
 
     def start(self) -> None:
-        """Serve every LUN, or raise DaemonError having undone what this call did."""
+        """Serve every LUN, or raise DaemonError having undone what this call did.
+
+        Undone means: the LIO objects this call created are removed, the adopted ones (re-attached
+        from an earlier edifd) stay with their rings released, the HBA and the engines stop (see the
+        module docstring). A stop request during start-up raises StartInterrupted, undone the same way.
+        """
         fabrics = sorted({Fabric(lun.export.fabric) for lun in self.config.luns
                           if lun.export.fabric != "none"}, key=lambda f: f.value)
         try:
@@ -111,11 +134,40 @@ class Daemon:
             self._start_hba()
             # Control and file LUNs first (see RemoteLunKind.start_order).
             for lun in sorted(self.config.luns, key=lambda x: KINDS[x.type].start_order):
+                self._check_stop_requested(f"before lun {lun.name}")
                 self.luns.append(self._serve(lun_kind(lun)))
+            self._check_stop_requested("after the last LUN")
+        except StartInterrupted as e:
+            self._undo_start("start stopped", str(e))
+            raise
         except (TcmuError, OSError, ValueError) as e:
+            self._undo_start("start failed", str(e))
             raise DaemonError(str(e)) from None
+        except BaseException as e:
+            self._undo_start("start failed", f"{type(e).__name__}: {e}")
+            raise
         self._ticker = HeartbeatTicker([s.kind.channel for s in self.luns if s.kind.channel is not None])
         self._ticker.start()
+
+    def _check_stop_requested(self, where: str) -> None:
+        if self._stop_requested.is_set():
+            raise StartInterrupted(f"stopped during start-up, {where}")
+
+    def _undo_start(self, why: str, cause: str) -> None:
+        """A failed or interrupted start: remove what it created, leave what it adopted (and say so)."""
+        self._stopping.set()
+        if self.luns:
+            log.warning("%s (%s): removing what this start created, leaving what it re-attached", why, cause)
+        for served in reversed(self.luns):
+            try:
+                self._stop_lun(served, teardown=False, undo=why)
+            except Exception:  # the start's own error is the one to report; go on with the rest
+                log.exception("lun %s: undoing the failed start", served.config.name)
+        self.luns.clear()
+        try:
+            self._stop_engines_and_hba()
+        except Exception:
+            log.exception("undoing the failed start: stopping the HBA")
 
     def _start_hba(self) -> None:
         h = self.config.hba
@@ -135,6 +187,10 @@ class Daemon:
         try:
             return self._export(served, backstore_spec(kind, self.config))
         except BaseException:
+            if served.adopted and served.backstore is not None:
+                log.warning("lun %s: failed to start; left in place: backstore %s and its %d LUN(s), "
+                            "re-attached from an earlier edifd (guests see a pause)", kind.lun.name,
+                            _bs_name(served.backstore), _attached(served.backstore))
             kind.close()
             raise
 
@@ -151,7 +207,16 @@ class Daemon:
         ex = export_spec(lun)
         if ex is None:
             served.backstore = self.lio.create_backstore(spec)
-            served.handler = self._start_handler(served.backstore, served)
+            try:
+                served.handler = self._start_handler(served.backstore, served)
+            except BaseException:
+                # This start created it: roll it back, as Lio.setup does for an exported LUN.
+                try:
+                    self.lio.remove_backstore(served.backstore)
+                except TcmuError as e:
+                    log.error("lun %s: removing the backstore this start created: %s", lun.name, e)
+                served.backstore = None
+                raise
         else:
             served.backstore, served.handler, served.export = self.lio.setup(
                 spec, ex, lambda bs: self._start_handler(bs, served))
@@ -181,15 +246,57 @@ class Daemon:
             return f"iSCSI {ex.wwn} LUN {ex.lun} on {host}:{port}"
         return f"vhost-scsi {ex.wwn} (libvirt <hostdev type='scsi_host'> wwpn)"
 
-    def _remove_luns(self, served: ServedLun) -> None:
+    def _remove_luns(self, served: ServedLun, *, created_only: bool = False) -> bool:
+        """Remove the LUN's exports (with created_only, only the one this run created); False if
+        rtslib refused."""
         try:
             if served.export is not None:
                 self.lio.unexport(served.export)
-            elif served.backstore is not None:  # adopted: the exports came from an earlier edifd
+            elif served.backstore is not None and not created_only:
+                # adopted: the exports came from an earlier edifd
                 for lun in list(served.backstore.so.attached_luns):
                     lun.delete()
         except Exception as e:  # rtslib raises RTSLibError/OSError; teardown goes on with the rest
             log.error("lun %s: removing its LUNs: %s", served.config.name, e)
+            return False
+        return True
+
+    def _stop_lun(self, served: ServedLun, *, teardown: bool, undo: str | None = None) -> None:
+        """Quiesce, stop the ring (the device stays blocked), close. teardown: remove every LIO
+        object of the LUN; undo (a failed or stopped start, named in the log): only those this run
+        created."""
+        name = served.config.name
+        created_only = undo is not None
+        removed: list[str] = []
+        served.kind.quiesce()
+        if teardown or (created_only and served.export is not None):
+            # Remove the LUNs while the ring is still served: an initiator removing its disk
+            # sends SYNCHRONIZE CACHE, which only a running handler can answer.
+            if self._remove_luns(served, created_only=created_only) and served.export is not None:
+                removed.append(f"{_fabric_name(served.export)} export {served.export.wwn}")
+        if served.handler is not None:
+            drained = served.handler.stop()
+            stats = served.handler.stats
+            log.info("lun %s: ring %s; %s", name, "drained" if drained else "NOT drained", stats)
+        bs = served.backstore
+        if bs is not None and (teardown or (created_only and not served.adopted)):
+            try:
+                self.lio.remove_backstore(bs)
+                log.info("lun %s: removed from LIO", name)
+                removed.append(f"backstore {_bs_name(bs)}")
+            except TcmuError as e:
+                log.error("lun %s: %s: %s", name, "teardown" if teardown else "removing its backstore", e)
+        if created_only:
+            kept = "nothing"
+            if served.adopted and bs is not None:
+                kept = (f"backstore {_bs_name(bs)} and its {_attached(bs)} LUN(s), re-attached from an "
+                        "earlier edifd (guests see a pause; its ring is released with the device blocked, "
+                        "so late commands get BUSY, and the next start re-attaches)")
+            elif bs is not None and f"backstore {_bs_name(bs)}" not in removed:
+                kept = f"backstore {_bs_name(bs)} (removing it failed, see above)"
+            log.warning("lun %s: %s: removed %s; left in place: %s", name, undo,
+                        " and ".join(removed) + " (created by this start)" if removed else "nothing", kept)
+        served.kind.close()
 
     def stop(self, *, teardown: bool = False) -> None:
         """Complete everything in flight, drain the rings; with teardown also remove LIO objects."""
@@ -197,24 +304,11 @@ class Daemon:
         if self._ticker is not None:
             self._ticker.stop()
         for served in reversed(self.luns):
-            name = served.config.name
-            served.kind.quiesce()
-            if teardown:
-                # Remove the LUNs while the ring is still served: an initiator removing its disk
-                # sends SYNCHRONIZE CACHE, which only a running handler can answer.
-                self._remove_luns(served)
-            if served.handler is not None:
-                drained = served.handler.stop()
-                stats = served.handler.stats
-                log.info("lun %s: ring %s; %s", name, "drained" if drained else "NOT drained", stats)
-            if teardown and served.backstore is not None:
-                try:
-                    self.lio.remove_backstore(served.backstore)
-                    log.info("lun %s: removed from LIO", name)
-                except TcmuError as e:
-                    log.error("lun %s: teardown: %s", name, e)
-            served.kind.close()
+            self._stop_lun(served, teardown=teardown)
         self.luns.clear()
+        self._stop_engines_and_hba()
+
+    def _stop_engines_and_hba(self) -> None:
         for engine in self.engines.values():
             engine.stop()
         self.engines.clear()
@@ -222,3 +316,19 @@ class Daemon:
             # Last: removing a remote LUN above sent SYNCHRONIZE CACHE through the HBA.
             self.hba.stop_thread()
             self.hba = None
+
+
+def _bs_name(bs: Backstore) -> str:
+    """user_N/<name>, as in configfs core/."""
+    return f"{bs.path.parent.name}/{bs.path.name}"
+
+
+def _attached(bs: Backstore) -> int:
+    try:
+        return len(bs.so.attached_luns)
+    except Exception:  # rtslib reads configfs; a log line must not fail the undo
+        return 0
+
+
+def _fabric_name(ex: Export) -> str:
+    return {Fabric.LOOPBACK: "tcm_loop", Fabric.ISCSI: "iSCSI", Fabric.VHOST: "vhost-scsi"}[ex.fabric]
