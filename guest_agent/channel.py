@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from edifd.edges.secret_file import load_channel_key
-from edifd.fc import wwn_str
 from edifd.proto import Body, ChannelKey, ChannelKeyError, Message
 
 from .discovery import (
     DEFAULT_PRODUCT,
     DEFAULT_VENDOR,
     ControlDisk,
-    DiscoveryError,
+    check_control_disk,
     discover,
     disk_for_device,
     parse_wwpn,
@@ -72,14 +71,22 @@ def make_client(key: ChannelKey, *, port_index: int, block_size: int, capacity_b
                          parked_reads=parked_reads, state=state, **extra)
 
 
+def describe_device(path: str, *, sys_root: str) -> ControlDisk:
+    """What --device names, as discovery sees it: INQUIRY vendor/product and VPD 0x83 from sysfs, or a
+    regular file (no identity). A seam for tests, like `make_client`: their stand-in disk is a regular
+    file, so they give it a control LUN's identity here; `find_disk` still checks what this returns."""
+    return disk_for_device(path, sys_root=sys_root)
+
+
 def find_disk(o: ChannelOptions) -> ControlDisk:
-    """The control disk of --device, or the one discovery finds (for --port, if given)."""
+    """The control disk of --device, or the one discovery finds (for --port, if given).
+
+    --device is checked before anything opens it (`check_control_disk`): a disk without the control
+    LUN's identity, or a regular file, is refused with DiscoveryError (exit 3), so nothing is written."""
     wwpn = parse_wwpn(o.port) if o.port else None
     if o.device:
-        d = disk_for_device(o.device, sys_root=o.sys_root)
-        if wwpn is not None and d.wwpn not in (None, wwpn):
-            raise DiscoveryError(f"{o.device} reports port {d.wwpn_text}, not {wwn_str(wwpn)}")
-        return d
+        return check_control_disk(describe_device(o.device, sys_root=o.sys_root), vendor=o.vendor,
+                                  product=o.product, wwpn=wwpn, name=o.device)
     return select(discover(o.vendor, o.product, sys_root=o.sys_root), wwpn=wwpn, vendor=o.vendor,
                   product=o.product, where=os.path.join(o.sys_root, "block"))
 

@@ -25,8 +25,8 @@ import click
 
 from edifd.edges.sd_notify import sd_notify
 
-from .channel import ChannelOptions
-from .discovery import DEFAULT_PRODUCT, DEFAULT_VENDOR, ControlDisk, DiscoveryError, discover, disk_for_device
+from .channel import ChannelOptions, find_disk
+from .discovery import DEFAULT_PRODUCT, DEFAULT_VENDOR, ControlDisk, DiscoveryError, discover
 from .exits import (
     EXIT_CONFIG,
     EXIT_IO,
@@ -55,7 +55,9 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "the same key edifd has for this VM.  [env EDIF_AGENT_KEY]"),
         click.option("--port", metavar="WWPN", help="Use the control disk of this HBA port "
                      "(e.g. 50:01:43:80:12:34:56:78); needed when the VM has several."),
-        click.option("--device", metavar="DEV", help="Use this block device, skipping discovery."),
+        click.option("--device", metavar="DEV", help="Use this block device instead of discovering one; "
+                     "it must be an EDIF control LUN (INQUIRY vendor/product, and --port's VPD 0x83 "
+                     "designator), else exit 3 before anything is written."),
         click.option("--vendor", default=DEFAULT_VENDOR, show_default=True,
                      help="INQUIRY vendor to look for."),
         click.option("--product", default=DEFAULT_PRODUCT, show_default=True,
@@ -188,7 +190,7 @@ def status(*, channel: ChannelOptions, probe: bool, as_json: bool, service_file:
             click.echo(json.dumps(svc, sort_keys=True) if as_json else format_status(svc))
             return EXIT_OK
         if o.device:
-            disks = [disk_for_device(o.device, sys_root=o.sys_root)]
+            disks = [find_disk(o)]  # the same identity check as every command (exit 3 if refused)
         else:
             disks = discover(o.vendor, o.product, sys_root=o.sys_root)
         out: dict[str, Any] = {"disks": [_disk_dict(d) for d in disks]}

@@ -331,7 +331,10 @@ class ChannelClient:
         self.counters["read_failures"] += 1
 
     def read_done(self, token: int, data: bytes) -> list[Message]:
-        """A READ completed: the upstream messages now deliverable, in order, each exactly once."""
+        """A READ completed: the upstream messages now deliverable, in order, each exactly once.
+
+        Data that is no message for us (does not decode, wrong MAC, not upstream) returns [] and counts
+        ``counters["rejected"]``; the edge (guest_agent.disk) backs off before it READs again."""
         _, gen = self._reads.pop(token, (0, -1))
         try:
             m = decode(data, self._key)

@@ -9,6 +9,8 @@ when udev is absent (no pyudev, no udev database: minimal guests, containers) th
 sysfs (``device/vendor``, ``device/model``, ``device/vpd_pg80``, ``device/vpd_pg83``). VPD 0x83 is always
 read from sysfs: udev has no property for a target-port designator.
 
+``check_control_disk`` is the same test for a ``--device`` (the disk described by ``disk_for_device``).
+
 Parsing is pure (``parse_vpd83``, ``parse_vpd80``, ``parse_wwpn``); errors are ``DiscoveryError`` and
 ``VpdError`` only.
 """
@@ -137,6 +139,11 @@ def _norm(s: str) -> str:
     return s.strip().replace("_", " ").strip()
 
 
+def _is_control(seen_vendor: str, seen_model: str, vendor: str, product: str) -> bool:
+    """The INQUIRY match every path uses (discovery by udev or sysfs, and the --device check)."""
+    return _norm(seen_vendor) == _norm(vendor) and _norm(seen_model) == _norm(product)
+
+
 def _read_text(p: Path) -> str | None:
     try:
         return p.read_text(errors="replace").strip()
@@ -201,7 +208,7 @@ def scan_sysfs(vendor: str = DEFAULT_VENDOR, product: str = DEFAULT_PRODUCT, *, 
         m = _read_text(d / "device" / "model")
         if v is None or m is None:
             continue
-        if _norm(v) == _norm(vendor) and _norm(m) == _norm(product):
+        if _is_control(v, m, vendor, product):
             out.append(_disk_from_sysfs(d, dev_root, _norm(v), _norm(m), None, "sysfs"))
     return out
 
@@ -228,7 +235,7 @@ def scan_udev(vendor: str = DEFAULT_VENDOR, product: str = DEFAULT_PRODUCT,
         if v is None or m is None:  # not probed by scsi_id (yet): ask sysfs
             v = _read_text(sys_path / "device" / "vendor")
             m = _read_text(sys_path / "device" / "model")
-        if v is None or m is None or _norm(v) != _norm(vendor) or _norm(m) != _norm(product):
+        if v is None or m is None or not _is_control(v, m, vendor, product):
             continue
         node = dev.device_node or f"/dev/{sys_path.name}"
         out.append(_disk_from_sysfs(sys_path, os.path.dirname(node), _norm(v), _norm(m),
@@ -247,7 +254,8 @@ def discover(vendor: str = DEFAULT_VENDOR, product: str = DEFAULT_PRODUCT, *, sy
 
 
 def disk_for_device(devnode: str, *, sys_root: str = "/sys") -> ControlDisk:
-    """The --device override: describe the given block device from sysfs, whatever its INQUIRY says."""
+    """Describe the given block device from sysfs, whatever its INQUIRY says (`check_control_disk` then
+    decides whether --device may use it)."""
     real = os.path.realpath(devnode)
     name = os.path.basename(real)
     devdir = Path(sys_root) / "block" / name
@@ -261,6 +269,30 @@ def disk_for_device(devnode: str, *, sys_root: str = "/sys") -> ControlDisk:
     d = _disk_from_sysfs(devdir, os.path.dirname(real), _norm(v), _norm(m), None, "device")
     return ControlDisk(d.name, devnode, d.vendor, d.model, d.serial, d.wwpn, d.block_size,
                        d.capacity_blocks, d.source)
+
+
+def check_control_disk(d: ControlDisk, *, vendor: str = DEFAULT_VENDOR, product: str = DEFAULT_PRODUCT,
+                       wwpn: int | None = None, name: str | None = None) -> ControlDisk:
+    """The --device check, before anything is opened or written: `d` (from `disk_for_device`) must have
+    the identity discovery looks for, i.e. INQUIRY vendor and product (sysfs, compared as discovery
+    compares them) and, when a port is asked for, that port's FC target-port designator in VPD 0x83
+    (as `select` requires). DiscoveryError naming the device and what it found otherwise."""
+    name = name or d.devnode
+    why = f"{name} is not an EDIF control LUN"
+    hint = "pick one from `edif-agent status`"
+    if d.source == "file":
+        raise DiscoveryError(f"{why}: it is a regular file, not a SCSI disk (no INQUIRY data); {hint}")
+    if not d.vendor and not d.model:
+        raise DiscoveryError(f"{why}: sysfs has no INQUIRY vendor or product for {d.name} (not a SCSI "
+                             f"disk?); {hint}")
+    if not _is_control(d.vendor, d.model, vendor, product):
+        raise DiscoveryError(f"{why}: INQUIRY says vendor {d.vendor!r} product {d.model!r}, not vendor "
+                             f"{_norm(vendor)!r} product {_norm(product)!r}; {hint}")
+    if wwpn is not None and d.wwpn != wwpn:
+        seen = (f"reports port {d.wwpn_text}" if d.wwpn is not None
+                else "reports no port (no FC target-port designator in VPD 0x83)")
+        raise DiscoveryError(f"{name} {seen}, not {wwn_str(wwpn)}; {hint}")
+    return d
 
 
 def select(disks: Iterable[ControlDisk], *, wwpn: int | None = None, vendor: str = DEFAULT_VENDOR,

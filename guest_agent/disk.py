@@ -19,7 +19,11 @@ anonymous ``mmap`` (page aligned, which satisfies any logical block size up to 4
 ``os.read`` would allocate an unaligned buffer and fail with EINVAL.
 
 An OSError on a READ (EIO: a host timer fired, the path is down, edifd restarting) is reported with
-``client.read_failed``, then the READ is re-armed after a bounded exponential backoff. The client
+``client.read_failed``, then the READ is re-armed after a bounded exponential backoff. So is a READ
+that completed with data the client rejected (``counters["rejected"]`` went up in ``read_done``: not
+a channel message, a wrong MAC, not upstream): a disk that answers nonsense at once (not a control
+LUN, the wrong key) would otherwise be READ again at once, tens of thousands of times a second
+(edge counter ``nonsense_reads``). Heartbeats and messages re-arm at once, as before. The client
 object is not assumed thread-safe: every call into it holds one lock.
 
 Restart safety: ``persist`` is called, under that lock, with the client's snapshot before every
@@ -68,7 +72,7 @@ class ChannelCore(Protocol):
     """What the edge needs from guest_agent.client.ChannelClient."""
 
     def next_read(self) -> ReadReq: ...
-    def read_done(self, token: int, data: bytes) -> list[Any]: ...
+    def read_done(self, token: int, data: bytes) -> list[Any]: ...  # counts counters["rejected"], if any
     def read_failed(self, token: int) -> None: ...
     def next_write(self) -> WriteReq | None: ...
     def write_done(self, token: int, ok: bool, sense: bytes = b"") -> None: ...
@@ -133,7 +137,7 @@ class ControlDiskEndpoint:
         self.counters: dict[str, int] = {
             "reads_ok": 0, "read_errors": 0, "short_reads": 0, "writes_ok": 0, "write_errors": 0,
             "messages_in": 0, "backoff_waits": 0, "persist_errors": 0, "write_sense": 0,
-            "sg_io_unavailable": 0,
+            "sg_io_unavailable": 0, "nonsense_reads": 0,
         }
         self.last_error: str | None = None
         self.fatal: str | None = None  # a loop died on an unexpected error; the endpoint then stops
@@ -217,6 +221,12 @@ class ControlDiskEndpoint:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    def _rejected(self) -> int:
+        """The client's count of READ data it could not use (ChannelClient: ``counters["rejected"]``;
+        a client without it never reports nonsense). Under the lock."""
+        cc = getattr(self.client, "counters", None)
+        return int(cc.get("rejected", 0)) if isinstance(cc, dict) else 0
+
     def _persist_locked(self, force: bool = False) -> None:
         if self._persist is None:
             return
@@ -267,10 +277,15 @@ class ControlDiskEndpoint:
                     if self._sleep(self._stop, bo.next_delay()):
                         break
                     continue
-                bo.reset()
                 with self.lock:
                     self._count("reads_ok")
+                    rejected = self._rejected()
                     msgs = self.client.read_done(req.token, data)
+                    nonsense = self._rejected() > rejected
+                    if nonsense:
+                        self._count("nonsense_reads")
+                        self._count("backoff_waits")
+                        self.last_error = f"READ at LBA {req.lba}: not a channel message for this agent"
                     for m in msgs:
                         self._count("messages_in")
                         if self._on_message is not None:
@@ -282,6 +297,14 @@ class ControlDiskEndpoint:
                         for m in msgs:
                             self.inbox.put(m)
                 self._wake.set()  # a delivery may have queued a write (handshake step, ack)
+                if not nonsense:
+                    bo.reset()
+                    continue
+                # The token is spent (read_done took it): re-arm like a failed READ, after the backoff.
+                log.warning("READ at LBA %d: not a channel message for this agent; re-arming after "
+                            "backoff", req.lba)
+                if self._sleep(self._stop, bo.next_delay()):
+                    break
         finally:
             buf.close()
 

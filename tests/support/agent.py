@@ -1,6 +1,7 @@
 """A stand-in for guest_agent.client.ChannelClient (same API) with a tiny host behind it, and helpers
 for the agent tests: a preadv that "parks" like the host does, EIO injection, a control disk served by
-the real host core to an agent subprocess (`RemoteDiskServer`, `agent`), and a fake sysfs (`make_disk`).
+the real host core to an agent subprocess (`RemoteDiskServer`, `agent`), a control LUN's identity for the
+stand-in disk file (`control_lun_identity`, `install_identity`), and a fake sysfs (`make_disk`).
 
 The stand-in ignores the bytes on the disk for its logic (it is the host as well as the client), but
 records them, so the edge tests can check what was read from where.
@@ -8,6 +9,7 @@ records them, so the edge tests can check what was read from where.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -22,6 +24,7 @@ from edifd.proto import Message, MessageType, Response, Status
 from edifd.scsi import Identity
 from edifd.scsi.inquiry import VPD_DEVICE_ID, VPD_UNIT_SERIAL, vpd_page
 from guest_agent.client import ReadRequest, WriteRequest
+from guest_agent.discovery import DEFAULT_PRODUCT, DEFAULT_VENDOR, ControlDisk
 
 READ_BASE = 1024  # LBAs the stand-in parks READs at: apart, so nothing could merge them
 READ_GAP = 16
@@ -315,6 +318,39 @@ class RemoteDiskServer:
             c.close()
 
 
+# -- the stand-in disk's identity ------------------------------------------------------------------
+#
+# The agent refuses a --device that is not an EDIF control LUN (guest_agent.discovery.check_control_disk),
+# and a regular file has no INQUIRY data. The tests' stand-in disk is such a file, so they give it a
+# control LUN's identity through the seam guest_agent.channel.describe_device: only regular files change
+# (only the ones named, if any are), and the check itself still runs on what the seam returns.
+
+STAND_IN_WWPN = 0x5001438012345678
+
+
+def control_lun_identity(describe: Any, *paths: str, wwpn: int | None = STAND_IN_WWPN) -> Any:
+    """Wrap describe_device so these regular files (any regular file, if none is named) describe as
+    INQUIRY EDIF/CTRL with this port in VPD 0x83 (source "stand-in"); everything else as before."""
+    wanted = {os.path.realpath(p) for p in paths}
+
+    def fake(path: str, *, sys_root: str) -> ControlDisk:
+        d = describe(path, sys_root=sys_root)
+        if d.source == "file" and (not wanted or os.path.realpath(path) in wanted):
+            return dataclasses.replace(d, vendor=DEFAULT_VENDOR, model=DEFAULT_PRODUCT, wwpn=wwpn,
+                                       source="stand-in")
+        return d
+
+    return fake
+
+
+def install_identity(dev_path: str) -> None:
+    """In the agent subprocess: the stand-in file at dev_path is an EDIF control LUN (as
+    install_remote_disk makes its READs and WRITEs reach the test's host)."""
+    from guest_agent import channel
+
+    channel.describe_device = control_lun_identity(channel.describe_device, dev_path)  # type: ignore[assignment]
+
+
 # -- edif-agent as a process, over the remote disk ---------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,6 +360,7 @@ def agent(files, *args: str, command: tuple[str, ...] = ("ping", "--json"),
           env: dict[str, str] | None = None) -> subprocess.Popen:
     code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}]; "
             f"import tests.support.agent as s; s.install_remote_disk({str(files['sock'])!r}); "
+            f"s.install_identity({str(files['dev'])!r}); "
             "from guest_agent.cli import main; main(sys.argv[1:], prog_name='edif-agent')")
     argv = [sys.executable, "-c", code, *command, "--device", str(files["dev"]), "--no-direct",
             "--timeout", "20", *args]

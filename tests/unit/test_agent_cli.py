@@ -15,7 +15,14 @@ from guest_agent import channel, cli
 from guest_agent import disk as disk_mod
 from guest_agent.ping import PingTally
 from guest_agent.state import StateFile, decode_state, encode_state
-from tests.support.agent import WWPN_A, WWPN_B, FakeClient, make_disk, parking_preadv
+from tests.support.agent import (
+    WWPN_A,
+    WWPN_B,
+    FakeClient,
+    control_lun_identity,
+    make_disk,
+    parking_preadv,
+)
 
 
 @pytest.fixture
@@ -47,6 +54,8 @@ def host(monkeypatch):
 
     monkeypatch.setattr(channel, "make_client", make_client)
     monkeypatch.setattr(disk_mod.os, "preadv", parking_preadv(made))
+    # The stand-in disk is a regular file: it gets a control LUN's identity (the check still runs).
+    monkeypatch.setattr(channel, "describe_device", control_lun_identity(channel.describe_device))
     return made, opts
 
 
@@ -288,3 +297,96 @@ def test_stand_in_restores_from_snapshot() -> None:
     c.request(Keepalive())
     c2 = FakeClient(state=c.snapshot())
     assert c2.established and c2.next_rid == 2
+
+
+# -- --device: the identity check (issue 10, safety 2) ---------------------------------------------
+
+
+def test_ping_refuses_a_regular_file_and_writes_nothing(key, tmp_path):
+    """The real check, no seam: a regular file is not a control LUN; exit 3, the file byte for byte."""
+    f = tmp_path / "not-a-disk.img"
+    before = os.urandom(16 << 20)  # big enough for the channel's geometry: main wrote its HELLO into it
+    f.write_bytes(before)
+    r = invoke("ping", "--key", str(key), "--device", str(f), "--no-direct", "--timeout", "0.5")
+    assert r.exit_code == cli.EXIT_NO_DISK, r.output
+    assert f"{f} is not an EDIF control LUN: it is a regular file" in r.output
+    assert "edif-agent status" in r.output
+    assert f.read_bytes() == before
+
+
+@pytest.fixture
+def no_open(monkeypatch):
+    """Records every attempt to open a control disk (a refused --device must never get that far)."""
+    opened: list[str] = []
+
+    def spy(self):
+        opened.append(self.path)
+        raise AssertionError(f"opened {self.path}")
+
+    monkeypatch.setattr(disk_mod.ControlDiskEndpoint, "open", spy)
+    return opened
+
+
+@pytest.mark.parametrize(("vendor", "model", "found"), [
+    ("QEMU", "QEMU HARDDISK", "INQUIRY says vendor 'QEMU' product 'QEMU HARDDISK', not vendor 'EDIF' "
+                              "product 'CTRL'"),
+    ("EDIF", "LAB DATA", "INQUIRY says vendor 'EDIF' product 'LAB DATA'"),  # edifd's file LUN: not control
+])
+@pytest.mark.parametrize("command", [("ping",), ("run",), ("status", "--probe")])
+def test_device_of_another_kind_is_refused_before_it_is_opened(key, tmp_path, no_open, vendor, model, found,
+                                                               command):
+    sys_root = tmp_path / "sys"
+    make_disk(sys_root, "sdq", vendor=vendor, model=model)
+    r = invoke(*command, "--key", str(key), "--device", "/dev/sdq", "--sys-root", str(sys_root))
+    assert r.exit_code == cli.EXIT_NO_DISK, r.output
+    assert f"/dev/sdq is not an EDIF control LUN: {found}" in r.output
+    assert "pick one from `edif-agent status`" in r.output
+    assert no_open == []
+
+
+def test_status_device_shows_the_same_refusal(tmp_path):
+    sys_root = tmp_path / "sys"
+    make_disk(sys_root, "sda", vendor="QEMU", model="QEMU HARDDISK")
+    (sys_root / "block" / "vda").mkdir()  # virtio-blk: no INQUIRY data in sysfs
+    r = invoke("status", "--device", "/dev/sda", "--sys-root", str(sys_root))
+    assert r.exit_code == cli.EXIT_NO_DISK and "INQUIRY says vendor 'QEMU'" in r.output
+    r = invoke("status", "--device", "/dev/vda", "--sys-root", str(sys_root))
+    assert r.exit_code == cli.EXIT_NO_DISK
+    assert "/dev/vda is not an EDIF control LUN: sysfs has no INQUIRY vendor or product" in r.output
+
+
+def test_device_must_carry_the_port_asked_for(key, tmp_path, no_open):
+    sys_root = tmp_path / "sys"
+    make_disk(sys_root, "sdq", wwpn=WWPN_A)
+    make_disk(sys_root, "sdr", wwpn=None)
+    common = ["--key", str(key), "--sys-root", str(sys_root), "--port", "50:01:43:80:12:34:56:7b"]
+    r = invoke("ping", *common, "--device", "/dev/sdq")
+    assert r.exit_code == cli.EXIT_NO_DISK
+    assert "/dev/sdq reports port 50:01:43:80:12:34:56:7a, not 50:01:43:80:12:34:56:7b" in r.output
+    r = invoke("ping", *common, "--device", "/dev/sdr")
+    assert r.exit_code == cli.EXIT_NO_DISK and "/dev/sdr reports no port (no FC target-port" in r.output
+    assert no_open == []
+
+
+def test_an_edif_control_lun_is_accepted(tmp_path):
+    """(c) without a seam: the fake sysfs says EDIF/CTRL (and the port), so find_disk takes the disk."""
+    sys_root = tmp_path / "sys"
+    make_disk(sys_root, "sdq", wwpn=WWPN_A)
+    make_disk(sys_root, "sdr", vendor="LAB", model="CHAN", wwpn=None)
+    o = channel.ChannelOptions(device="/dev/sdq", sys_root=str(sys_root), port="50:01:43:80:12:34:56:7a")
+    d = channel.find_disk(o)
+    assert (d.devnode, d.vendor, d.model, d.wwpn, d.source) == ("/dev/sdq", "EDIF", "CTRL", WWPN_A, "device")
+    # --vendor/--product say what to look for, for discovery and --device alike
+    o = channel.ChannelOptions(device="/dev/sdr", sys_root=str(sys_root), vendor="LAB", product="CHAN")
+    assert channel.find_disk(o).model == "CHAN"
+
+
+def test_the_stand_in_is_accepted_through_the_identity_seam(host, key, dev):
+    """(c) through the seam: the stand-in file describes as EDIF/CTRL and the real check passes it."""
+    r = invoke("status", "--device", str(dev), "--json")
+    assert r.exit_code == 0, r.output
+    (d,) = json.loads(r.output)["disks"]
+    assert (d["vendor"], d["model"], d["source"], d["port"]) == ("EDIF", "CTRL", "stand-in",
+                                                                 "50:01:43:80:12:34:56:78")
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "-c", "2")
+    assert r.exit_code == 0, r.output

@@ -5,17 +5,21 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import random
 import threading
+import time
 
 import pytest
 
-from edifd.proto import Keepalive, MessageType
+from edifd.proto import Heartbeat, Keepalive, Message, MessageType, encode
 from guest_agent import disk as disk_mod
 from guest_agent.backoff import Backoff
+from guest_agent.client import ChannelClient
 from guest_agent.disk import AlignedBuffer, ControlDiskEndpoint
 from tests.support import agent_disk
 from tests.support.agent import READ_BASE, FakeClient, parking_preadv
 from tests.support.agent_disk import BLOCKS, BS, handshake_and_ping, wait_until
+from tests.support.channel import KEY, N_BLOCKS
 
 image, parked = agent_disk.image, agent_disk.parked  # the shared fixtures, found by name
 
@@ -272,3 +276,117 @@ def test_status_reports_edge_and_channel_counters_without_secrets(image, parked)
     assert st["established"] is True
     assert st["channel"]["requests"] == 1 and st["edge"]["writes_ok"] == 2
     assert set(st) == {"path", "parked", "direct", "edge", "channel", "established", "last_error"}
+
+
+# -- a disk that answers nonsense (issue 10, safety 2) ----------------------------------------------
+
+
+class WaitingSleeps(Sleeps):
+    """Backoff sleeps recorded and really waited, so the loop runs at the pace the backoff allows."""
+
+    def __call__(self, ev: threading.Event, s: float) -> bool:
+        with self.lock:
+            self.delays.append(s)
+        return ev.wait(s)
+
+
+def answering(make, pause: float = 0.0):
+    """An os.preadv that completes every READ (after `pause`) with make(length, offset), counted."""
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def preadv(fd, bufs, offset):
+        (buf,) = bufs
+        with lock:
+            calls["n"] += 1
+        if pause:
+            time.sleep(pause)
+        buf[:] = make(len(buf), offset)
+        return len(buf)
+
+    preadv.calls = calls  # type: ignore[attr-defined]
+    return preadv
+
+
+def heartbeat(n: int, _off: int) -> bytes:
+    return encode(Message(Heartbeat(), 0, 0, 0, 0), KEY, block_size=BS, pad_to=n)
+
+
+NONSENSE = {
+    "random": lambda n, off: random.Random(off).randbytes(n),
+    "zeros": lambda n, off: bytes(n),  # a fresh file or another LUN's blank blocks
+    "own WRITE read back": lambda n, off: encode(Message(Keepalive(), 0, 1, 7, 1), KEY, block_size=BS,
+                                                  pad_to=n),
+    "another key": lambda n, off: encode(Message(Heartbeat(), 0, 0, 0, 0), b"\x99" * 32, block_size=BS,
+                                         pad_to=n),
+}
+
+
+@pytest.fixture
+def blank(tmp_path):
+    p = tmp_path / "disk.img"
+    with open(p, "wb") as fh:
+        fh.truncate(N_BLOCKS * BS)
+    return p
+
+
+@pytest.mark.parametrize("nonsense", NONSENSE.values(), ids=NONSENSE.keys())
+def test_a_disk_answering_nonsense_is_read_after_a_backoff_not_in_a_spin(blank, monkeypatch, nonsense):
+    """The real client rejects every READ's data; each rejected READ is followed by a backoff wait
+    (1 ms doubling to 20 ms here) instead of an immediate re-issue (~60k READs a second before)."""
+    fn = answering(nonsense)
+    monkeypatch.setattr(disk_mod.os, "preadv", fn)
+    c = ChannelClient(KEY, capacity_blocks=N_BLOCKS)
+    sleeps = WaitingSleeps()
+    ep = ControlDiskEndpoint(c, str(blank), block_size=BS, parked=4, direct=False, sleep=sleeps,
+                             backoff=lambda: Backoff(initial=0.001, maximum=0.02))
+    ep.start()
+    try:
+        time.sleep(0.5)
+    finally:
+        assert ep.stop(timeout=5)
+    reads = fn.calls["n"]
+    assert reads >= 4 and c.counters["rejected"] == reads  # every READ was nonsense to the client
+    assert (ep.counters["backoff_waits"], len(sleeps.delays)) == (reads, reads)  # one wait per READ
+    assert reads < 2000  # ~25 per reader at the 20 ms cap; generous
+    assert set(sleeps.delays) <= {0.001, 0.002, 0.004, 0.008, 0.016, 0.02} and max(sleeps.delays) == 0.02
+    assert ep.counters["nonsense_reads"] == reads and ep.counters["read_errors"] == 0
+    assert "not a channel message" in (ep.last_error or "") and ep.fatal is None
+
+
+def test_heartbeats_rearm_at_once_without_backoff(blank, monkeypatch):
+    fn = answering(heartbeat, pause=0.002)  # the host's heartbeat, after a (very short) park time
+    monkeypatch.setattr(disk_mod.os, "preadv", fn)
+    c = ChannelClient(KEY, capacity_blocks=N_BLOCKS)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(c, str(blank), block_size=BS, parked=4, direct=False, sleep=sleeps)
+    ep.start()
+    try:
+        wait_until(lambda: fn.calls["n"] >= 40)
+    finally:
+        assert ep.stop(timeout=5)
+    assert c.counters["heartbeats"] >= 40 and c.counters["rejected"] == 0
+    assert ep.counters.get("nonsense_reads", 0) == 0 and ep.counters["backoff_waits"] == 0
+    assert sleeps.delays == []
+
+
+def test_nonsense_backoff_grows_and_resets_after_a_good_read(blank, monkeypatch):
+    script = {"n": 0}
+    junk = NONSENSE["zeros"]
+
+    def make(n, off):  # nonsense, nonsense, heartbeat, nonsense, then heartbeats
+        script["n"] += 1
+        return junk(n, off) if script["n"] in (1, 2, 4) else heartbeat(n, off)
+
+    fn = answering(make, pause=0.002)
+    monkeypatch.setattr(disk_mod.os, "preadv", fn)
+    sleeps = Sleeps()
+    ep = ControlDiskEndpoint(ChannelClient(KEY, capacity_blocks=N_BLOCKS), str(blank), block_size=BS,
+                             parked=1, direct=False, sleep=sleeps,
+                             backoff=lambda: Backoff(initial=1.0, maximum=8.0))
+    ep.start()
+    try:
+        wait_until(lambda: fn.calls["n"] >= 6)
+    finally:
+        assert ep.stop(timeout=5)
+    assert sleeps.delays == [1.0, 2.0, 1.0] and ep.counters["nonsense_reads"] == 3
