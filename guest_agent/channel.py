@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from edifd.edges.secret_file import load_channel_key
 from edifd.proto import Body, ChannelKey, ChannelKeyError, Message
+from edifd.proto.lba import GeometryError
 
 from .discovery import (
     DEFAULT_PRODUCT,
@@ -28,7 +29,7 @@ from .discovery import (
     select,
 )
 from .disk import ChannelCore, ControlDiskEndpoint
-from .exits import EXIT_IO, EXIT_KEY, EXIT_NOT_ESTABLISHED, AgentExit
+from .exits import EXIT_IO, EXIT_KEY, EXIT_NO_DISK, EXIT_NOT_ESTABLISHED, AgentExit
 from .state import StateFile, StateFileError, decode_state, encode_state
 
 T = TypeVar("T")
@@ -123,9 +124,12 @@ class ChannelSession:
         self.record: Callable[[], dict[str, Any]] = lambda: {}
         # keepalive_ms goes into APP_START so the host can tell our death (only the security service sets it).
         extra = {"keepalive_ms": keepalive_ms} if keepalive_ms else {}
-        self.client = make_client(key, port_index=o.port_index, block_size=disk.block_size,
-                                  capacity_blocks=disk.capacity_blocks, parked_reads=o.parked, state=saved,
-                                  **extra)
+        try:
+            self.client = make_client(key, port_index=o.port_index, block_size=disk.block_size,
+                                      capacity_blocks=disk.capacity_blocks, parked_reads=o.parked,
+                                      state=saved, **extra)
+        except GeometryError as e:  # e.g. a control LUN configured too small for the channel layout
+            raise AgentExit(EXIT_NO_DISK, f"{disk.devnode} cannot carry the channel: {e}") from None
         self.ep = ControlDiskEndpoint(self.client, disk.devnode, block_size=disk.block_size, parked=o.parked,
                                       direct=o.direct, persist=self._persist if self.state else None,
                                       on_message=self._deliver)

@@ -390,3 +390,15 @@ def test_the_stand_in_is_accepted_through_the_identity_seam(host, key, dev):
                                                                  "50:01:43:80:12:34:56:78")
     r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "-c", "2")
     assert r.exit_code == 0, r.output
+
+
+def test_a_control_lun_too_small_for_the_channel_is_refused_without_a_traceback(key, tmp_path, monkeypatch):
+    """An EDIF control LUN configured smaller than the channel layout needs: exit 3, a sentence, no
+    GeometryError traceback (the real client, the stand-in identity)."""
+    f = tmp_path / "tiny.img"
+    f.write_bytes(bytes(1 << 20))
+    monkeypatch.setattr(channel, "describe_device", control_lun_identity(channel.describe_device))
+    r = invoke("ping", "--key", str(key), "--device", str(f), "--no-direct", "--timeout", "0.5")
+    assert r.exit_code == cli.EXIT_NO_DISK, r.output
+    assert f"{f} cannot carry the channel:" in r.output and "Traceback" not in r.output
+    assert f.read_bytes() == bytes(1 << 20)
