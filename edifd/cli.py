@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edifd.config import Config, ConfigError, load_config
+from edifd.config import Config, ConfigError, check_host, load_config
 
 log = logging.getLogger("edifd")
 
@@ -33,6 +34,29 @@ def _load_or_exit(config_path: Path) -> Config:
         sys.exit(2)
 
 
+def _check_host_or_exit(config_path: Path, cfg: Config, *, keys: bool = True) -> None:
+    """`check_host`'s problems on stderr and exit status 2; its warnings on stderr (the same lines for
+    check-config and run: one function decides what both refuse)."""
+    found = check_host(cfg, keys=keys)
+    for w in found.warnings:
+        click.echo(f"{config_path}: warning: {w}", err=True)
+    for p in found.problems:
+        click.echo(f"{config_path}: {p}", err=True)
+    if found.problems:
+        sys.exit(2)
+
+
+def _ready_file_problem(ready_file: Path) -> str | None:
+    parent = ready_file.parent
+    if not parent.is_dir():
+        return f"--ready-file {ready_file}: directory {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--ready-file {ready_file}: directory {parent} is not writable"
+    if ready_file.is_dir():
+        return f"--ready-file {ready_file}: is a directory"
+    return None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def edifd_main() -> None:
     """edifd: the host side of EDIF for virtualized hosts.
@@ -53,6 +77,7 @@ def edifd_main() -> None:
 def check_config(config_path: Path) -> None:
     """Validate a configuration file and print what it would serve; changes nothing."""
     cfg = _load_or_exit(config_path)
+    _check_host_or_exit(config_path, cfg)
     click.echo(f"{config_path}: OK, {len(cfg.luns)} LUN(s); park_time {cfg.daemon.park_time:g} s, "
                "TCMU cmd_time_out "
                + (f"{cfg.daemon.cmd_time_out} s" if cfg.daemon.cmd_time_out is not None else "automatic"))
@@ -82,6 +107,14 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: s
     from edifd.daemon import Daemon, DaemonError, StartInterrupted
 
     cfg = _load_or_exit(config_path)
+    # Refused before anything is served: the same checks as check-config, and a ready file that
+    # could not be written once the LUNs are up.
+    # Key files: loaded (same function, same refusal) as each control LUN opens.
+    _check_host_or_exit(config_path, cfg, keys=False)
+    problem = _ready_file_problem(ready_file) if ready_file else None
+    if problem:
+        click.echo(f"edifd: {problem}", err=True)
+        sys.exit(2)
     _setup_logging(log_level or cfg.daemon.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +140,10 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, log_level: s
         log.warning("cannot create state dir %s: %s", cfg.daemon.state_dir, e.strerror)
     _write_status(status_path, collect(daemon))
     if ready_file:
-        ready_file.write_text("ready\n")
+        try:
+            ready_file.write_text("ready\n")
+        except OSError as e:
+            log.error("cannot write ready file %s: %s", ready_file, e.strerror)
     _notify_systemd("READY=1")
     log.info("serving %d LUN(s); status in %s", len(cfg.luns), status_path)
     try:

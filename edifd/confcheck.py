@@ -19,11 +19,38 @@ def load_toml(path: Path, error: Callable[[list[str], str], Exception]) -> dict[
     """The decoded TOML document at `path`; a file that cannot be read or is not TOML raises
     `error([problem], str(path))`, the caller's own ConfigError type, with the same words for all."""
     try:
-        return tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as e:
         raise error([f"cannot read: {e.strerror}"], str(path)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    try:
+        text = raw.decode("utf-8")  # TOML is UTF-8 whatever the locale says
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise error([f"not valid TOML: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); "
+                     "TOML files are UTF-8"], str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise error([f"not valid TOML: {e}"], str(path)) from None
+
+
+# What the operator wrote, in TOML's words (a type error never says "int" or "dict").
+_TOML_TYPES = {"str": "a string", "int": "an integer", "float": "a float", "bool": "a boolean",
+               "list": "an array", "dict": "a table", "datetime": "a date-time", "date": "a date",
+               "time": "a time"}
+
+
+def toml_type(value_or_type: Any) -> str:
+    """'a string', 'an integer', 'a table', ... for a decoded TOML value or a Python type."""
+    t = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
+    return _TOML_TYPES.get(t.__name__, t.__name__)
+
+
+def _expected(kind: type | tuple) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if set(kinds) == {int, float}:
+        return "int/float (an integer or a float)"
+    return " or ".join(toml_type(k) for k in kinds)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]i?B?|B)?\s*$", re.IGNORECASE)
@@ -72,8 +99,8 @@ class ProblemCollector:
         value = table[key]
         # bool is an int subclass in Python; TOML true is never a number here.
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.problems.append(f"{key_path(where, key)}: expected {names}, got {type(value).__name__}")
+            got = toml_type(value)
+            self.problems.append(f"{key_path(where, key)}: expected {_expected(kind)}, got {got}")
             return default
         return value
 

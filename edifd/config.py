@@ -6,7 +6,9 @@ operator fixes it in one go; nothing in LIO changes until the whole file is vali
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 from edifd.confcheck import ProblemCollector as _Reader
 from edifd.confcheck import load_toml
 from edifd.confcheck import parse_size as _parse_size
+from edifd.edges.secret_file import load_channel_key
+from edifd.proto.errors import ChannelKeyError
 
 # TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
 # kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
@@ -24,6 +28,7 @@ _IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[^\s]+)?$")
 _NAA_RE = re.compile(r"^naa\.[0-9a-fA-F]{16}$")
 _WWPN_RE = re.compile(r"^(0x)?[0-9a-fA-F]{16}$|^([0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}$")
 _CONTROL_KEYS = ("channel_key", "port_index", "wwpn", "queue_limit")
+DEFAULT_QUEUE_LIMIT = 64  # lowered to what a small control LUN holds when queue_limit is not written
 
 EXPORTS = ("none", "loopback", "iscsi", "vhost")
 # file: data LUN on a backing file; control: the EDIF VM channel; remote: a LUN of a storage target
@@ -76,6 +81,9 @@ class LunConfig:
     hba_port: str | None = None  # name of the [[hba.port]] that reaches the target
     target_wwpn: int | None = None
     remote_lun: int = 0
+    # File LUNs only: an existing backing file whose size differs from `size` is refused unless this
+    # is true (then edifd grows a smaller one, sparse, and serves the first `size` bytes of a larger one).
+    resize: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig
 
 def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | None:
     r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
-                  "serial", "export", *_CONTROL_KEYS, *_REMOTE_KEYS}, where)
+                  "serial", "export", "resize", *_CONTROL_KEYS, *_REMOTE_KEYS}, where)
     name = r.take(t, "name", where, str, "", required=True)
     if name and not _NAME_RE.match(name):
         r.problems.append(f"{where}.name: letters, digits, '_', '.', '-' only (LIO object name)")
@@ -183,8 +191,11 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
     channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size,
                                                                 state_dir)
     hba_port, target_wwpn, remote_lun = _read_remote(r, t, where, lun_type)
+    resize = r.take(t, "resize", where, bool, False)
+    if "resize" in t and lun_type != "file":
+        r.problems.append(f"{where}.resize: only for type = \"file\" (the LUN with a backing file)")
     return LunConfig(name, lun_type, size, path, block_size, vendor, product, revision, serial, export,
-                     channel_key, port_index, wwpn, queue_limit, hba_port, target_wwpn, remote_lun)
+                     channel_key, port_index, wwpn, queue_limit, hba_port, target_wwpn, remote_lun, resize)
 
 
 def _wwpn(r: _Reader, raw: str | None, where: str) -> int | None:
@@ -267,7 +278,8 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
             r.problems.append(f"{where}.wwpn: 16 hex digits (0x optional) or xx:xx:...:xx, not zero")
         else:
             wwpn = int(raw_wwpn.replace(":", ""), 16)
-    queue_limit = r.take(t, "queue_limit", where, int, 64)
+    written = "queue_limit" in t
+    queue_limit = r.take(t, "queue_limit", where, int, DEFAULT_QUEUE_LIMIT)
     if size and block_size in (512, 4096):
         from edifd.proto.lba import LANES, ChannelGeometry, GeometryError
 
@@ -277,15 +289,23 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
             r.problems.append(f"{where}.size: {e}")
         else:
             top = window // 4 - LANES
-            if not 2 <= queue_limit <= top:
-                r.problems.append(f"{where}.queue_limit: 2..{top} for a control LUN of this size")
+            if not written:
+                # The default adapts to a small LUN; only a LUN too small for any queue is an error,
+                # and it names the setting the operator wrote (size), not the default.
+                queue_limit = min(DEFAULT_QUEUE_LIMIT, top)
+                if top < 2:
+                    r.problems.append(f"{where}.size: a control LUN of {size} bytes holds fewer than 2 "
+                                      "upstream messages (queue_limit); give it a larger size")
+            elif not 2 <= queue_limit <= top:
+                r.problems.append(f"{where}.queue_limit: 2..{top} for a control LUN of this size "
+                                  f"({size} bytes); lower queue_limit or raise size")
     return key_path, port_index, wwpn, queue_limit
 
 
 def parse_config(data: dict, source: str = "config") -> Config:
     r = _Reader()
     r.unknown(data, {"daemon", "lun", "hba"}, source)
-    d = r.take(data, "daemon", "daemon", dict, {})
+    d = r.take(data, "daemon", "", dict, {})
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
     state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
     park_time = float(r.take(d, "park_time", "daemon", (int, float), 5.0))
@@ -305,18 +325,19 @@ def parse_config(data: dict, source: str = "config") -> Config:
     daemon = DaemonConfig(state_dir, park_time, cmd_time_out, log_level, redeliver_after)
 
     luns: list[LunConfig] = []
-    for i, t in enumerate(r.take(data, "lun", "lun", list, [])):
+    for i, t in enumerate(r.take(data, "lun", "", list, [])):
         if not isinstance(t, dict):
             r.problems.append(f"lun[{i}]: expected a table ([[lun]])")
             continue
         lun = _read_lun(r, t, f"lun[{i}]", state_dir)
         if lun is not None:
             luns.append(lun)
-    hba = _read_hba(r, r.take(data, "hba", "hba", dict, {}), state_dir)
+    hba = _read_hba(r, r.take(data, "hba", "", dict, {}), state_dir)
     hba_names = {p.name for p in hba.ports}
     for i, lun in enumerate(luns):
         if lun.type == "remote" and lun.hba_port and lun.hba_port not in hba_names:
             r.problems.append(f"lun[{i}].hba_port: no [[hba.port]] named {lun.hba_port!r}")
+    _duplicate_names(r, luns)
     seen: set[str] = set()
     ports: set[int] = set()
     for lun in luns:
@@ -332,6 +353,131 @@ def parse_config(data: dict, source: str = "config") -> Config:
     return Config(daemon, tuple(luns), hba)
 
 
+def _duplicate_names(r: _Reader, luns: list[LunConfig]) -> None:
+    """Two exports under one WWN (a tcm_loop/vhost naa., an iSCSI target IQN) or two LUNs with one
+    unit serial (the backstore's WWN, VPD 0x80/0x83): LIO would merge or refuse them, a multipath
+    initiator would take two disks for one."""
+    owners: dict[tuple[str, str], int] = {}
+    for i, lun in enumerate(luns):
+        ex = lun.export
+        keys = [("export.wwn", ex.wwn.lower()) if ex.wwn and ex.fabric in ("loopback", "vhost") else None,
+                ("export.iqn", ex.iqn.lower()) if ex.iqn and ex.fabric == "iscsi" else None,
+                ("serial", lun.serial)]
+        for key in keys:
+            if key is None:
+                continue
+            if key in owners:
+                r.problems.append(f"lun[{i}].{key[0]}: {key[1]} is also lun[{owners[key]}]'s "
+                                  "(one WWN per export, one serial per LUN)")
+            else:
+                owners[key] = i
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     return parse_config(load_toml(path, ConfigError), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# The host checks: what the configuration names on this machine (key files, backing files,
+# directories). `edifd check-config` and `edifd run` both call `check_host`, and the file LUN's
+# open calls `backing_problem`, so the three can never disagree.
+
+# LUN types whose `path` may be a block device. None today: a device node is refused.
+BLOCK_DEVICE_TYPES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """Problems (`run` refuses to start, `check-config` fails) and warnings (both say them)."""
+
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _mib(n: int) -> str:
+    return f"{n} bytes ({n / (1 << 20):g} MiB)" if n >= 1 << 20 else f"{n} bytes"
+
+
+def backing_problem(lun: LunConfig, where: str) -> str | None:
+    """Why `lun`'s backing path must not be served, or None. A missing file is fine (edifd creates
+    it, sparse); a missing directory is not (`lun_dir_problem`)."""
+    try:
+        st = os.stat(lun.path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{where}.path: cannot stat {lun.path}: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{where}.path: {lun.path} is a directory; give the path of the backing file"
+    if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        if lun.type not in BLOCK_DEVICE_TYPES:
+            return (f"{where}.path: {lun.path} is a device node; a {lun.type} LUN needs a regular "
+                    "backing file")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return f"{where}.path: {lun.path} is not a regular file"
+    if st.st_size != lun.size and not lun.resize:
+        return (f"{where}.path: {lun.path} exists with {_mib(st.st_size)}, the LUN's size is "
+                f"{_mib(lun.size)}; give the path of a new file or of one of that size, or set "
+                f"{where}.resize = true to let edifd "
+                + ("grow it" if st.st_size < lun.size else "serve only its first size bytes"))
+    return None
+
+
+def lun_dir_problem(lun: LunConfig, where: str, state_dir: Path) -> str | None:
+    """A file LUN's directory that does not exist (other than the state dir, which run creates)."""
+    parent = lun.path.parent
+    if parent == state_dir or parent.is_dir():
+        return None
+    if parent.exists():
+        return f"{where}.path: {parent} is not a directory"
+    return f"{where}.path: directory {parent} does not exist; create it (edifd creates only daemon.state_dir)"
+
+
+def check_host(cfg: Config, *, keys: bool = True) -> HostCheck:
+    """Every check of what `cfg` names on this host. Reads key files (one permission policy for all
+    tools: `edifd.edges.secret_file`), stats backing paths and directories; changes nothing.
+
+    `keys=False` (edifd run) leaves the key files to the control LUN's open, which loads them with
+    the same `load_channel_key` and refuses them with the same words (a failed start undoes itself)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    sd = cfg.daemon.state_dir
+    if not sd.exists():
+        warnings.append(f"daemon.state_dir: {sd} does not exist; edifd run will create it")
+    elif not sd.is_dir():
+        problems.append(f"daemon.state_dir: {sd} is not a directory")
+    if not cfg.luns:
+        warnings.append("no [[lun]]: edifd would serve nothing (0 LUNs)")
+    backing: dict[tuple[int, int] | str, int] = {}
+    for i, lun in enumerate(cfg.luns):
+        where = f"lun[{i}]"
+        if lun.type == "control":
+            if lun.channel_key is None:
+                warnings.append(f"{where}.channel_key: not set; control LUN {lun.name} will refuse every "
+                                "message (WRITE) from the EDIF VM")
+            elif keys:
+                try:
+                    load_channel_key(lun.channel_key)
+                except ChannelKeyError as e:
+                    problems.append(f"{where}.channel_key: {e}")
+        if lun.type != "file":
+            continue
+        for problem in (lun_dir_problem(lun, where, sd), backing_problem(lun, where)):
+            if problem:
+                problems.append(problem)
+        # One backing file per LUN: the same path, or two names (a hard or symbolic link) of one file.
+        ids: list[tuple[int, int] | str] = [os.path.realpath(lun.path)]
+        try:
+            st = os.stat(lun.path)
+            ids.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+        other = next((backing[k] for k in ids if k in backing), None)
+        if other is not None:
+            problems.append(f"{where}.path: {lun.path} is also lun[{other}]'s backing file "
+                            "(one backing file per LUN)")
+        for k in ids:
+            backing.setdefault(k, i)
+    return HostCheck(tuple(problems), tuple(warnings))

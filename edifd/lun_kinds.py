@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from edifd.channel import ChannelCore, StaticState
-from edifd.config import Config, LunConfig
+from edifd.config import Config, LunConfig, backing_problem, lun_dir_problem
 from edifd.edges.file_medium import FileMedium
 from edifd.edges.secret_file import load_channel_key
 from edifd.edges.state_file import StateFile
@@ -105,8 +105,15 @@ class FileLunKind(LunKind):
         self._file: FileMedium | None = None
 
     def open(self, ctx: LunContext) -> Executor:
-        self.lun.path.parent.mkdir(parents=True, exist_ok=True)
-        self.medium = self._file = FileMedium(self.lun.path, self.lun.size, self.lun.block_size)
+        # The checks of `edifd check-config` (edifd.config.check_host), again at the last moment:
+        # a directory, a device node or an existing file of another size is refused, never grown.
+        lun, state_dir = self.lun, ctx.config.daemon.state_dir
+        where = f"lun {lun.name}"
+        problem = lun_dir_problem(lun, where, state_dir) or backing_problem(lun, where)
+        if problem:
+            raise ValueError(problem)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.medium = self._file = FileMedium(lun.path, lun.size, lun.block_size, resize=lun.resize)
         return self._disk(self._file)
 
     def describe(self) -> str:

@@ -60,5 +60,46 @@ def write_status(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class StatusFileError(ValueError):
+    """The status file is not what edifd writes (truncated, edited, another program's)."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_status(data: Any) -> dict[str, Any]:
+    """`data` if it has the shape `collect` gives it (what edifctl relies on), else StatusFileError
+    naming the first thing wrong. Optional parts (counters, channel, EDIF) must be tables if present."""
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+        raise StatusFileError(f"expected a JSON object, got {kind.get(type(data), 'null')}")
+    if not _number(data.get("time")):
+        raise StatusFileError(f"time: expected a number, got {data.get('time')!r}")
+    if not isinstance(data.get("state"), str):
+        raise StatusFileError("state: expected a string")
+    luns = data.get("luns", [])
+    if not isinstance(luns, list):
+        raise StatusFileError("luns: expected a list")
+    for i, lun in enumerate(luns):
+        if not isinstance(lun, dict):
+            raise StatusFileError(f"luns[{i}]: expected an object")
+        for key, ok in (("name", lambda v: isinstance(v, str)), ("type", lambda v: isinstance(v, str)),
+                        ("size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+            if not ok(lun.get(key)):
+                what = "a size in bytes" if key == "size" else "a string"
+                raise StatusFileError(f"luns[{i}].{key}: missing or not {what}")
+        for key in ("export", "ring", "medium", "edif", "channel"):
+            if lun.get(key) is not None and not isinstance(lun[key], dict):
+                raise StatusFileError(f"luns[{i}].{key}: expected an object")
+    return data
+
+
 def read_status(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    """The status file, checked (`check_status`); OSError, or ValueError for a malformed file."""
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StatusFileError(f"not JSON: {e}") from None
+    return check_status(data)

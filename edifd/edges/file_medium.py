@@ -11,6 +11,7 @@ fdatasync. OS errors become MEDIUM ERROR sense rather than escaping as bugs.
 from __future__ import annotations
 
 import os
+import stat
 
 from edifd.scsi.medium import BLOCK_SIZES, IoRequest
 from edifd.scsi.sense import Asc, MediumError, SenseKey
@@ -19,7 +20,10 @@ from edifd.scsi.sense import Asc, MediumError, SenseKey
 class FileMedium:
     write_cache = True
 
-    def __init__(self, path: str | os.PathLike[str], size_bytes: int, block_size: int = 512) -> None:
+    def __init__(self, path: str | os.PathLike[str], size_bytes: int, block_size: int = 512, *,
+                 resize: bool = True) -> None:
+        """`resize=False`: an existing file of another size is refused (ValueError), never grown.
+        Whatever `resize`, only a regular file is served (not a directory, FIFO or device node)."""
         if block_size not in BLOCK_SIZES:
             raise ValueError(f"unsupported block size {block_size}")
         if size_bytes < block_size or size_bytes % block_size:
@@ -27,11 +31,26 @@ class FileMedium:
         self.path = os.fspath(path)
         self._bs = block_size
         self._n = size_bytes // block_size
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NONBLOCK: a FIFO must be refused below, not hang the open.
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            if os.fstat(self._fd).st_size < size_bytes:
+            try:
+                self._fd, created = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+            except FileExistsError:
+                self._fd, created = os.open(self.path, flags), False
+        except IsADirectoryError:
+            raise ValueError(f"backing file {self.path} is a directory") from None
+        try:
+            st = os.fstat(self._fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"backing file {self.path} is not a regular file")
+            os.set_blocking(self._fd, True)
+            if not resize and not created and st.st_size != size_bytes:
+                raise ValueError(f"backing file {self.path} has {st.st_size} bytes, not {size_bytes}; "
+                                 "refusing to resize it")
+            if st.st_size < size_bytes:
                 os.ftruncate(self._fd, size_bytes)  # sparse: no blocks allocated
-        except OSError:
+        except (OSError, ValueError):
             os.close(self._fd)
             raise
 

@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
 
 from edifd.cli import edifctl_main, edifd_main
@@ -78,3 +79,26 @@ def test_edifctl_flags_a_stale_status(tmp_path):
     (tmp_path / "status.json").write_text(json.dumps({"pid": 1, "state": "running", "time": 0, "luns": []}))
     r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
     assert r.exit_code == 1 and "may have died" in r.output
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("[1, 2]", "expected a JSON object, got an array"),
+    ('{"pid": 1, "state": "running", "time": "soon", "luns": []}', "time: expected a number, got 'soon'"),
+    ('{"pid": 1, "state": "running", "time": 1, "luns": [{"name": "d", "size": 1}]}',
+     "luns[0].type: missing or not a string"),
+    ('{"pid": 1, "state": "running", "time": 1, "luns": {"d": 1}}', "luns: expected a list"),
+    ('{"pid": 1, "state": "running", "time": 1, "luns": [{"name": "d", "type": "file", "size": 1, '
+     '"ring": [1]}]}', "luns[0].ring: expected an object"),
+    ('{"pid": 1, "state": "running", "time": 1, "luns": [{"name": "d", "type": "file", "size": "1M"}]}',
+     "luns[0].size: missing or not a size in bytes"),
+    ('{"pid": 1, "state": "runn', "not JSON"),
+    (b'\xff\xfe', "not JSON"),
+])
+def test_edifctl_a_malformed_status_file_is_a_sentence_not_a_traceback(tmp_path, content, needle):
+    p = tmp_path / "edifd.toml"
+    p.write_text(CONF.format(state=tmp_path))
+    status = tmp_path / "status.json"
+    status.write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
+    assert r.exit_code == 3 and isinstance(r.exception, SystemExit), r.output
+    assert f"edifctl: cannot read {status}: " in r.output and needle in r.output
