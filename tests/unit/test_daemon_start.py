@@ -66,7 +66,9 @@ def test_failed_start_leaves_the_adopted_lun_in_place(tmp_path, kernel, caplog):
     data0 = kernel.lio.leave("data0")  # the previous edifd's disk, exported to guests
     missing = tmp_path / "keys" / "vm1.kye"  # the typo
     config = _toml(tmp_path, missing)
-    assert CliRunner().invoke(edifd_main, ["check-config", "--config", str(config)]).exit_code == 0
+    # check-config now catches the typo (issue 10, item 4); `run` must still fail safely without it.
+    checked = CliRunner().invoke(edifd_main, ["check-config", "--config", str(config)])
+    assert checked.exit_code == 2 and f"cannot open channel key file {missing}" in checked.output
 
     r = _run(config)
 
