@@ -9,7 +9,7 @@ Exit codes (scripts and the lab rely on them; guest_agent.exits):
   4  the channel key file was refused
   5  the channel did not come up (no handshake within --timeout, or the host refused us)
   6  I/O error on the control disk, or the state file
-  7  the security configuration (run --config) was refused
+  7  the security configuration (run --config, check-config) was refused
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import click
 from edifd.edges.sd_notify import sd_notify
 
 from .channel import ChannelOptions, find_disk
-from .discovery import DEFAULT_PRODUCT, DEFAULT_VENDOR, ControlDisk, DiscoveryError, discover
+from .discovery import DEFAULT_PRODUCT, DEFAULT_VENDOR, ControlDisk, DiscoveryError, discover, parse_wwpn
 from .exits import (
     EXIT_CONFIG,
     EXIT_IO,
@@ -38,7 +38,7 @@ from .exits import (
     AgentExit,
     AgentUsageError,
 )
-from .runtime import AgentRuntime
+from .runtime import AgentRuntime, check_config
 from .service import ServiceStatusError, format_status, read_status
 
 __all__ = [
@@ -47,14 +47,29 @@ __all__ = [
 ]
 
 
+WWPN_FORMS = "50:01:43:80:12:34:56:78, 5001438012345678, 0x5001438012345678 or naa.5001438012345678"
+
+
+def _wwpn_param(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--port must be a WWPN (a usage error, exit 2, before any disk is looked at); kept as text."""
+    if value is not None:
+        try:
+            parse_wwpn(value)
+        except DiscoveryError:
+            raise click.BadParameter(f"bad WWPN {value!r}: give 16 hex digits (not all zero) as "
+                                     f"{WWPN_FORMS}") from None
+    return value
+
+
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command shares; they arrive as the `channel` keyword (a ChannelOptions)."""
     opts = [
         click.option("--key", "key_path", metavar="FILE", envvar="EDIF_AGENT_KEY",
                      help="Channel key file (32 raw bytes or 64 hex digits, not readable by others); "
                           "the same key edifd has for this VM.  [env EDIF_AGENT_KEY]"),
-        click.option("--port", metavar="WWPN", help="Use the control disk of this HBA port "
-                     "(e.g. 50:01:43:80:12:34:56:78); needed when the VM has several."),
+        click.option("--port", metavar="WWPN", callback=_wwpn_param,
+                     help="Use the control disk of this HBA port (e.g. 50:01:43:80:12:34:56:78); needed "
+                          "when the VM has several."),
         click.option("--device", metavar="DEV", help="Use this block device instead of discovering one; "
                      "it must be an EDIF control LUN (INQUIRY vendor/product, and --port's VPD 0x83 "
                      "designator), else exit 3 before anything is written."),
@@ -124,6 +139,7 @@ def main() -> None:
       edif-agent status                       list control disks and their ports
       edif-agent ping --key /etc/edif/channel.key --count 100
       edif-agent run --key /etc/edif/channel.key --state /var/lib/edif-agent/state
+      edif-agent check-config --config /etc/edif-agent/agent.toml
 
     Exit codes: 0 ok, 1 ping saw loss/duplicates/reordering, 2 usage, 3 no control disk,
     4 key refused, 5 channel not established, 6 disk or state file I/O error, 7 security config refused.
@@ -253,3 +269,40 @@ def run(*, channel: ChannelOptions, keepalive: float, status_file: str | None,
         return runtime.keep_channel(keepalive=keepalive, status_file=status_file)
 
     _run(body)
+
+
+@main.command("check-config", epilog="Exit codes: 0 configuration OK (warnings allowed), 2 usage, "
+              "7 security config refused (every problem is listed).")
+@click.option("--config", "config_path", metavar="FILE", required=True,
+              help="The security service's agent.toml (the file `run --config` takes).")
+@click.option("--key", "key_path", metavar="FILE", envvar="EDIF_AGENT_KEY",
+              help="Also check this channel key file (else the configuration's channel_key, if any).  "
+                   "[env EDIF_AGENT_KEY]")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"ok": ..., "problems": [...], "warnings": [...]}.')
+def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool) -> None:
+    """Check the security configuration without touching a disk: the policy, every PSK, private-key
+    and certificate file (the secret-file permission policy: chmod 0600), and the channel key.
+
+    Prints OK with what the file describes (targets and their kind of credentials, never key
+    material), or every problem by key path at once.
+
+    \b
+    Example:
+      edif-agent check-config --config /etc/edif-agent/agent.toml --key /etc/edif/channel.key
+    """
+    res = check_config(config_path, key_path)
+    if as_json:
+        click.echo(json.dumps({"ok": res.ok, "problems": res.problems, "warnings": res.warnings}))
+    elif res.ok:
+        click.echo(f"configuration OK: {config_path}")
+        for line in res.summary:
+            click.echo(f"  {line}")
+    else:
+        click.echo(f"edif-agent: configuration refused: {config_path}:", err=True)
+        for p in res.problems:
+            click.echo(f"  - {p}", err=True)
+    if not as_json:
+        for w in res.warnings:
+            click.echo(f"edif-agent: warning: {w}", err=True)
+    sys.exit(EXIT_OK if res.ok else EXIT_CONFIG)

@@ -7,7 +7,7 @@
   4  the channel key file was refused
   5  the channel did not come up (no handshake within --timeout, or the host refused us)
   6  I/O error on the control disk, or the state file
-  7  the security configuration (run --config) was refused
+  7  the security configuration (run --config, check-config) was refused
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What `edif-agent ping`, `status --probe` and `run` do on one control disk, without click.
 
-`AgentRuntime(options, log=...)` runs one command: the CLI parses the options into `ChannelOptions`,
+`check_config(config, key)` is `check-config` (no disk, no channel). `AgentRuntime(options, log=...)` runs one
+command: the CLI parses the options into `ChannelOptions`,
 calls one method and prints what it returns; `log` takes the lines that go to stderr (the journal).
 Errors are `AgentExit` (an exit code and a message) or `AgentUsageError` (exit 2).
 """
@@ -14,12 +15,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edifd.edges.sd_notify import sd_notify
 from edifd.fc import wwn_str
-from edifd.proto import ChannelKey, EventAck, Keepalive, Kind, Message, MessageType, PortRef, Status
+from edifd.proto import (
+    ChannelKey,
+    ChannelKeyError,
+    EventAck,
+    Keepalive,
+    Kind,
+    Message,
+    MessageType,
+    PortRef,
+    Status,
+)
 
 from .channel import ChannelOptions, ChannelSession, find_disk, load_key
 from .exits import EXIT_CONFIG, EXIT_IO, EXIT_OK, EXIT_PING_PROBLEMS, AgentExit, AgentUsageError
@@ -79,6 +91,77 @@ class PingOutcome:
     report: dict[str, Any]  # PingTally.report() plus device and port
     channel: dict[str, Any]  # the endpoint's status at the end (edge and client counters)
     code: int  # EXIT_OK, or EXIT_PING_PROBLEMS
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """What `check-config` found: every problem (exit 7 if any), warnings, and for an accepted file
+    what it describes (counts, kinds and paths; never key material)."""
+
+    problems: list[str]
+    warnings: list[str]
+    targets: dict[str, str]  # WWPN text -> "psk", "certificate" or "skip"
+    channel_key: str | None  # the key file that was checked, and where it came from, e.g. "FILE (--key)"
+    summary: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_config(config_path: str, key_path: str | None = None) -> ConfigCheck:
+    """Validate the security service's TOML (edifd.secapp.config): the policy, every PSK, private-key and
+    certificate file (secret-file permission policy), and the channel key `run --config` would use
+    (`key_path`, else the file's channel_key). Every problem is collected; nothing raises."""
+    from edifd.confcheck import load_toml
+    from edifd.edges.secret_file import load_channel_key
+    from edifd.secapp.config import CertCredentials, PskCredentials, SecConfigError, parse_config
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    path = Path(config_path)
+    data: dict[str, Any] = {}
+    config = None
+    try:
+        data = load_toml(path, SecConfigError)
+        config = parse_config(data, str(path), path.parent)
+    except SecConfigError as e:
+        problems += e.problems
+    key_file, origin = None, ""
+    if key_path:
+        key_file, origin = key_path, "--key"
+    elif config is not None and config.channel_key is not None:
+        key_file, origin = str(config.channel_key), "channel_key"
+    elif config is None and isinstance(data.get("channel_key"), str) and data["channel_key"] \
+            and "\0" not in data["channel_key"]:
+        key_file, origin = os.path.join(path.parent, data["channel_key"]), "channel_key"
+    if key_file is not None:
+        try:
+            load_channel_key(key_file)
+        except ChannelKeyError as e:
+            problems.append(f"{origin}: {e}")
+    elif config is not None:  # (a refused file may well name one)
+        warnings.append("no channel key: run --config needs --key FILE or channel_key in the configuration")
+    targets: dict[str, str] = {}
+    summary: list[str] = []
+    if config is not None:
+        for w, peer in sorted(config.peers.items()):
+            c = peer.credentials
+            targets[wwn_str(w)] = ("skip" if c is None else "psk" if isinstance(c, PskCredentials)
+                                   else "certificate" if isinstance(c, CertCredentials) else "other")
+        if not targets:
+            warnings.append("no [targets.\"<wwpn>\"] entries: the service would secure no target")
+        kinds = list(targets.values())
+        summary.append(f"targets: {len(targets)} ({kinds.count('psk')} psk, "
+                       f"{kinds.count('certificate')} certificate, {kinds.count('skip')} skip)")
+        summary += [f"target {w}: {k}" for w, k in targets.items()]
+        rk = config.rekey
+        summary.append(f"rekey: lifetime {rk.lifetime:g} s ({'off' if not rk.lifetime else 'on'}), "
+                       f"bytes {rk.bytes} ({'off' if not rk.bytes else 'on'}); "
+                       f"keepalive {config.keepalive_interval:g} s")
+    if key_file is not None:
+        summary.append(f"channel key: {key_file} (from {origin})")
+    return ConfigCheck(problems, warnings, targets, f"{key_file} ({origin})" if key_file else None, summary)
 
 
 class AgentRuntime:

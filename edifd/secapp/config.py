@@ -50,8 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from edifd.confcheck import ProblemCollector as _Reader
-from edifd.confcheck import load_toml
+from edifd.confcheck import ProblemCollector, key_path, load_toml, toml_type
 from edifd.confcheck import parse_size as _parse_size
 from edifd.edges.secret_file import SecretFileError, read_regular_file, read_secret_file
 from edifd.fc import wwn_str
@@ -95,6 +94,33 @@ def parse_wwpn(text: str) -> int:
 def parse_bytes(value: Any) -> int:
     """'512GiB', '1T', 4096 -> bytes (binary units); 0 allowed (= off)."""
     return _parse_size(value, example="512GiB", allow_zero=True)
+
+
+# --- TOML type errors -------------------------------------------------------------------------------------
+
+
+def toml_kind(kind: type | tuple[type, ...]) -> str:
+    """'a string', 'an integer or a float'... for the Python type(s) a key accepts."""
+    return " or ".join(toml_type(k) for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def type_problem(where: str, kind: type | tuple[type, ...], value: Any) -> str:
+    """`where: expected a string, got an integer`."""
+    return f"{where}: expected {toml_kind(kind)}, got {toml_type(value)}"
+
+
+class _Reader(ProblemCollector):
+    """edifd.confcheck's collector; a key taking a number says 'expected an integer or a float' (confcheck
+    itself keeps 'int/float (an integer or a float)' for edifd's files)."""
+
+    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
+             required: bool = False) -> Any:
+        if key in table:
+            value = table[key]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                self.problems.append(type_problem(key_path(where, key), kind, value))
+                return default
+        return super().take(table, key, where, kind, default, required)
 
 
 # --- credentials ------------------------------------------------------------------------------------------
@@ -278,6 +304,18 @@ def _names(r: _Reader, t: dict, key: str, where: str, table: dict, default: tupl
     return tuple(out) or default
 
 
+def _bad_paths(r: _Reader, where: str, values: dict[str, Any]) -> bool:
+    """Record a path that no file can have (a NUL character, the empty string); True if there was one."""
+    bad = False
+    for key, v in values.items():
+        for p in (v if isinstance(v, list) else [v]):
+            if isinstance(p, str) and ("\0" in p or not p):
+                why = "a file path cannot contain a NUL character" if p else "empty file path"
+                r.problems.append(f"{key_path(where, key)}: {why}")
+                bad = True
+    return bad
+
+
 def _path(value: str, base: Path) -> str:
     p = Path(value)
     return str(p if p.is_absolute() else base / p)
@@ -301,6 +339,8 @@ def _read_peers(r: _Reader, table: dict, where: str, base: Path) -> dict[int, Pe
             continue
         r.unknown(t, {"psk_file", "cert", "key", "ca", "skip"}, w)
         skip = r.take(t, "skip", w, bool, False)
+        if "skip" in t and not isinstance(t["skip"], bool):
+            continue  # reported; "no credentials" would only repeat it
         psk_file = r.take(t, "psk_file", w, str)
         cert, key = r.take(t, "cert", w, str), r.take(t, "key", w, str)
         ca = r.take(t, "ca", w, (str, list))
@@ -309,6 +349,8 @@ def _read_peers(r: _Reader, table: dict, where: str, base: Path) -> dict[int, Pe
             r.problems.append(f"{w}.ca: expected a path or a list of paths")
             cas = []
         has_cert = cert is not None or key is not None or bool(cas)
+        if _bad_paths(r, w, {"psk_file": psk_file, "cert": cert, "key": key, "ca": cas}):
+            continue
         if skip:
             if psk_file is not None or has_cert:
                 r.problems.append(f"{w}: skip = true cannot be combined with credentials")
@@ -349,8 +391,9 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
     top = {"channel_key", "keepalive_interval", "keepalive_misses", "reconnect_delay", "auth_retry_backoff",
            "auth_retry_max", "rekey", "ike", peers_key}
     r.unknown(data, top, "")
-    ck = r.take(data, "channel_key", source, str)
-    channel_key = Path(_path(ck, base)) if ck is not None else None
+    ck = r.take(data, "channel_key", "", str)
+    bad_ck = ck is not None and _bad_paths(r, "", {"channel_key": ck})
+    channel_key = Path(_path(ck, base)) if ck is not None and not bad_ck else None
     keepalive = r.seconds(data, "keepalive_interval", "", 5.0, 0.1, 3600, zero_ok=True)
     misses = r.take(data, "keepalive_misses", "", int, 3)
     if not 1 <= misses <= 100:
@@ -362,7 +405,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
     if backoff_max < backoff:
         r.problems.append("auth_retry_max: must not be below auth_retry_backoff")
 
-    rk = r.take(data, "rekey", "rekey", dict, {})
+    rk = r.take(data, "rekey", "", dict, {})
     r.unknown(rk, {"lifetime", "bytes", "stats_interval"}, "rekey")
     lifetime = r.seconds(rk, "lifetime", "rekey", 3600.0, 10.0, 30 * 86400, zero_ok=True)
     try:
@@ -375,7 +418,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
         volume = 1 << 40
     stats_interval = r.seconds(rk, "stats_interval", "rekey", 30.0, 0.5, 3600)
 
-    ik = r.take(data, "ike", "ike", dict, {})
+    ik = r.take(data, "ike", "", dict, {})
     r.unknown(ik, {"ike", "esp", "dh_groups", "pfs", "retransmit_timeout", "retransmit_tries"}, "ike")
     ike_ciphers = _names(r, ik, "ike", "ike", IKE_CIPHERS, IkePolicy.ike_ciphers)
     esp_ciphers = _names(r, ik, "esp", "ike", ESP_CIPHERS, IkePolicy.esp_ciphers)
@@ -393,7 +436,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
         r.problems.append("ike.retransmit_tries: between 0 and 20")
         tries = 5
 
-    peers = _read_peers(r, r.take(data, peers_key, peers_key, dict, {}), peers_key, base)
+    peers = _read_peers(r, r.take(data, peers_key, "", dict, {}), peers_key, base)
     if r.problems:
         raise SecConfigError(r.problems, source)
     return SecConfig(

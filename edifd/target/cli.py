@@ -21,9 +21,9 @@ from .server import TargetConfig, TargetServer
 log = logging.getLogger("edif-target")
 
 
-def _load(path: str) -> TargetConfig:
+def _load(path: str, check_paths: bool = False) -> TargetConfig:
     try:
-        return load_target_config(path)
+        return load_target_config(path, check_paths=check_paths)
     except ConfigError as e:
         click.echo(f"edif-target: invalid configuration {path}:", err=True)
         for p in e.problems:
@@ -39,8 +39,12 @@ def main() -> None:
 @main.command("check-config")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 def check_config(config_path: str) -> None:
-    """Validate the configuration and print what it describes."""
-    cfg = _load(config_path)
+    """Validate the configuration and print what it describes.
+
+    Every problem is listed at once, by key path; the directories of the LUN backing files and of the
+    pcap must exist. Exit 0 when the configuration is OK, 2 otherwise.
+    """
+    cfg = _load(config_path, check_paths=True)
     for p in cfg.ports:
         luns = ", ".join(f"{lc.lun}={lc.path} ({lc.size} B, {lc.block_size} B blocks)" for lc in p.luns)
         auth = ""

@@ -98,7 +98,30 @@ def test_ping_without_a_control_disk(key, tmp_path):
 def test_ping_bad_port(key, tmp_path):
     make_disk(tmp_path / "sys", "sdb")
     r = invoke("ping", "--key", str(key), "--sys-root", str(tmp_path / "sys"), "--port", "xyz")
-    assert r.exit_code == cli.EXIT_NO_DISK and "bad WWPN 'xyz'" in r.output
+    # issue 10: an unparsable --port is a usage error (2), no longer "no disk" (3)
+    assert r.exit_code == 2 and "bad WWPN 'xyz'" in r.output
+
+
+@pytest.mark.parametrize("command", [["ping"], ["status"], ["status", "--probe"], ["run"],
+                                     ["run", "--config", "agent.toml"]])
+@pytest.mark.parametrize("port", ["zz", "", "0x0000000000000000", "50:01:43:80:12:34:56",
+                                  "naa.50014380123456789"])
+def test_every_command_refuses_a_bad_port_as_a_usage_error(key, tmp_path, command, port):
+    make_disk(tmp_path / "sys", "sdb")
+    r = invoke(*command, "--key", str(key), "--sys-root", str(tmp_path / "sys"), "--port", port)
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for '--port'" in r.output and f"bad WWPN {port!r}" in r.output
+    for form in ("50:01:43:80:12:34:56:78", "5001438012345678", "0x5001438012345678", "naa.5001438012345678"):
+        assert form in r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("port", ["50:01:43:80:12:34:56:78", "0x5001438012345678", "naa.5001438012345678",
+                                  "21:00:00:1b:32:00:00:a1"])
+def test_good_port_forms_pass_the_usage_check(key, tmp_path, port):
+    (tmp_path / "sys" / "block").mkdir(parents=True)
+    r = invoke("ping", "--key", str(key), "--sys-root", str(tmp_path / "sys"), "--port", port)
+    assert r.exit_code == cli.EXIT_NO_DISK, r.output  # parsed; then no disk for that port
 
 
 def test_ping_counts_and_rtt(host, key, dev):

@@ -236,3 +236,49 @@ def test_responder_side_uses_the_same_format_under_another_table(tmp_path):
     assert cfg.peers[parse_wwpn(W1)].credentials.psk == SECRET.encode()
     with pytest.raises(SecConfigError, match="initiators: unknown key"):
         load_config(path)  # the agent's file has [targets], not [initiators]
+
+
+def test_type_errors_name_toml_types_and_key_paths(tmp_path):
+    import re
+    write(tmp_path / "a.psk", SECRET)
+    data = {
+        "channel_key": 5,
+        "keepalive_interval": "5",
+        "keepalive_misses": datetime.time(1, 2),
+        "rekey": 1,
+        "ike": {"ike": "aes128gcm16", "pfs": False},
+        "targets": {W1: {"psk_file": 7}, W2: {"skip": "yes"}},
+    }
+    got = problems(data, tmp_path)
+    assert got == [
+        "channel_key: expected a string, got an integer",
+        "keepalive_interval: expected an integer or a float, got a string",
+        "keepalive_misses: expected an integer, got a time",
+        "rekey: expected a table, got an integer",
+        "ike.ike: expected an array, got a string",
+        "ike.pfs: expected a string, got a boolean",
+        f'targets."{W1}".psk_file: expected a string, got an integer',
+        f'targets."{W1}": no credentials: give psk_file, or cert + key + ca, or skip = true '
+        "(there is no default PSK)",
+        f'targets."{W2}".skip: expected a boolean, got a string',
+    ]
+    assert not [p for p in got if re.search(r"\b(int|str|NoneType|bool|dict|float,)\b", p)]
+    assert problems({"targets": []}, tmp_path) == ["targets: expected a table, got an array"]
+
+
+def test_a_non_utf8_config_is_a_clear_error(tmp_path):
+    bad = write(tmp_path / "agent.toml", b'keepalive_interval = 5\n# caf\xe9\n', 0o644)
+    with pytest.raises(SecConfigError) as ei:
+        load_config(bad)
+    assert ei.value.problems == ["not valid TOML: not UTF-8 text (byte 0xe9 on line 2); TOML files are UTF-8"]
+
+
+def test_credential_paths_with_a_nul_or_empty_are_refused(tmp_path):
+    targets = {W1: {"psk_file": "a\0.psk"}, W2: {"cert": "", "key": "k", "ca": ["c\0"]}}
+    got = problems({"channel_key": "k\0", "targets": targets}, tmp_path)
+    assert got == [
+        "channel_key: a file path cannot contain a NUL character",
+        f'targets."{W1}".psk_file: a file path cannot contain a NUL character',
+        f'targets."{W2}".cert: empty file path',
+        f'targets."{W2}".ca: a file path cannot contain a NUL character',
+    ]
