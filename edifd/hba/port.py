@@ -243,6 +243,12 @@ class InitiatorPort:
                                 self.config.name, host, tcp, type(e).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
+            if self._stopping:
+                # stop() cancelled us while the connection completed: Python 3.11's wait_for can then
+                # return the connection instead of raising CancelledError, and a link opened now would
+                # keep this task (and stop()'s await of it) alive until the peer hangs up.
+                writer.close()
+                break
             attempt = 0
             self.counters.connects += 1
             self.decoder.reset()

@@ -62,3 +62,32 @@ def test_stop_completes_queued_commands() -> None:
 
     (resp,) = asyncio.run(asyncio.wait_for(body(), 10))
     assert resp.sense == SENSE_TARGET_GONE and resp.data == bytes(512)  # type: ignore[attr-defined]
+
+
+def test_stop_while_the_connection_completes_does_not_hang(monkeypatch) -> None:
+    """stop() can cancel _run just as its connection completes; Python 3.11's wait_for then returns the
+    connection instead of raising. The port must not bring that link up (its read loop would keep stop()
+    waiting until the peer hangs up): it closes the connection and ends. Played without timing luck:
+    the fake connect marks the port stopping before it returns, as the racing stop() would."""
+
+    async def body() -> tuple[bool, bool, int]:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        host, tcp = server.sockets[0].getsockname()[:2]
+        port = InitiatorPort(PortConfig("p0", 0x2100000000000001, 0x2000000000000001, (host, tcp)), Timers())
+        real_open = asyncio.open_connection
+        opened: list[asyncio.StreamWriter] = []
+
+        async def racing_open(h: str, p: int):
+            reader, writer = await real_open(h, p)
+            opened.append(writer)
+            port._stopping = True  # stop() has begun while the connect completed
+            return reader, writer
+
+        monkeypatch.setattr(asyncio, "open_connection", racing_open)
+        port.start()
+        await asyncio.wait_for(port._task, 5.0)  # ends on its own, without a cancel
+        server.close()
+        return port._link is None, opened[0].is_closing(), port.counters.connects
+
+    no_link, closed, connects = asyncio.run(body())
+    assert no_link and closed and connects == 0
