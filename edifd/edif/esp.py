@@ -34,6 +34,7 @@ ESP_OVERHEAD = ESP_HEADER_LEN + ESP_IV_LEN + ESP_ICV_LEN  # 32: a 2048-byte FCP_
 # Plain ints for the per-frame paths (enum operators cost microseconds on 3.11).
 _FCP = int(FcType.FCP)
 _DF_ESP = int(DfCtl.ESP)
+_REST = ESP_HEADER_LEN + ESP_IV_LEN  # where the ciphertext starts in the data field
 _IV = struct.Struct(">Q")  # the explicit IV: the sequence number, zero-extended
 
 
@@ -69,17 +70,18 @@ def protect(sa: SecurityAssociation, frame: Frame, seq: int) -> Frame:
 
 
 def split(frame: Frame) -> tuple[EspHeader, bytes, bytes] | None:
-    """(ESP_Header, iv, rest) of a protected frame, or None if it is too short for IV + ICV."""
-    if len(frame.payload) < ESP_OVERHEAD:
+    """(ESP_Header, iv, rest) of a frame whose DF_CTL says ESP, or None if it is too short for IV +
+    ICV. Sliced straight from the data field: this runs once per received frame."""
+    data = frame.payload
+    if len(data) < ESP_OVERHEAD:
         return None
-    esp, body = frame.split_esp()
-    return esp, body[:ESP_IV_LEN], body[ESP_IV_LEN:]
+    return EspHeader.unpack(data), data[ESP_HEADER_LEN:_REST], data[_REST:]
 
 
 def unprotect(sa: SecurityAssociation, frame: Frame, esp: EspHeader, iv: bytes, rest: bytes) -> bytes:
     """Verify and return the clear data field; raises cryptography's InvalidTag on a bad ICV.
     The clear frame is then `frame.without_esp(clear)`."""
-    aad = aad_header(frame.header) + esp.pack()
+    aad = aad_header(frame.header) + frame.payload[:ESP_HEADER_LEN]  # the ESP_Header as received
     if sa.gmac:
         clear = rest[:-ESP_ICV_LEN]
         sa.open(iv, rest[-ESP_ICV_LEN:], aad + iv + clear)

@@ -144,4 +144,8 @@ class EspHeader:
         if len(data) < ESP_HEADER_LEN:
             raise PayloadError(f"ESP_Header: need {ESP_HEADER_LEN} bytes, have {len(data)}")
         spi, seq = _ESP_HDR.unpack_from(data)
-        return cls(spi=spi, seq=seq)
+        # Two unsigned 32-bit fields are valid by construction: skip __post_init__ (once per frame).
+        esp = object.__new__(cls)
+        object.__setattr__(esp, "spi", spi)
+        object.__setattr__(esp, "seq", seq)
+        return esp

@@ -376,12 +376,12 @@ class Frame:
         """The protected frame: DF_CTL |= ESP and data field = ESP_Header ‖ body. The one builder of
         ESP frames; what `body` holds (IV, ciphertext, ICV) is the SA layer's business."""
         header = self.header.with_df_ctl(self.header.df_ctl | _DF_ESP)
-        return Frame(header, esp.pack() + bytes(body), self.sof, self.eof)
+        return Frame(header, esp.pack() + (body if type(body) is bytes else bytes(body)), self.sof, self.eof)
 
     def without_esp(self, body: bytes) -> Frame:
         """The clear frame after the ESP stage removed protection: DF_CTL ESP bit cleared."""
         header = self.header.with_df_ctl(self.header.df_ctl & ~_DF_ESP)
-        return Frame(header, bytes(body), self.sof, self.eof)
+        return Frame(header, body if type(body) is bytes else bytes(body), self.sof, self.eof)
 
     @property
     def fc4_payload(self) -> bytes:
