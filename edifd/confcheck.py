@@ -46,10 +46,11 @@ def toml_type(value_or_type: Any) -> str:
     return _TOML_TYPES.get(t.__name__, t.__name__)
 
 
-def _expected(kind: type | tuple) -> str:
+def expected_kind(kind: type | tuple, number: str = "an integer or a float") -> str:
+    """'a string', 'an integer or a float'... for the Python type(s) a key accepts (`number`: int|float)."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if set(kinds) == {int, float}:
-        return "int/float (an integer or a float)"
+        return number
     return " or ".join(toml_type(k) for k in kinds)
 
 
@@ -87,6 +88,9 @@ def key_path(where: str, key: str) -> str:
 class ProblemCollector:
     """Reads typed values out of parsed TOML tables, collecting problems instead of raising."""
 
+    # How a key taking int or float words its type; edifd's own files keep "int/float" (tests pin it).
+    number_words = "int/float (an integer or a float)"
+
     def __init__(self) -> None:
         self.problems: list[str] = []
 
@@ -99,8 +103,8 @@ class ProblemCollector:
         value = table[key]
         # bool is an int subclass in Python; TOML true is never a number here.
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            got = toml_type(value)
-            self.problems.append(f"{key_path(where, key)}: expected {_expected(kind)}, got {got}")
+            want, got = expected_kind(kind, self.number_words), toml_type(value)
+            self.problems.append(f"{key_path(where, key)}: expected {want}, got {got}")
             return default
         return value
 

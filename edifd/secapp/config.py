@@ -50,7 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from edifd.confcheck import ProblemCollector, key_path, load_toml, toml_type
+from edifd.confcheck import ProblemCollector, expected_kind, key_path, load_toml, toml_type
 from edifd.confcheck import parse_size as _parse_size
 from edifd.edges.secret_file import SecretFileError, read_regular_file, read_secret_file
 from edifd.fc import wwn_str
@@ -99,28 +99,15 @@ def parse_bytes(value: Any) -> int:
 # --- TOML type errors -------------------------------------------------------------------------------------
 
 
-def toml_kind(kind: type | tuple[type, ...]) -> str:
-    """'a string', 'an integer or a float'... for the Python type(s) a key accepts."""
-    return " or ".join(toml_type(k) for k in (kind if isinstance(kind, tuple) else (kind,)))
-
-
 def type_problem(where: str, kind: type | tuple[type, ...], value: Any) -> str:
     """`where: expected a string, got an integer`."""
-    return f"{where}: expected {toml_kind(kind)}, got {toml_type(value)}"
+    return f"{where}: expected {expected_kind(kind)}, got {toml_type(value)}"
 
 
 class _Reader(ProblemCollector):
-    """edifd.confcheck's collector; a key taking a number says 'expected an integer or a float' (confcheck
-    itself keeps 'int/float (an integer or a float)' for edifd's files)."""
+    """edifd.confcheck's collector; a key taking a number says 'expected an integer or a float'."""
 
-    def take(self, table: dict, key: str, where: str, kind: type | tuple, default: Any = None,
-             required: bool = False) -> Any:
-        if key in table:
-            value = table[key]
-            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-                self.problems.append(type_problem(key_path(where, key), kind, value))
-                return default
-        return super().take(table, key, where, kind, default, required)
+    number_words = "an integer or a float"
 
 
 # --- credentials ------------------------------------------------------------------------------------------
