@@ -22,14 +22,13 @@ if _ROOT not in sys.path:
 
 from lab.errors import LabError  # noqa: E402
 from lab.image import GuestImage, ensure_image  # noqa: E402
+from tests.support.ci import unavailable  # noqa: E402
 
 QEMU_ISCSI = Path("/usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so")
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"lab tests cannot run under CI: {reason}", pytrace=False)
-    pytest.skip(f"lab unavailable here: {reason}")
+    unavailable(f"the lab cannot run: {reason}")
 
 
 @pytest.fixture(scope="session")
