@@ -39,8 +39,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: pip install -e .[host,guest,dev]"
+    echo "setup: pip install -e .[host,guest,metrics,dev]"
     "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e '.[host,guest,dev]'
+    "$VENV/bin/pip" install -q -e '.[host,guest,metrics,dev]'
     touch "$stamp"
 fi
