@@ -156,7 +156,13 @@ def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig
     return ExportConfig(fabric, iqn, portal, demo, tuple(str(i) for i in initiators), wwn)
 
 
-def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | None:
+def _resolve(raw: str, base: Path) -> Path:
+    """A path the operator wrote: relative ones are relative to the configuration file's directory."""
+    p = Path(raw)
+    return p if p.is_absolute() else base / p
+
+
+def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path, base: Path) -> LunConfig | None:
     r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
                   "serial", "export", "resize", *_CONTROL_KEYS, *_REMOTE_KEYS}, where)
     name = r.take(t, "name", where, str, "", required=True)
@@ -180,16 +186,15 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path) -> LunConfig | N
         r.problems.append(f"{where}.block_size: 512 or 4096")
     elif size % block_size:
         r.problems.append(f"{where}.size: not a multiple of block_size {block_size}")
-    path = Path(r.take(t, "path", where, str, f"{name}.img"))
-    if not path.is_absolute():
-        path = state_dir / path
+    # Written: relative to the file's directory; not written: NAME.img in the state directory.
+    raw_path = r.take(t, "path", where, str)
+    path = _resolve(raw_path, base) if raw_path is not None else state_dir / f"{name}.img"
     vendor = _ascii_field(r, r.take(t, "vendor", where, str, "EDIF"), 8, f"{where}.vendor")
     product = _ascii_field(r, r.take(t, "product", where, str, "DISK"), 16, f"{where}.product")
     revision = _ascii_field(r, r.take(t, "revision", where, str, "0001"), 4, f"{where}.revision")
     serial = _ascii_field(r, r.take(t, "serial", where, str, f"EDIF-{name}"), 32, f"{where}.serial")
     export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun")
-    channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size,
-                                                                state_dir)
+    channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size, base)
     hba_port, target_wwpn, remote_lun = _read_remote(r, t, where, lun_type)
     resize = r.take(t, "resize", where, bool, False)
     if "resize" in t and lun_type != "file":
@@ -221,7 +226,7 @@ def _read_remote(r: _Reader, t: dict, where: str, lun_type: str) -> tuple[str | 
     return hba_port, target_wwpn, remote_lun
 
 
-def _read_hba(r: _Reader, h: dict, state_dir: Path) -> HbaConfig:
+def _read_hba(r: _Reader, h: dict, base: Path) -> HbaConfig:
     r.unknown(h, {"io_timeout", "port"}, "hba")
     io_timeout = float(r.take(h, "io_timeout", "hba", (int, float), 30.0))
     if not 1 <= io_timeout <= 600:
@@ -247,8 +252,7 @@ def _read_hba(r: _Reader, h: dict, state_dir: Path) -> HbaConfig:
             target = (host, int(port_s))
         security = r.take(t, "security", where, bool, False)
         raw_pcap = r.take(t, "pcap", where, str, None)
-        pcap = None if raw_pcap is None else (Path(raw_pcap) if Path(raw_pcap).is_absolute()
-                                              else state_dir / raw_pcap)
+        pcap = None if raw_pcap is None else _resolve(raw_pcap, base)
         if wwpn is not None and wwnn is not None and target[1]:
             ports.append(HbaPortConfig(name, wwpn, wwnn, target, security, pcap))
     names = [p.name for p in ports]
@@ -258,16 +262,14 @@ def _read_hba(r: _Reader, h: dict, state_dir: Path) -> HbaConfig:
 
 
 def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, block_size: int,
-                  state_dir: Path) -> tuple[Path | None, int, int | None, int]:
+                  base: Path) -> tuple[Path | None, int, int | None, int]:
     if lun_type != "control":
         for key in _CONTROL_KEYS:
             if key in t:
                 r.problems.append(f"{where}.{key}: only for type = \"control\"")
         return None, 0, None, 64
     raw_key = r.take(t, "channel_key", where, str)
-    key_path = None
-    if raw_key is not None:
-        key_path = Path(raw_key) if Path(raw_key).is_absolute() else state_dir / raw_key
+    key_path = _resolve(raw_key, base) if raw_key is not None else None
     port_index = r.take(t, "port_index", where, int, 0)
     if not 0 <= port_index <= 0xFFFF:
         r.problems.append(f"{where}.port_index: 0..65535")
@@ -302,12 +304,17 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
     return key_path, port_index, wwpn, queue_limit
 
 
-def parse_config(data: dict, source: str = "config") -> Config:
+def parse_config(data: dict, source: str = "config", base: Path | None = None) -> Config:
+    """The configuration in `data` (decoded TOML), or ConfigError with every problem. Relative paths
+    (`daemon.state_dir`, a LUN's `path` and `channel_key`, a port's `pcap`) are taken relative to `base`,
+    the configuration file's directory (default: the current directory); a LUN without `path` gets
+    NAME.img in the state directory."""
+    base = base if base is not None else Path.cwd()
     r = _Reader()
     r.unknown(data, {"daemon", "lun", "hba"}, source)
     d = r.take(data, "daemon", "", dict, {})
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
-    state_dir = Path(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"))
+    state_dir = _resolve(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"), base)
     park_time = float(r.take(d, "park_time", "daemon", (int, float), 5.0))
     cmd_time_out = r.take(d, "cmd_time_out", "daemon", int, None)
     log_level = r.take(d, "log_level", "daemon", str, "info")
@@ -329,10 +336,10 @@ def parse_config(data: dict, source: str = "config") -> Config:
         if not isinstance(t, dict):
             r.problems.append(f"lun[{i}]: expected a table ([[lun]])")
             continue
-        lun = _read_lun(r, t, f"lun[{i}]", state_dir)
+        lun = _read_lun(r, t, f"lun[{i}]", state_dir, base)
         if lun is not None:
             luns.append(lun)
-    hba = _read_hba(r, r.take(data, "hba", "", dict, {}), state_dir)
+    hba = _read_hba(r, r.take(data, "hba", "", dict, {}), base)
     hba_names = {p.name for p in hba.ports}
     for i, lun in enumerate(luns):
         if lun.type == "remote" and lun.hba_port and lun.hba_port not in hba_names:
@@ -375,7 +382,7 @@ def _duplicate_names(r: _Reader, luns: list[LunConfig]) -> None:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
-    return parse_config(load_toml(path, ConfigError), str(path))
+    return parse_config(load_toml(path, ConfigError), str(path), path.absolute().parent)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from edifd.config import Config, LunConfig
 from edifd.edges.heartbeat import HeartbeatTicker
+from edifd.edges.logs import Waiting
 from edifd.hba import Hba, PortConfig, RequireAuthWhenSecure, Timers
 from edifd.lun_kinds import KINDS, LunContext, LunKind, LunMedium, lun_kind
 from edifd.runtime.engine import EdifEngine
@@ -185,7 +186,10 @@ class Daemon:
     def _serve(self, kind: LunKind) -> ServedLun:
         served = ServedLun(kind, kind.open(LunContext(self.config, self.hba, self.engines, self._stopping)))
         try:
-            return self._export(served, backstore_spec(kind, self.config))
+            # Creating and exporting a LUN waits for the kernel's LUN scan, which waits for the ring
+            # handler: say so rather than stay silent if that takes a while.
+            with Waiting(log, f"LIO to create and export lun {kind.lun.name} (the kernel's LUN scan)"):
+                return self._export(served, backstore_spec(kind, self.config))
         except BaseException:
             if served.adopted and served.backstore is not None:
                 log.warning("lun %s: failed to start; left in place: backstore %s and its %d LUN(s), "
@@ -238,7 +242,8 @@ class Daemon:
             return "not exported"
         if ex.fabric is Fabric.LOOPBACK:
             try:
-                return f"tcm_loop {ex.wwn} as {loopback_disk(ex)}"
+                with Waiting(log, f"the SCSI scan to show tcm_loop {ex.wwn} as a /dev/sdX", limit=10):
+                    return f"tcm_loop {ex.wwn} as {loopback_disk(ex)}"
             except TcmuError as e:
                 return f"tcm_loop {ex.wwn} ({e})"
         if ex.fabric is Fabric.ISCSI:

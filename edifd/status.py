@@ -1,4 +1,4 @@
-"""What edifd reports about itself: a JSON status file that `edifctl status` reads.
+"""What edifd reports about itself: the status `edifctl` shows, from the control socket or status.json.
 
 The daemon rewrites it atomically about once a second and on exit. It holds names, counters and
 states only; nothing in it is secret (channel keys stay in their files, SA keys never leave the HBA).
@@ -50,7 +50,53 @@ def collect(daemon: Daemon, *, state: str = "running") -> dict[str, Any]:
         }
         entry.update(served.kind.status())  # a control LUN: its channel and its EDIF engine
         luns.append(entry)
-    return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns}
+    sessions, sas = _sessions(daemon, luns)
+    return {"pid": os.getpid(), "state": state, "time": time.time(), "luns": luns, "sessions": sessions,
+            "sas": sas}
+
+
+def _sessions(daemon: Daemon, luns: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                   list[dict[str, Any]]]:
+    """One entry per HBA port (its remote port: link, login state, and, when a control LUN's EDIF engine
+    drives it, the EDIF view: generation, auth state), and one per port with SAs (SPIs, ciphers, ages,
+    frames and bytes, the login's rekeys and ESP drops). Built from the LUN entries' `edif` tables and
+    the HBA's own status; no key material is in either."""
+    from edifd.fc import wwn_str
+
+    engines = {lun["edif"].get("local_wwpn"): (lun["name"], lun["edif"]) for lun in luns
+               if isinstance(lun.get("edif"), dict) and "error" not in lun["edif"]}
+    hba = getattr(daemon, "hba", None)
+    ports: list[Any] = []
+    error = None
+    if hba is not None:
+        try:
+            ports = hba.status()
+        except Exception as e:  # a busy or stopped HBA loop: say so, the rest of the status stands
+            error = f"{type(e).__name__}: {e}"
+    sessions: list[dict[str, Any]] = []
+    sas: list[dict[str, Any]] = []
+    for p in ports:
+        wwpn = wwn_str(p.wwpn)
+        ctl, ed = engines.get(wwpn, (None, None))
+        s: dict[str, Any] = {
+            "port": p.name, "wwpn": wwpn, "remote_wwpn": wwn_str(p.remote_wwpn) if p.remote_wwpn else None,
+            "state": p.state, "connected": p.connected, "outstanding": p.outstanding, "control_lun": ctl,
+        }
+        if ed is not None:
+            s.update({k: ed.get(k) for k in ("generation", "auth", "secure", "app_active", "logged_in")})
+            table = ed.get("sa") if isinstance(ed.get("sa"), dict) else {}
+            esp = ed.get("esp") if isinstance(ed.get("esp"), dict) else {}
+            entries = [{k: e.get(k) for k in ("direction", "spi", "cipher", "age", "frames", "bytes")}
+                       for d in ("tx", "rx") for e in table.get(d) or [] if isinstance(e, dict)]
+            if entries or esp:
+                sas.append({"port": p.name, "control_lun": ctl, "generation": ed.get("generation"),
+                            "remote_wwpn": s["remote_wwpn"], "rekeys": esp.get("rekeys", 0),
+                            "pending_rx_delete": table.get("pending_rx_delete"),
+                            "drops": esp.get("drops", {}), "sas": entries})
+        sessions.append(s)
+    if error is not None:
+        sessions.append({"error": f"HBA status: {error}"})
+    return sessions, sas
 
 
 def write_status(path: Path, data: dict[str, Any]) -> None:
@@ -92,6 +138,14 @@ def check_status(data: Any) -> dict[str, Any]:
         for key in ("export", "ring", "medium", "edif", "channel"):
             if lun.get(key) is not None and not isinstance(lun[key], dict):
                 raise StatusFileError(f"luns[{i}].{key}: expected an object")
+    for part in ("sessions", "sas"):  # absent in a status file of an older edifd
+        rows = data.get(part, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise StatusFileError(f"{part}: expected a list of objects")
+    for i, row in enumerate(data.get("sas", [])):
+        entries = row.get("sas", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise StatusFileError(f"sas[{i}].sas: expected a list of objects")
     return data
 
 

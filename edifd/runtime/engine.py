@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -133,6 +134,8 @@ class EdifEngine(RequestHandler):
         self._stopped = False
         # What other threads read (PORT_INFO, TARGET_LIST): replaced as a whole on the loop.
         self._view: tuple[PortInfo, list[TargetEntry], list[StatsEntry]] = (self._port_info(), [], [])
+        # status(): (generation, direction, spi) -> when a status call first saw that SA
+        self._sa_seen: dict[tuple[object, ...], float] = {}
 
     # --- wiring ----------------------------------------------------------------------------------
 
@@ -171,18 +174,40 @@ class EdifEngine(RequestHandler):
     def targets(self) -> list[TargetEntry]:
         return list(self._view[1])
 
-    def status(self) -> dict[str, object]:
-        """For status output: counters, the login and SA state; no key material."""
-        lg, sas = self.login, self.sec.query_sa()
+    def status(self, now: float | None = None) -> dict[str, object]:
+        """For status output: counters, the login (remote port, generation, auth) and its SAs; no key
+        material. Each SA carries `age`: seconds since a status call first saw it installed (status is
+        sampled about once a second, so an age is at most that much short); `now` is time.monotonic()."""
+        lg, sas, view = self.login, self.sec.query_sa(), self.sec.view()
+        now = time.monotonic() if now is None else now
+        sa = sas.sas if sas else None
+        if isinstance(sa, dict):
+            sa = {**sa, **{d: [self._aged(lg, e, now) for e in sa.get(d) or []] for d in ("rx", "tx")}}
+        seen_now = {(lg.generation if lg else 0, e.get("direction"), e.get("spi"))
+                    for d in ("rx", "tx") for e in (sa or {}).get(d) or [] if isinstance(e, dict)}
+        self._sa_seen = {k: v for k, v in self._sa_seen.items() if k in seen_now}
         return {
             "app_active": self.app_active,
-            "session": self.sec.view().state.value,
+            "session": view.state.value,
+            "local_wwpn": wwn_str(view.wwpn),
+            "local_id": view.local_id,
+            "remote_wwpn": wwn_str(view.remote_wwpn) if view.remote_wwpn else None,
+            "remote_id": view.remote_id,
+            "logged_in": view.logged_in,
+            "secure": bool(lg and lg.secure),
             "generation": self.generation,
             "auth": lg.auth.name if lg else AuthState.NOT_SECURE.name,
-            "sa": sas.sas if sas else None,
+            "sa": sa,
             "esp": sas.counters.snapshot() if sas else None,
             "counters": self.counters.snapshot(),
         }
+
+    def _aged(self, lg: Login | None, entry: object, now: float) -> object:
+        if not isinstance(entry, dict):
+            return entry
+        key = (lg.generation if lg else 0, entry.get("direction"), entry.get("spi"))
+        first = self._sa_seen.setdefault(key, now)
+        return {**entry, "age": round(now - first, 1)}
 
     # --- RequestHandler (channel thread) -----------------------------------------------------------
 

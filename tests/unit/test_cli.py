@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from edifd.cli import edifctl_main, edifd_main
+from edifd.cli import edifd_main
 from edifd.config import parse_config
+from edifd.edifctl import main as edifctl_main
 from edifd.lun_kinds import lun_kind
 from edifd.status import collect, read_status, write_status
 
@@ -46,7 +47,7 @@ def test_check_config_ok_and_bad(tmp_path):
     assert r.exit_code == 0 and "1 LUN(s)" in r.output and "iSCSI iqn.2026-11.io.edifd:disk0" in r.output
     p.write_text("[[lun]]\nname='x'\n")
     r = CliRunner().invoke(edifd_main, ["check-config", "--config", str(p)])
-    assert r.exit_code == 2 and "lun[0].size: required" in r.output
+    assert r.exit_code == 7 and f"  - {p}:lun[0].size: required" in r.output  # 7: invalid config, not usage
 
 
 def test_status_file_round_trip_and_edifctl(tmp_path):
@@ -62,7 +63,8 @@ def test_status_file_round_trip_and_edifctl(tmp_path):
     r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
     assert r.exit_code == 0, r.output
     assert "disk0" in r.output and "fetched=7" in r.output and "heartbeats=3" in r.output
-    r = CliRunner().invoke(edifctl_main, ["--config", str(p), "--json"])
+    # --status-file: no note on stderr about the missing control socket (click 8.1 mixes it in)
+    r = CliRunner().invoke(edifctl_main, ["--status-file", str(tmp_path / "status.json"), "--json"])
     assert json.loads(r.output)["luns"][0]["name"] == "disk0"
 
 
@@ -100,5 +102,5 @@ def test_edifctl_a_malformed_status_file_is_a_sentence_not_a_traceback(tmp_path,
     status = tmp_path / "status.json"
     status.write_bytes(content if isinstance(content, bytes) else content.encode())
     r = CliRunner().invoke(edifctl_main, ["--config", str(p)])
-    assert r.exit_code == 3 and isinstance(r.exception, SystemExit), r.output
+    assert r.exit_code == 7 and isinstance(r.exception, SystemExit), r.output  # 7: input refused
     assert f"edifctl: cannot read {status}: " in r.output and needle in r.output

@@ -98,3 +98,24 @@ def test_every_lun_type_has_a_kind():
     from edifd.lun_kinds import KINDS
 
     assert set(KINDS) == set(LUN_TYPES)
+
+
+def test_relative_paths_are_relative_to_the_config_files_directory(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    p = conf_dir / "edifd.toml"
+    p.write_text('[daemon]\nstate_dir = "state"\n'
+                 '[[lun]]\nname = "d"\nsize = "1MiB"\npath = "disks/d.img"\n'
+                 '[[lun]]\nname = "e"\nsize = "1MiB"\n'
+                 '[[lun]]\nname = "c"\ntype = "control"\nsize = "16MiB"\nchannel_key = "keys/vm1.key"\n'
+                 '[[hba.port]]\nname = "p0"\nwwpn = "21:00:00:24:ff:00:00:01"\n'
+                 'wwnn = "20:00:00:24:ff:00:00:01"\n'
+                 'target = "127.0.0.1:3260"\npcap = "p0.pcap"\n')
+    monkeypatch.chdir(tmp_path)  # the working directory plays no part
+    cfg = load_config("etc/edifd.toml")
+    assert cfg.daemon.state_dir == conf_dir / "state"
+    d, e, c = cfg.luns
+    assert d.path == conf_dir / "disks" / "d.img"
+    assert e.path == conf_dir / "state" / "e.img"  # no path written: NAME.img in the state directory
+    assert c.channel_key == conf_dir / "keys" / "vm1.key"
+    assert cfg.hba.ports[0].pcap == conf_dir / "p0.pcap"

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edifd.cli import edifd_main
 from edifd.config import ConfigError, check_host, load_config, parse_config
+from edifd.edges.command_line import EXIT_CONFIG
 from edifd.edges.file_medium import FileMedium
 
 KEY_HEX = bytes(range(32)).hex()
@@ -63,24 +64,24 @@ def no_lio(monkeypatch):
 def test_check_config_refuses_a_readable_key_file_naming_the_chmod(tmp_path, mode, needle):
     key = _key(tmp_path, mode)
     r = _check(_conf(tmp_path, _ctl(key)))
-    assert r.exit_code == 2 and needle in r.output and "lun[0].channel_key" in r.output
+    assert r.exit_code == EXIT_CONFIG and needle in r.output and "lun[0].channel_key" in r.output
     assert KEY_HEX not in r.output
 
 
 def test_check_config_refuses_an_absent_or_malformed_key_file(tmp_path):
     r = _check(_conf(tmp_path, _ctl(tmp_path / "nope.key")))
-    assert r.exit_code == 2 and f"cannot open channel key file {tmp_path / 'nope.key'}" in r.output
+    assert r.exit_code == EXIT_CONFIG and f"cannot open channel key file {tmp_path / 'nope.key'}" in r.output
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
     os.chmod(bad, 0o600)
     r = _check(_conf(tmp_path, _ctl(bad)))
-    assert r.exit_code == 2 and f"channel key file {bad}" in r.output
+    assert r.exit_code == EXIT_CONFIG and f"channel key file {bad}" in r.output
 
 
 def test_check_config_warns_when_a_control_lun_has_no_key(tmp_path):
     r = _check(_conf(tmp_path, _ctl(None)))
     assert r.exit_code == 0, r.output
-    assert "warning: lun[0].channel_key: not set; control LUN ctl0 will refuse every message" in r.output
+    assert ":lun[0].channel_key: not set; control LUN ctl0 will refuse every message" in r.output
 
 
 def test_a_good_key_passes(tmp_path):
@@ -94,7 +95,7 @@ def test_check_config_refuses_an_existing_file_of_another_size(tmp_path):
     victim = tmp_path / "passwd"
     victim.write_text("root:x:0:0:root:/root:/bin/bash\n")
     r = _check(_conf(tmp_path, _file_lun("d", victim)))
-    assert r.exit_code == 2
+    assert r.exit_code == EXIT_CONFIG
     assert f"lun[0].path: {victim} exists with 32 bytes, the LUN's size is 1048576 bytes" in r.output
     assert "lun[0].resize = true" in r.output
     assert victim.stat().st_size == 32
@@ -104,7 +105,7 @@ def test_etc_passwd_is_refused_by_check_config_and_run(tmp_path, no_lio):
     p = _conf(tmp_path, _file_lun("d", "/etc/passwd"))
     before = os.stat("/etc/passwd").st_size
     for r in (_check(p), _run(p)):
-        assert r.exit_code == 2 and "lun[0].path: /etc/passwd exists with" in r.output
+        assert r.exit_code == EXIT_CONFIG and "lun[0].path: /etc/passwd exists with" in r.output
     assert os.stat("/etc/passwd").st_size == before
 
 
@@ -127,7 +128,7 @@ def test_an_existing_file_of_the_right_size_is_served(tmp_path):
 def test_check_config_and_run_refuse_a_directory_or_a_device(tmp_path, path, needle, no_lio):
     p = _conf(tmp_path, _file_lun("d", path))
     for r in (_check(p), _run(p)):
-        assert r.exit_code == 2 and f"lun[0].path: {needle}" in r.output
+        assert r.exit_code == EXIT_CONFIG and f"lun[0].path: {needle}" in r.output
 
 
 def test_resize_is_only_for_file_luns():
@@ -138,13 +139,15 @@ def test_resize_is_only_for_file_luns():
 def test_two_luns_on_one_backing_file_are_refused(tmp_path):
     one = _file_lun("a", tmp_path / "x.img") + _file_lun("b", tmp_path / "x.img")
     r = _check(_conf(tmp_path, one))
-    assert r.exit_code == 2 and f"lun[1].path: {tmp_path / 'x.img'} is also lun[0]'s backing file" in r.output
-    # two names of one file: a relative path under state_dir and the absolute one, or a hard link
+    assert r.exit_code == EXIT_CONFIG
+    assert f"lun[1].path: {tmp_path / 'x.img'} is also lun[0]'s backing file" in r.output
+    # two names of one file: a relative path (to the config file's directory) and the absolute one,
+    # or a hard link
     (tmp_path / "y.img").write_bytes(bytes(1 << 20))
     os.link(tmp_path / "y.img", tmp_path / "z.img")
     two = _file_lun("a", "y.img") + _file_lun("b", tmp_path / "z.img")
     r = _check(_conf(tmp_path, two))
-    assert r.exit_code == 2 and "is also lun[0]'s backing file" in r.output
+    assert r.exit_code == EXIT_CONFIG and "is also lun[0]'s backing file" in r.output
 
 
 def test_file_medium_refuses_to_resize_when_told(tmp_path):
@@ -184,7 +187,7 @@ def test_the_file_lun_refuses_at_open_with_check_configs_words(tmp_path):
 def test_a_missing_lun_directory_is_refused_by_both(tmp_path, no_lio):
     p = _conf(tmp_path, _file_lun("d", tmp_path / "nodir" / "d.img"))
     for r in (_check(p), _run(p)):
-        assert r.exit_code == 2
+        assert r.exit_code == EXIT_CONFIG
         assert f"lun[0].path: directory {tmp_path / 'nodir'} does not exist" in r.output
     assert not (tmp_path / "nodir").exists()
 
@@ -192,7 +195,7 @@ def test_a_missing_lun_directory_is_refused_by_both(tmp_path, no_lio):
 def test_a_missing_state_dir_is_reported_and_run_creates_it(tmp_path):
     state = tmp_path / "state"
     r = _check(_conf(tmp_path, _file_lun("d"), state=state))
-    assert r.exit_code == 0 and f"warning: daemon.state_dir: {state} does not exist; edifd run will create" \
+    assert r.exit_code == 0 and f".toml:daemon.state_dir: {state} does not exist; edifd run will create" \
         in r.output
     assert not state.exists()
     cfg = load_config(tmp_path / "edifd.toml")
@@ -202,7 +205,8 @@ def test_a_missing_state_dir_is_reported_and_run_creates_it(tmp_path):
 def test_a_state_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("")
     r = _check(_conf(tmp_path, _file_lun("d", tmp_path / "d.img"), state=tmp_path / "f"))
-    assert r.exit_code == 2 and "daemon.state_dir: " in r.output and "is not a directory" in r.output
+    assert r.exit_code == EXIT_CONFIG and "daemon.state_dir: " in r.output
+    assert "is not a directory" in r.output
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -227,7 +231,7 @@ def test_an_empty_config_warns(tmp_path):
     p = tmp_path / "edifd.toml"
     p.write_text("")
     r = _check(p)
-    assert r.exit_code == 0 and "warning: no [[lun]]: edifd would serve nothing" in r.output
+    assert r.exit_code == 0 and ".toml: no [[lun]]: edifd would serve nothing" in r.output
 
 
 # --- no traceback, TOML words ---------------------------------------------------------------------
@@ -236,7 +240,7 @@ def test_a_non_utf8_config_is_refused_without_a_traceback(tmp_path):
     p = tmp_path / "edifd.toml"
     p.write_bytes(b'[daemon]\nstate_dir = "/tmp/\xff"\n')
     r = _check(p)
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    assert r.exit_code == EXIT_CONFIG and isinstance(r.exception, SystemExit)
     assert "not valid TOML: not UTF-8 text (byte 0xff on line 2)" in r.output
 
 
@@ -273,5 +277,6 @@ def test_a_written_queue_limit_too_large_names_both_settings(tmp_path):
 def test_ready_file_in_a_missing_directory_is_refused_before_serving(tmp_path, no_lio):
     p = _conf(tmp_path, _file_lun("d"))
     r = _run(p, "--ready-file", str(tmp_path / "nodir" / "ready"))
-    assert r.exit_code == 2 and f"--ready-file {tmp_path / 'nodir' / 'ready'}: directory" in r.output
+    assert r.exit_code == EXIT_CONFIG
+    assert f"--ready-file {tmp_path / 'nodir' / 'ready'}: directory" in r.output
     assert "does not exist" in r.output

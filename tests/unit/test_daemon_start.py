@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from edifd.cli import edifd_main
 from edifd.config import parse_config
 from edifd.daemon import Daemon, DaemonError, StartInterrupted
+from edifd.edges.command_line import EXIT_CONFIG
 from tests.support.daemon import LioState, RecordingHandler
 
 KEY_HEX = bytes(range(32)).hex()
@@ -68,7 +69,7 @@ def test_failed_start_leaves_the_adopted_lun_in_place(tmp_path, kernel, caplog):
     config = _toml(tmp_path, missing)
     # check-config now catches the typo (issue 10, item 4); `run` must still fail safely without it.
     checked = CliRunner().invoke(edifd_main, ["check-config", "--config", str(config)])
-    assert checked.exit_code == 2 and f"cannot open channel key file {missing}" in checked.output
+    assert checked.exit_code == EXIT_CONFIG and f"cannot open channel key file {missing}" in checked.output
 
     r = _run(config)
 
@@ -178,3 +179,26 @@ def test_an_adopted_backstore_whose_handler_fails_to_start_stays(tmp_path, caplo
         d.start()
     assert lio.removed == [] and "data0" in lio.backstores
     assert "lun data0: failed to start; left in place: backstore user_0/data0" in caplog.text
+
+
+def test_run_serves_status_on_the_control_socket_and_removes_it_at_exit(tmp_path, kernel, monkeypatch):
+    import edifd.cli
+    from edifd.edges.control_socket import SOCKET_FILE, request
+
+    sock = tmp_path / SOCKET_FILE
+    seen: dict = {}
+
+    def at_ready(state):  # READY=1 comes once every LUN is served and the socket listens
+        if state == "READY=1":
+            seen["mode"] = os.stat(sock).st_mode & 0o777
+            seen["status"] = request(sock, "status")
+            seen["level"] = request(sock, "log-level")
+            kernel.signals[signal.SIGTERM](signal.SIGTERM, None)
+
+    monkeypatch.setattr(edifd.cli, "_notify_systemd", at_ready)
+    r = _run(_toml(tmp_path, _good_key(tmp_path), luns=("data0",)))
+    assert r.exit_code == 0, r.output
+    assert seen["mode"] == 0o600 and seen["status"]["state"] == "running"
+    assert sorted(lun["name"] for lun in seen["status"]["luns"]) == ["ctl0", "data0"]
+    assert seen["level"]["level"] in ("debug", "info", "warning", "error")
+    assert not sock.exists()
