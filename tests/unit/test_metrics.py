@@ -41,7 +41,7 @@ def scrape(convert, snap, prefix="edifd") -> dict[tuple[str, tuple], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-# --- [metrics] ------------------------------------------------------------------------------------------------
+# --- [metrics] ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("listen, host, port", [
@@ -105,7 +105,7 @@ def test_listen_text_round_trips():
     assert MetricsConfig("127.0.0.1", 9464).listen == "127.0.0.1:9464"
 
 
-# --- the histogram -----------------------------------------------------------------------------------------------
+# --- the histogram ------------------------------------------------------------------------------------------
 
 
 def test_histogram_is_cumulative_and_json_safe():
@@ -122,7 +122,7 @@ def test_histogram_is_cumulative_and_json_safe():
     assert got[(f"{name}_count", ())] == 6 and got[(f"{name}_sum", ())] == pytest.approx(103.65)
 
 
-# --- edifd ---------------------------------------------------------------------------------------------------------
+# --- edifd --------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -230,7 +230,7 @@ def test_malformed_parts_of_a_snapshot_are_skipped():
     assert got == {("edifd_snapshot_success", ()): 1}
 
 
-# --- edif-target ---------------------------------------------------------------------------------------------------
+# --- edif-target --------------------------------------------------------------------------------------------
 
 
 def target_snapshot() -> dict:
@@ -261,14 +261,15 @@ def test_target_figures_equal_the_snapshot():
     assert got[("edif_target_commands_total", port)] == 13
     ini = (("initiator", "20:00:00:1b:32:a0:b0:c1"), ("port", "t1"))
     assert got[("edif_target_esp_drops_total", (*ini, ("reason", "unknown_spi")))] == 1
-    assert got[("edif_target_esp_frames_total", (("direction", "in"), *ini, ("protection", "protected")))] == 5
+    pin = (("direction", "in"), *ini, ("protection", "protected"))
+    assert got[("edif_target_esp_frames_total", pin)] == 5
     assert got[("edif_target_ike_negotiations_total", (("outcome", "authenticated"), *port))] == 2
     assert got[("edif_target_ike_negotiations_total", (("outcome", "failed"), *port))] == 1
     assert got[("edif_target_sa_installs_total", port)] == 4
     assert got[("edif_target_sa_deletes_total", port)] == 1
 
 
-# --- the agent -------------------------------------------------------------------------------------------------------
+# --- the agent ----------------------------------------------------------------------------------------------
 
 
 def test_agent_figures_equal_the_service_status():
