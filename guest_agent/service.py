@@ -4,7 +4,10 @@ This module is the wiring only, and stays free of threads, disks and clocks so i
 loopback as well as by `ControlDiskEndpoint`: the caller hands it a `request(body) -> request_id` function
 (the channel client's `request`, called under the endpoint lock) and feeds it every delivered message and a
 tick about once a second. It turns the app's events into log lines a person can follow — never keys, salts or
-PSKs (the events carry none; SPIs and WWPNs are not secret) — and keeps the figures the status file shows.
+PSKs (the events carry none; SPIs and WWPNs are not secret) — and keeps the figures the status file and the
+Prometheus endpoint show (`edifd.metrics.agent_families`): outcomes of the IKE negotiations, SA installs and
+deletes the host accepted, and the secure-session setup latency, measured with the app's own clock from the
+SECURE_CONNECT (or the host's AUTH_NEEDED) that begins an attempt to the session being secure.
 """
 
 from __future__ import annotations
@@ -16,7 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edifd.fc import wwn_str
-from edifd.proto import AppStop, Body, Kind, Message
+from edifd.metrics import LatencyHistogram
+from edifd.proto import (
+    AppStop,
+    AuthNeeded,
+    Body,
+    Kind,
+    Message,
+    Response,
+    SaFlags,
+    SaUpdate,
+    SecureConnect,
+    Status,
+)
 from edifd.secapp.app import SecurityApp
 from edifd.secapp.events import (
     AppEvent,
@@ -61,8 +76,21 @@ class ServiceFigures:
     starts: int = 0
     requests: int = 0
     last_events: list[str] = field(default_factory=list)  # the last few log lines, for `status`
+    outcomes: dict[str, int] = field(default_factory=dict)  # "success" or the AUTH_FAIL reason -> count
+    rekey_triggers: dict[str, int] = field(default_factory=dict)  # "lifetime", "bytes", ... -> count
+    sa_installs: dict[str, int] = field(default_factory=lambda: {"rx": 0, "tx": 0})  # answered OK
+    sa_deletes: dict[str, int] = field(default_factory=lambda: {"rx": 0, "tx": 0})
+    sa_refused: dict[str, int] = field(default_factory=dict)  # status name -> count
+    setup_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     KEEP = 20
+
+
+def _bump(table: dict[str, int], key: str) -> None:
+    table[key] = table.get(key, 0) + 1
+
+
+MAX_SA_REQUESTS = 64  # SA_UPDATEs awaiting their answer that we remember (a few per target in use)
 
 
 class SecurityService:
@@ -81,6 +109,8 @@ class SecurityService:
         self.restart_needed = False  # ChannelLost: the caller re-handshakes, then calls start()
         self.stop_request: int | None = None  # request id of our APP_STOP
         self.stop_answered = False
+        self._sa_requests: dict[int, tuple[str, bool]] = {}  # request id -> (direction, delete)
+        self._setup_since: dict[int, float] = {}  # target WWPN -> when its current attempt began
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -94,6 +124,10 @@ class SecurityService:
         if (self.stop_request is not None and msg.kind is Kind.RESPONSE
                 and msg.request_id == self.stop_request):
             self.stop_answered = True
+        if msg.kind is Kind.RESPONSE:
+            self._sa_answered(msg)
+        elif isinstance(msg.body, AuthNeeded):  # the host asks first after a relogin of its own
+            self._setup_since.setdefault(msg.body.port.wwpn, self.app.now())
         self._handle(self.app.on_message(msg))
 
     def tick(self, now: float) -> None:
@@ -115,22 +149,48 @@ class SecurityService:
                 self.figures.requests += 1
                 if isinstance(item, AppStop):
                     self.stop_request = rid
+                elif isinstance(item, SecureConnect):
+                    self._setup_since.setdefault(item.port.wwpn, self.app.now())
+                elif isinstance(item, SaUpdate):
+                    self._sa_requests[rid] = (item.direction.name.lower(), SaFlags.DELETE in item.flags)
+                    while len(self._sa_requests) > MAX_SA_REQUESTS:  # a host that never answers
+                        del self._sa_requests[next(iter(self._sa_requests))]
                 continue
             f = self.figures
             if isinstance(item, SessionSecure):
                 f.secured += 1
+                _bump(f.outcomes, "success")
+                since = self._setup_since.pop(item.wwpn, None)
+                if since is not None:
+                    f.setup_latency.observe(self.app.now() - since)
             elif isinstance(item, SessionRekeyed):
                 f.rekeys += 1
+                _bump(f.rekey_triggers, item.trigger)
             elif isinstance(item, SessionFailed):
                 f.failures += 1
+                _bump(f.outcomes, item.reason.name.lower())
+                self._setup_since.pop(item.wwpn, None)  # the retry is a new attempt
             elif isinstance(item, SessionDown):
                 f.downs += 1
+                self._setup_since.pop(item.wwpn, None)
             elif isinstance(item, ChannelLost):
                 f.channel_lost += 1
                 self.restart_needed = True
+                self._setup_since.clear()
+                self._sa_requests.clear()
             line = describe(item)
             f.last_events = (f.last_events + [line])[-ServiceFigures.KEEP:]
             self._log(line)
+
+    def _sa_answered(self, msg: Message) -> None:
+        sent = self._sa_requests.pop(msg.request_id, None)
+        if sent is None or not isinstance(msg.body, Response):
+            return
+        direction, delete = sent
+        if msg.body.status is Status.OK:
+            _bump(self.figures.sa_deletes if delete else self.figures.sa_installs, direction)
+        else:
+            _bump(self.figures.sa_refused, msg.body.status.name.lower())
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """The app's status (states, SPIs, SA ages, counters) plus the service's figures; no keys."""
@@ -142,6 +202,9 @@ class SecurityService:
                 "channel_lost": f.channel_lost, "starts": f.starts, "requests": f.requests,
                 "stopping": self.stop_request is not None, "stop_answered": self.stop_answered,
                 "last_events": list(f.last_events),
+                "outcomes": dict(f.outcomes), "rekey_triggers": dict(f.rekey_triggers),
+                "sa_installs": dict(f.sa_installs), "sa_deletes": dict(f.sa_deletes),
+                "sa_refused": dict(f.sa_refused), "setup_latency": f.setup_latency.snapshot(),
             },
         }
 

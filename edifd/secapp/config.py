@@ -36,6 +36,9 @@ Example::
 
     [targets."21:00:00:1b:32:a0:b0:c4"]
     skip = true
+
+    [metrics]                # optional: the Prometheus endpoint of edif-agent run (docs/metrics.md)
+    listen = "127.0.0.1:9464"
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from edifd.edges.secret_file import SecretFileError, read_regular_file, read_sec
 from edifd.fc import wwn_str
 from edifd.ike import AES_GCM_16_128, AES_GCM_16_256, GMAC_128, GMAC_256, CipherSuite
 from edifd.ike.codes import DhGroup
+from edifd.metrics import MetricsConfig, parse_metrics_table
 
 MIN_PSK_LEN = 16  # bytes; a shorter PSK is refused (offline guessing of the PSK AUTH is cheap)
 MAX_PSK_FILE = 4096
@@ -181,11 +185,13 @@ class SecConfig:
     auth_retry_max: float = 600.0
     rekey: RekeyPolicy = RekeyPolicy()
     ike: IkePolicy = IkePolicy()
+    metrics: MetricsConfig | None = None  # [metrics] (the agent's only): the Prometheus endpoint; None = off
 
     def __repr__(self) -> str:
         return (
             f"SecConfig(peers={len(self.peers)}, channel_key={self.channel_key}, "
-            f"keepalive_interval={self.keepalive_interval}, rekey={self.rekey}, ike={self.ike})"
+            f"keepalive_interval={self.keepalive_interval}, rekey={self.rekey}, ike={self.ike}, "
+            f"metrics={self.metrics.listen if self.metrics else None})"
         )
 
 
@@ -372,12 +378,19 @@ def _read_peers(r: _Reader, table: dict, where: str, base: Path) -> dict[int, Pe
 
 def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
                  peers_key: str = "targets") -> SecConfig:
-    """Validate a decoded TOML document and load the credential files it names (relative to base_dir)."""
+    """Validate a decoded TOML document and load the credential files it names (relative to base_dir).
+
+    ``[metrics]`` belongs to the agent's file (peers_key "targets"); a responder's credentials file
+    (edif-target's ``auth``) has no endpoint of its own, so there it is an unknown key."""
     base = Path(base_dir)
     r = _Reader()
     top = {"channel_key", "keepalive_interval", "keepalive_misses", "reconnect_delay", "auth_retry_backoff",
            "auth_retry_max", "rekey", "ike", peers_key}
+    if peers_key == "targets":
+        top.add("metrics")
     r.unknown(data, top, "")
+    metrics, problems = parse_metrics_table(data.get("metrics") if "metrics" in top else None)
+    r.problems += problems
     ck = r.take(data, "channel_key", "", str)
     bad_ck = ck is not None and _bad_paths(r, "", {"channel_key": ck})
     channel_key = Path(_path(ck, base)) if ck is not None and not bad_ck else None
@@ -436,6 +449,7 @@ def parse_config(data: dict, source: str = "config", base_dir: str | Path = ".",
         auth_retry_max=backoff_max,
         rekey=RekeyPolicy(lifetime, volume, stats_interval),
         ike=IkePolicy(ike_ciphers, esp_ciphers, groups, pfs, retx, tries),
+        metrics=metrics,
     )
 
 

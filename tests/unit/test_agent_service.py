@@ -17,7 +17,23 @@ from pathlib import Path
 import pytest
 
 from edifd.channel import ChannelCore
-from edifd.proto import AppStop, AuthFailReason, Cipher, Message
+from edifd.proto import (
+    AppStop,
+    AuthFailReason,
+    AuthNeeded,
+    Cipher,
+    Heartbeat,
+    Message,
+    MessageType,
+    PortRef,
+    Response,
+    RoleFlags,
+    SaDirection,
+    SaFlags,
+    SaUpdate,
+    SecureConnect,
+    Status,
+)
 from edifd.secapp.app import (
     AppNotice,
     ChannelLost,
@@ -147,6 +163,108 @@ def test_host_silence_asks_for_a_new_handshake_and_start_authenticates_again():
     rig.settle()
     assert not rig.svc.restart_needed and rig.app.session(T1).state is SessionState.SECURE
     assert rig.svc.figures.secured == 2 and rig.svc.figures.starts == 2
+
+
+def test_sa_installs_and_deletes_are_counted_when_the_host_accepts_them():
+    rig = ServiceRig(keepalive_interval=5.0, rekey=RekeyPolicy(lifetime=30.0, bytes=0))
+    rig.svc.start()
+    rig.settle()
+    f = rig.svc.figures
+    assert f.sa_installs == {"rx": 1, "tx": 1} and f.sa_deletes == {"rx": 0, "tx": 0}
+    assert f.outcomes == {"success": 1} and f.setup_latency.count == 1
+    for _ in range(8):
+        rig.advance(5.0)
+    assert f.rekeys >= 1 and f.rekey_triggers == {"lifetime": f.rekeys}
+    # make-before-break: a new pair, then the old pair deleted; the host holds one pair again
+    assert f.sa_installs == {"rx": 1 + f.rekeys, "tx": 1 + f.rekeys}
+    assert f.sa_deletes == {"rx": f.rekeys, "tx": f.rekeys}
+    assert f.setup_latency.count == 1  # a rekey is not a session setup
+    st = rig.svc.status()["service"]
+    assert st["sa_installs"] == f.sa_installs and st["setup_latency"]["count"] == 1
+    secret_free(json.dumps(st))
+
+
+class ScriptedApp:
+    """What SecurityService uses of a SecurityApp, scripted, on a clock the test moves."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.next: list = []  # what the next call returns
+
+    def now(self) -> float:
+        return self.t
+
+    def _out(self, *_args) -> list:
+        out, self.next = self.next, []
+        return out
+
+    start = on_message = tick = _out
+
+    def sent(self, body, rid) -> None:
+        pass
+
+
+def scripted() -> tuple[ScriptedApp, SecurityService, list]:
+    app, sent = ScriptedApp(), []
+
+    def request(body) -> int:
+        sent.append(body)
+        return len(sent)
+
+    return app, SecurityService(app, request), sent  # type: ignore[arg-type]
+
+
+def heartbeat() -> Message:
+    return Message(Heartbeat())
+
+
+def test_setup_latency_runs_from_secure_connect_or_auth_needed_to_secure():
+    app, svc, _ = scripted()
+    h = svc.figures.setup_latency
+    app.next = [SecureConnect(PortRef(T1))]
+    svc.start()  # t = 100
+    app.t, app.next = 102.5, [SessionSecure(T1, 1, 2, Cipher(1))]
+    svc.on_message(heartbeat())
+    assert (h.count, h.sum) == (1, 2.5)
+    # The host asks first (its own relogin): AUTH_NEEDED starts the clock.
+    app.t = 200.0
+    svc.on_message(Message(AuthNeeded(PortRef(T2), RoleFlags.TARGET)))
+    app.t, app.next = 200.5, [SecureConnect(PortRef(T2))]  # our answer does not restart it
+    svc.tick(app.t)
+    app.t, app.next = 201.0, [SessionSecure(T2, 3, 4, Cipher(1))]
+    svc.on_message(heartbeat())
+    assert (h.count, h.sum) == (2, 3.5)
+    # A failed attempt is not a setup; the retry starts a new one.
+    app.t, app.next = 300.0, [SecureConnect(PortRef(T1))]
+    svc.tick(app.t)
+    app.t, app.next = 301.0, [SessionFailed(T1, AuthFailReason.TIMEOUT, "no answer")]
+    svc.tick(app.t)
+    app.t, app.next = 330.0, [SecureConnect(PortRef(T1))]
+    svc.tick(app.t)
+    app.t, app.next = 330.25, [SessionSecure(T1, 5, 6, Cipher(1))]
+    svc.tick(app.t)
+    assert (h.count, h.sum) == (3, 3.75)
+    assert svc.figures.outcomes == {"success": 3, "timeout": 1}
+    buckets = dict((le, n) for le, n in h.snapshot()["buckets"])
+    assert buckets[0.25] == 1 and buckets[1.0] == 2 and buckets[2.5] == 3
+
+
+def test_sa_updates_count_by_the_hosts_answer():
+    app, svc, sent = scripted()
+    ref = PortRef(T1, 0x020200, 1)
+    app.next = [SaUpdate(ref, 0x101, SaDirection.RX, Cipher(1), bytes(16), bytes(4)),
+                SaUpdate(ref, 0x202, SaDirection.TX, Cipher(1), bytes(16), bytes(4)),
+                SaUpdate(ref, 0x303, SaDirection.RX, Cipher(1), flags=SaFlags.DELETE)]
+    svc.start()
+    assert len(sent) == 3
+    for rid, status in ((1, Status.OK), (2, Status.LIMIT), (3, Status.OK)):
+        svc.on_message(Message(Response(MessageType.SA_UPDATE, status), request_id=rid))
+    svc.on_message(Message(Response(MessageType.SA_UPDATE, Status.OK), request_id=3))  # a duplicate
+    f = svc.figures
+    assert f.sa_installs == {"rx": 1, "tx": 0} and f.sa_deletes == {"rx": 1, "tx": 0}
+    assert f.sa_refused == {"limit": 1}
 
 
 @pytest.mark.parametrize("event, words", [
