@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from edifd import config as edifd_config
 from edifd.cli import edifd_main
+from edifd.metrics import MetricsConfig
 from edifd.secapp import config as sec_config
 from edifd.target import cli as target_cli
 from edifd.target import config as target_config
@@ -43,6 +44,8 @@ PKI_KEYS = ("cert", "key", "ca")
 # Dataclass field -> the TOML key it is read from, where the two names differ.
 TOML_NAME = {"luns": "lun", "ports": "port", "peers": "targets", "ike_ciphers": "ike",
              "esp_ciphers": "esp", "pfs_group": "pfs", "pcap_path": "pcap"}
+# ... and where one class differs from that: [metrics] listen = "HOST:PORT" fills two fields.
+CLASS_TOML_NAME: dict[type, dict[str, str]] = {MetricsConfig: {"host": "listen", "port": "listen"}}
 
 
 # --- installing an example under a temporary root -----------------------------------------------------
@@ -243,6 +246,30 @@ def test_target_example_defaults_are_the_loaders(root: Path) -> None:
             == sec_config.load_config(auth, peers_key="initiators").ike)
 
 
+def _enable_table(text: str, table: str) -> str:
+    """The text with the commented-out `# [table]` and the `# key = value` lines after it uncommented."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == f"# [{table}]":
+            inside = True
+            line = line.replace("# [", "[", 1)
+        elif inside and re.match(r"\s*# [a-z_]+ = ", line):
+            line = line.replace("# ", "", 1)
+        elif inside and not line.lstrip().startswith("#"):
+            inside = False
+        out.append(line)
+    return "".join(out)
+
+
+def test_agent_example_metrics_table_uncommented_is_valid(root: Path) -> None:
+    path = _agent(root, secrets.token_bytes(32))
+    enabled = path.with_name("metrics-agent.toml")
+    enabled.write_text(_enable_table(path.read_text(), "metrics"))
+    assert sec_config.load_config(enabled).metrics == MetricsConfig("127.0.0.1", 9464, False)
+    assert sec_config.load_config(path).metrics is None  # off as shipped
+    _check(agent_main, enabled)
+
+
 # --- every key is documented ------------------------------------------------------------------------------
 
 _HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
@@ -250,13 +277,14 @@ _KEY = re.compile(r"^(?:#( ?))?([a-z_]+)\s*=")
 
 
 def documented_keys(text: str) -> dict[str, set[str]]:
-    """table path -> keys the file sets or shows in a `#key = ` / `# key = ` comment; quoted table
-    names (WWPNs) become '*', and a table header counts as its parent's key."""
+    """table path -> keys the file sets or shows in a `#key = ` / `# key = ` comment; a table may be
+    commented out too (`# [metrics]`); quoted table names (WWPNs) become '*', and a table header counts
+    as its parent's key."""
     keys: dict[str, set[str]] = {}
     table = ""
     for line in text.splitlines():
         s = line.strip()
-        m = _HEADER.match(s)
+        m = _HEADER.match(s.lstrip("#").lstrip())
         if m:
             parts = ["*" if p.startswith('"') else p for p in re.findall(r'"[^"]*"|[^.]+', m.group(1))]
             table = ".".join(parts)
@@ -271,14 +299,16 @@ def documented_keys(text: str) -> dict[str, set[str]]:
 
 
 def _fields(cls: type) -> set[str]:
-    return {TOML_NAME.get(f.name, f.name) for f in dataclasses.fields(cls)}
+    names = {**TOML_NAME, **CLASS_TOML_NAME.get(cls, {})}
+    return {names.get(f.name, f.name) for f in dataclasses.fields(cls)}
 
 
 @pytest.mark.parametrize("name, tables", [
     ("edifd.toml", {"": edifd_config.Config, "daemon": edifd_config.DaemonConfig,
                     "hba": edifd_config.HbaConfig, "hba.port": edifd_config.HbaPortConfig,
                     "lun": edifd_config.LunConfig, "lun.export": edifd_config.ExportConfig}),
-    ("agent.toml", {"": sec_config.SecConfig, "rekey": sec_config.RekeyPolicy, "ike": sec_config.IkePolicy}),
+    ("agent.toml", {"": sec_config.SecConfig, "rekey": sec_config.RekeyPolicy, "ike": sec_config.IkePolicy,
+                    "metrics": MetricsConfig}),
     ("target.toml", {"": target_server.TargetConfig, "port": target_server.TargetPortConfig,
                      "port.lun": target_server.LunConfig}),
 ])
@@ -298,9 +328,9 @@ def test_agent_example_shows_every_kind_of_target() -> None:
 
 def test_documented_keys_reads_headers_and_both_comment_forms() -> None:
     text = ('top = 1\n# Prose = not a key\n#dflt = 2\n# opt = 3\n[a."21:00"]\nk = 1\n'
-            '  [[b.c]]\n  #d = 1\n# x: y = z\n')
-    assert documented_keys(text) == {"": {"top", "dflt", "opt", "a", "b"}, "a.*": {"k"}, "b": {"c"},
-                                     "b.c": {"d"}}
+            '  [[b.c]]\n  #d = 1\n# x: y = z\n# [off]\n# e = 1\n')
+    assert documented_keys(text) == {"": {"top", "dflt", "opt", "a", "b", "off"}, "a.*": {"k"},
+                                     "b": {"c"}, "b.c": {"d"}, "off": {"e"}}
 
 
 # --- one deployment across the three examples --------------------------------------------------------------
