@@ -311,7 +311,7 @@ def parse_config(data: dict, source: str = "config", base: Path | None = None) -
     NAME.img in the state directory."""
     base = base if base is not None else Path.cwd()
     r = _Reader()
-    r.unknown(data, {"daemon", "lun", "hba"}, source)
+    r.unknown(data, {"daemon", "lun", "hba"}, "")
     d = r.take(data, "daemon", "", dict, {})
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
     state_dir = _resolve(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"), base)

@@ -1,6 +1,6 @@
 """edif-agent: the EDIF VM's end of the control-disk channel to edifd (click over `runtime.AgentRuntime`).
 
-Exit codes (scripts and the lab rely on them; guest_agent.exits):
+Exit codes (scripts and the lab rely on them; guest_agent.exits, the table of every tool):
 
   0  done, and for ping: every request answered once, in order
   1  ping finished but something was lost, duplicated or out of order
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +24,15 @@ from typing import Any
 
 import click
 
+from edifd.edges.command_line import (
+    CONTEXT_SETTINGS,
+    EXIT_CODES_HELP,
+    echo_error,
+    echo_problems,
+    echo_warnings,
+    version_option,
+)
+from edifd.edges.logs import LEVELS, setup_logging
 from edifd.edges.sd_notify import sd_notify
 
 from .channel import ChannelOptions, find_disk
@@ -46,6 +56,11 @@ __all__ = [
     "EXIT_PING_PROBLEMS", "AgentExit", "main", "sd_notify",
 ]
 
+
+log = logging.getLogger("edif-agent")
+
+_log_level_option = click.option("--log-level", default="info", show_default=True, type=click.Choice(LEVELS),
+                                 help="Log level of the lines on stderr (the journal under systemd).")
 
 WWPN_FORMS = "50:01:43:80:12:34:56:78, 5001438012345678, 0x5001438012345678 or naa.5001438012345678"
 
@@ -86,14 +101,16 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "duplicates."),
         click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
                      help="Seconds to wait for the handshake, and for each reply."),
+        _log_level_option,
         click.option("--no-direct", is_flag=True, hidden=True, help="Open without O_DIRECT (tests)."),
         click.option("--sys-root", default="/sys", hidden=True, help="sysfs root (tests)."),
     ]
 
     @functools.wraps(fn)  # keeps the command's own click options (its __click_params__) and its help
     def wrapper(*, key_path: str | None, port: str | None, device: str | None, vendor: str, product: str,
-                port_index: int, parked: int, state_path: str | None, timeout: float, no_direct: bool,
-                sys_root: str, **rest: Any) -> Any:
+                port_index: int, parked: int, state_path: str | None, timeout: float, log_level: str,
+                no_direct: bool, sys_root: str, **rest: Any) -> Any:
+        setup_logging(log_level)
         channel = ChannelOptions(key_path=key_path, port=port, device=device, vendor=vendor, product=product,
                                  port_index=port_index, parked=parked, state_path=state_path, timeout=timeout,
                                  direct=not no_direct, sys_root=sys_root)
@@ -105,20 +122,19 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return out
 
 
-def _stderr(line: str) -> None:
-    click.echo(line, err=True)
-
-
 def _run(body: Callable[[], int]) -> None:
     try:
         code = body()
     except AgentUsageError as e:
         raise click.UsageError(str(e)) from None
     except AgentExit as e:
-        click.echo(f"edif-agent: {e}", err=True)
+        if e.problems:
+            echo_problems("edif-agent", e.source, e.problems, what=str(e))
+        else:
+            echo_error("edif-agent", str(e))
         sys.exit(e.code)
     except DiscoveryError as e:
-        click.echo(f"edif-agent: {e}", err=True)
+        echo_error("edif-agent", str(e))
         sys.exit(EXIT_NO_DISK)
     sys.exit(code)
 
@@ -126,7 +142,8 @@ def _run(body: Callable[[], int]) -> None:
 # -- commands ----------------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES_HELP)
+@version_option("edif-agent")
 def main() -> None:
     """The EDIF VM's agent: talks to edifd over the emulated control disk.
 
@@ -140,13 +157,10 @@ def main() -> None:
       edif-agent ping --key /etc/edif/channel.key --count 100
       edif-agent run --key /etc/edif/channel.key --state /var/lib/edif-agent/state
       edif-agent check-config --config /etc/edif-agent/agent.toml
-
-    Exit codes: 0 ok, 1 ping saw loss/duplicates/reordering, 2 usage, 3 no control disk,
-    4 key refused, 5 channel not established, 6 disk or state file I/O error, 7 security config refused.
     """
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @_common
 @click.option("--count", "-c", default=10, show_default=True, type=click.IntRange(1),
               help="KEEPALIVE requests to send, one at a time.")
@@ -165,10 +179,14 @@ def ping(*, channel: ChannelOptions, count: int, interval: float, as_json: bool,
     Prints RTT p50/p99/max and the counts: sent, received, in order, duplicates, lost. With --state,
     a killed and restarted ping continues the same count: the tally is saved in the state file
     together with the channel state, so no reply is lost or counted twice across the restart.
+
+    \b
+    Example:
+      edif-agent ping --key /etc/edif/channel.key --count 100 --interval 0.1
     """
 
     def body() -> int:
-        runtime = AgentRuntime(channel, log=_stderr)
+        runtime = AgentRuntime(channel, log=log)
         result = runtime.ping(count=count, interval=interval, report_path=report_path,
                               resume_grace=resume_grace)
         rep = result.report
@@ -185,7 +203,7 @@ def ping(*, channel: ChannelOptions, count: int, interval: float, as_json: bool,
     _run(body)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @_common
 @click.option("--probe", is_flag=True, help="Also open the chosen disk, run the handshake and one KEEPALIVE, "
               "and print the channel counters (needs --key).")
@@ -194,7 +212,12 @@ def ping(*, channel: ChannelOptions, count: int, interval: float, as_json: bool,
               help="Also show the security service's sessions from its --status-file (run --config).")
 def status(*, channel: ChannelOptions, probe: bool, as_json: bool, service_file: str | None) -> None:
     """List the control disks (device, port WWPN, serial, block size); --probe adds the channel counters,
-    --service the security service's sessions (state, SPIs, SA age, failures; never keys)."""
+    --service the security service's sessions (state, SPIs, SA age, failures; never keys).
+
+    \b
+    Example:
+      edif-agent status --service /run/edif-agent/status.json
+    """
     o = channel
 
     def body() -> int:
@@ -214,7 +237,7 @@ def status(*, channel: ChannelOptions, probe: bool, as_json: bool, service_file:
         if probe:
             if not o.key_path:
                 raise click.UsageError("--probe needs --key FILE")
-            out["probe"] = AgentRuntime(o, log=_stderr).probe()
+            out["probe"] = AgentRuntime(o, log=log).probe()
         if as_json:
             click.echo(json.dumps(out, sort_keys=True))
         else:
@@ -241,7 +264,7 @@ def _disk_dict(d: ControlDisk) -> dict[str, Any]:
             "source": d.source}
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @_common
 @click.option("--keepalive", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between KEEPALIVEs (without --config; with it, the config's keepalive_interval).")
@@ -260,10 +283,14 @@ def run(*, channel: ChannelOptions, keepalive: float, status_file: str | None,
     GET_PORT_INFO, GET_TARGETS, SECURE_CONNECT and IKE over the AUTH_ELS relay for every configured target,
     SA_UPDATEs, AUTH_OK, rekeys; SIGTERM sends APP_STOP (the host logs the secure sessions out) first.
     Under systemd (Type=notify) it reports READY=1 once the handshake is done.
+
+    \b
+    Example:
+      edif-agent run --config /etc/edif-agent/agent.toml --state /var/lib/edif-agent/state
     """
 
     def body() -> int:
-        runtime = AgentRuntime(channel, log=_stderr)
+        runtime = AgentRuntime(channel, log=log)
         if config_path:
             return runtime.serve(config_path=config_path, status_file=status_file)
         return runtime.keep_channel(keepalive=keepalive, status_file=status_file)
@@ -271,8 +298,7 @@ def run(*, channel: ChannelOptions, keepalive: float, status_file: str | None,
     _run(body)
 
 
-@main.command("check-config", epilog="Exit codes: 0 configuration OK (warnings allowed), 2 usage, "
-              "7 security config refused (every problem is listed).")
+@main.command("check-config", epilog=EXIT_CODES_HELP)
 @click.option("--config", "config_path", metavar="FILE", required=True,
               help="The security service's agent.toml (the file `run --config` takes).")
 @click.option("--key", "key_path", metavar="FILE", envvar="EDIF_AGENT_KEY",
@@ -280,7 +306,8 @@ def run(*, channel: ChannelOptions, keepalive: float, status_file: str | None,
                    "[env EDIF_AGENT_KEY]")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"ok": ..., "problems": [...], "warnings": [...]}.')
-def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool) -> None:
+@_log_level_option
+def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool, log_level: str) -> None:
     """Check the security configuration without touching a disk: the policy, every PSK, private-key
     and certificate file (the secret-file permission policy: chmod 0600), and the channel key.
 
@@ -291,6 +318,7 @@ def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool) -
     Example:
       edif-agent check-config --config /etc/edif-agent/agent.toml --key /etc/edif/channel.key
     """
+    setup_logging(log_level)
     res = check_config(config_path, key_path)
     if as_json:
         click.echo(json.dumps({"ok": res.ok, "problems": res.problems, "warnings": res.warnings}))
@@ -299,10 +327,7 @@ def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool) -
         for line in res.summary:
             click.echo(f"  {line}")
     else:
-        click.echo(f"edif-agent: configuration refused: {config_path}:", err=True)
-        for p in res.problems:
-            click.echo(f"  - {p}", err=True)
+        echo_problems("edif-agent", config_path, res.problems)
     if not as_json:
-        for w in res.warnings:
-            click.echo(f"edif-agent: warning: {w}", err=True)
+        echo_warnings("edif-agent", config_path, res.warnings)
     sys.exit(EXIT_OK if res.ok else EXIT_CONFIG)

@@ -2,13 +2,15 @@
 
 `check_config(config, key)` is `check-config` (no disk, no channel). `AgentRuntime(options, log=...)` runs one
 command: the CLI parses the options into `ChannelOptions`,
-calls one method and prints what it returns; `log` takes the lines that go to stderr (the journal).
+calls one method and prints what it returns; `log` is the logger of what goes to stderr (the journal), with
+levels (`edifd.edges.logs` formats it). A handshake wait says every few seconds what it waits for.
 Errors are `AgentExit` (an exit code and a message) or `AgentUsageError` (exit 2).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -19,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from edifd.edges.logs import Waiting
 from edifd.edges.sd_notify import sd_notify
 from edifd.fc import wwn_str
 from edifd.proto import (
@@ -164,10 +167,21 @@ def check_config(config_path: str, key_path: str | None = None) -> ConfigCheck:
     return ConfigCheck(problems, warnings, targets, f"{key_file} ({origin})" if key_file else None, summary)
 
 
+HANDSHAKE_SAY_EVERY = 5.0  # s between the "waiting for the APP_START answer" lines
+
+
+def _establish(s: ChannelSession, log: logging.Logger, timeout: float, *, again: bool = False) -> None:
+    """The APP_START handshake, saying every few seconds what it waits for (the wait itself is
+    ChannelSession.establish's, with its timeout and its error)."""
+    what = f"the APP_START answer from edifd on {s.disk.devnode} (port {s.disk.wwpn_text})"
+    with Waiting(log, what, every=HANDSHAKE_SAY_EVERY, limit=timeout):
+        s.establish(timeout, again=again)
+
+
 class AgentRuntime:
-    def __init__(self, options: ChannelOptions, *, log: Callable[[str], None]) -> None:
+    def __init__(self, options: ChannelOptions, *, log: logging.Logger | None = None) -> None:
         self.o = options
-        self._log = log
+        self._log = log or logging.getLogger("edif-agent")
 
     def _key(self, path: str | None = None) -> ChannelKey:
         path = path or self.o.key_path
@@ -221,7 +235,7 @@ class AgentRuntime:
         # saved as consumed) by the client, so the tally would miss it and count a sequence gap.
         s.handlers.append(on_msg)
         ep.start()
-        s.establish(timeout)
+        _establish(s, self._log, timeout)
 
         def send(old: int | None = None) -> int:
             with ep.lock:
@@ -293,7 +307,7 @@ class AgentRuntime:
         s.handlers.append(on_msg)
         s.ep.start()
         try:
-            s.establish(self.o.timeout)
+            _establish(s, self._log, self.o.timeout)
             with s.ep.lock:
                 rid = s.client.request(Keepalive())
                 tally.on_sent(rid, time.monotonic())
@@ -316,7 +330,7 @@ class AgentRuntime:
         def on_msg(msg: Message) -> None:  # under the endpoint lock
             if _is_heartbeat(msg) or _is_response(msg):
                 return
-            self._log(f"event {msg.type.name} seq {msg.sequence}")
+            self._log.info("event %s seq %d", msg.type.name, msg.sequence)
             if msg.type.needs_ack:  # e.g. SESSION_SHUTDOWN: the host waits (bounded) for this ack
                 port = getattr(msg.body, "port", None)
                 s.request(EventAck(msg.type, msg.sequence, port if isinstance(port, PortRef) else PortRef(0)))
@@ -325,8 +339,8 @@ class AgentRuntime:
         with Stopper() as stopper:
             s.ep.start()
             try:
-                s.establish(self.o.timeout)
-                self._log(f"edif-agent: channel up on {disk.devnode} (port {disk.wwpn_text})")
+                _establish(s, self._log, self.o.timeout)
+                self._log.info("channel up on %s (port %s)", disk.devnode, disk.wwpn_text)
                 sd_notify("READY=1")
                 while not stopper.event.is_set() and not s.ep.fatal:
                     s.ep.call(lambda c: c.request(Keepalive()))
@@ -350,15 +364,15 @@ class AgentRuntime:
         try:
             config = load_config(config_path)
         except SecConfigError as e:
-            raise AgentExit(EXIT_CONFIG, f"configuration refused: {e}") from None
+            raise AgentExit(EXIT_CONFIG, "configuration refused", problems=tuple(e.problems),
+                            source=config_path) from None
         if not self.o.key_path and config.channel_key is None:
             raise AgentUsageError("no channel key: give --key FILE or channel_key in the configuration")
         key = self._key(self.o.key_path or str(config.channel_key))
         disk = find_disk(self.o)
         s = ChannelSession(disk, key, self.o, keepalive_ms=int(config.keepalive_interval * 1000))
 
-        def log(line: str) -> None:
-            self._log(f"edif-agent: {line}")
+        log = self._log.info  # the service's lines (events of the app: secured, rekeyed, failed, ...)
 
         app = SecurityApp(config, time.monotonic, port_index=self.o.port_index)
         svc = SecurityService(app, s.request, log)
@@ -375,7 +389,7 @@ class AgentRuntime:
         with Stopper() as stopper:
             s.ep.start()
             try:
-                s.establish(self.o.timeout)
+                _establish(s, self._log, self.o.timeout)
                 log(f"channel up on {disk.devnode} (port {disk.wwpn_text})")
                 s.locked(svc.start)
                 sd_notify("READY=1")
@@ -384,9 +398,9 @@ class AgentRuntime:
                     if s.locked(lambda: svc.restart_needed):
                         # The host forgot us or stopped answering: a new handshake, then every target afresh.
                         try:
-                            s.establish(self.o.timeout, again=True)
+                            _establish(s, self._log, self.o.timeout, again=True)
                         except AgentExit as e:
-                            log(f"channel not back yet: {e}")
+                            self._log.warning("channel not back yet: %s", e)
                             continue
                         s.locked(svc.start)
                     s.ep.call(lambda c: (svc.tick(time.monotonic()), s.drop_responses()))
@@ -398,7 +412,10 @@ class AgentRuntime:
                     deadline = time.monotonic() + STOP_FLUSH_S
                     while time.monotonic() < deadline and not s.locked(lambda: svc.stop_answered):
                         s.wait(0.1)
-                    log("APP_STOP answered" if svc.stop_answered else "APP_STOP not answered in time")
+                    if svc.stop_answered:
+                        log("APP_STOP answered")
+                    else:
+                        self._log.warning("APP_STOP not answered in time")
                 save_status()
             finally:
                 s.ep.stop(timeout=2.0)

@@ -23,11 +23,14 @@ on the command line from a typo in the file.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
+
+from .logs import under_journal
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -85,16 +88,28 @@ def problem_lines(source: str, problems: Iterable[str]) -> list[str]:
     return [f"  - {located(source, p)}" for p in problems]
 
 
+def _stderr(line: str, priority: int) -> None:
+    """A line on stderr; under systemd with its syslog priority (`edifd.edges.logs`), so that
+    `journalctl -p err` shows a refused configuration too."""
+    prefix = f"<{priority}>" if under_journal(sys.stderr) else ""
+    click.echo(prefix + line, err=True)
+
+
+def echo_error(tool: str, message: str) -> None:
+    """`TOOL: message` on stderr (priority err under systemd)."""
+    _stderr(f"{tool}: {message}", 3)
+
+
 def echo_problems(tool: str, source: str, problems: Iterable[str], *,
                   what: str = "configuration refused") -> None:
     """`TOOL: WHAT (N problems):` then one bulleted line per problem, on stderr."""
     lines = problem_lines(source, problems)
-    click.echo(f"{tool}: {what} ({len(lines)} problem{'s' if len(lines) != 1 else ''}):", err=True)
+    _stderr(f"{tool}: {what} ({len(lines)} problem{'s' if len(lines) != 1 else ''}):", 3)
     for line in lines:
-        click.echo(line, err=True)
+        _stderr(line, 3)
 
 
 def echo_warnings(tool: str, source: str, warnings: Iterable[str]) -> None:
     """One `TOOL: warning: FILE:KEY: message` line per warning, on stderr."""
     for w in warnings:
-        click.echo(f"{tool}: warning: {located(source, w)}", err=True)
+        _stderr(f"{tool}: warning: {located(source, w)}", 4)

@@ -21,7 +21,8 @@ pass: a duplicate name, WWPN, listen address, LUN number or backing file is name
 (``port[1].wwpn: duplicate WWPN ..., also port[0].wwpn``) even when the ports have other problems too.
 Type errors use TOML's words (``expected a string, got an integer``); a missing key is ``required``.
 WWPNs and WWNNs are strings (a TOML integer would be decimal). `check_paths` (``check-config``) also
-checks that the directories of the backing files and the pcap exist.
+checks that the directories of the backing files and the pcap exist. Relative paths (a LUN's `path`,
+`pcap`, the auth credential files) are relative to the configuration file's directory.
 """
 
 from __future__ import annotations
@@ -220,9 +221,11 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
     unknown = set(data) - {"pcap", "port"}
     problems += [f"{k}: unknown key" for k in sorted(unknown)]
     pcap = data.get("pcap")
-    if pcap is not None and _file_path(pcap, "pcap", problems) and check_paths:
-        _check_file_dir(Path(pcap).absolute(), "pcap", problems)
-    elif pcap is not None and not isinstance(pcap, str):
+    if pcap is not None and _file_path(pcap, "pcap", problems):
+        pcap = str(Path(pcap) if Path(pcap).is_absolute() else base / pcap)  # relative: to the file's dir
+        if check_paths:
+            _check_file_dir(Path(pcap).absolute(), "pcap", problems)
+    elif pcap is not None:
         pcap = None
     raw_ports = data.get("port")
     if raw_ports is not None and not isinstance(raw_ports, list):

@@ -66,7 +66,8 @@ def invoke(*args: str):
 def test_help_teaches():
     r = invoke("--help")
     assert r.exit_code == 0
-    for word in ("EDIF", "CTRL", "0x83", "ping", "status", "run", "Exit codes", "4 key refused"):
+    for word in ("EDIF", "CTRL", "0x83", "ping", "status", "run", "Exit codes",
+                 "4  channel key file refused"):
         assert word in r.output
     r = invoke("ping", "--help")
     assert r.exit_code == 0
@@ -425,3 +426,47 @@ def test_a_control_lun_too_small_for_the_channel_is_refused_without_a_traceback(
     assert r.exit_code == cli.EXIT_NO_DISK, r.output
     assert f"{f} cannot carry the channel:" in r.output and "Traceback" not in r.output
     assert f.read_bytes() == bytes(1 << 20)
+
+
+def test_the_handshake_wait_says_what_it_waits_for(host, key, dev, monkeypatch):
+    from guest_agent import runtime
+
+    _, opts = host
+    opts["accept"] = False
+    monkeypatch.setattr(runtime, "HANDSHAKE_SAY_EVERY", 0.01)
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--timeout", "0.5")
+    assert r.exit_code == cli.EXIT_NOT_ESTABLISHED
+    assert f"INFO edif-agent: waiting for the APP_START answer from edifd on {dev} (port " in r.output
+    assert " of 0.5 s)" in r.output
+
+
+def test_log_level_hides_the_info_lines(host, key, dev, monkeypatch):
+    from guest_agent import runtime
+
+    _, opts = host
+    opts["accept"] = False
+    monkeypatch.setattr(runtime, "HANDSHAKE_SAY_EVERY", 0.01)
+    r = invoke("ping", "--key", str(key), "--device", str(dev), "--no-direct", "--timeout", "0.3",
+               "--log-level", "warning")
+    assert r.exit_code == cli.EXIT_NOT_ESTABLISHED and "waiting for" not in r.output
+
+
+def test_run_config_lists_every_problem_on_its_own_line(tmp_path, key, dev):
+    conf = tmp_path / "agent.toml"
+    conf.write_text('keepalive_interval = "5"\nrekey = 1\n')
+    r = invoke("run", "--config", str(conf), "--key", str(key), "--device", str(dev), "--no-direct")
+    assert r.exit_code == cli.EXIT_CONFIG
+    assert "edif-agent: configuration refused (2 problems):" in r.output
+    assert f"  - {conf}:keepalive_interval: expected an integer or a float, got a string" in r.output
+    assert f"  - {conf}:rekey: expected a table, got an integer" in r.output
+    assert "; " not in r.output
+
+
+def test_errors_carry_their_syslog_priority_under_systemd(tmp_path, monkeypatch):
+    monkeypatch.setattr("edifd.edges.command_line.under_journal", lambda stream: True)
+    conf = tmp_path / "agent.toml"
+    conf.write_text("rekey = 1\n")
+    r = invoke("check-config", "--config", str(conf))
+    assert r.exit_code == cli.EXIT_CONFIG
+    assert r.output.splitlines()[:2] == ["<3>edif-agent: configuration refused (1 problem):",
+                                         f"<3>  - {conf}:rekey: expected a table, got an integer"]

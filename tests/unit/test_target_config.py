@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edifd.edges.command_line import EXIT_CONFIG
 from edifd.target.cli import main
 from edifd.target.config import ConfigError, parse_listen, parse_target_config, parse_wwn
 
@@ -46,7 +47,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert [(lc.lun, lc.size, lc.block_size, lc.read_only) for lc in t0.luns] == [
         (0, 64 << 20, 512, False), (7, 1 << 20, 4096, True)]
     assert t0.luns[0].path == str(tmp_path / "l0.img") and t0.luns[1].path == "/abs/l7.img"
-    assert t1.listen == ("::1", 3225) and t1.luns == () and cfg.pcap_path == "trace.pcap"
+    assert t1.listen == ("::1", 3225) and t1.luns == () and cfg.pcap_path == str(tmp_path / "trace.pcap")
 
 
 def test_every_problem_is_reported_with_its_key() -> None:
@@ -95,9 +96,9 @@ def test_check_config_cli(tmp_path: Path) -> None:
     bad = tmp_path / "b.toml"
     bad.write_text("[[port]]\nwwpn = 1\n")
     r = CliRunner().invoke(main, ["check-config", "--config", str(bad)])
-    assert r.exit_code == 2 and "port[0].wwnn" in r.output
+    assert r.exit_code == EXIT_CONFIG and "port[0].wwnn" in r.output
     r = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "missing.toml")])
-    assert r.exit_code == 2 and "cannot read" in r.output
+    assert r.exit_code == EXIT_CONFIG and "cannot read" in r.output
 
 
 def test_run_reports_an_unopenable_backing_file(tmp_path: Path) -> None:
@@ -222,7 +223,7 @@ def test_check_config_checks_the_lun_and_pcap_directories(tmp_path: Path) -> Non
                     '[[port.lun]]\nlun = 1\npath = "."\nsize = "1MiB"\n'
                     '[[port.lun]]\nlun = 2\npath = "ok.img"\nsize = "1MiB"\n')
     r = CliRunner().invoke(main, ["check-config", "--config", str(conf)])
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == EXIT_CONFIG, r.output
     assert f"pcap: directory {tmp_path}/no does not exist" in r.output
     assert f"port[0].lun[0].path: directory {tmp_path}/missing does not exist" in r.output
     assert f"port[0].lun[1].path: {tmp_path} is a directory, not a file" in r.output
@@ -235,6 +236,6 @@ def test_check_config_non_utf8_is_a_clear_error(tmp_path: Path) -> None:
     conf = tmp_path / "t.toml"
     conf.write_bytes(b'[[port]]\nname = "t\xe9"\n')  # Latin-1
     r = CliRunner().invoke(main, ["check-config", "--config", str(conf)])
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert r.exit_code == EXIT_CONFIG and isinstance(r.exception, SystemExit), r.output
     assert "not valid TOML: not UTF-8 text (byte 0xe9 on line 2); TOML files are UTF-8" in r.output
     assert "Traceback" not in r.output
