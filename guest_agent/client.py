@@ -6,15 +6,24 @@ too (`ep.call`). The edge asks it which READ or WRITE to issue next and reports 
 back; it returns the upstream messages in sequence order, each exactly once. The rules (in
 docs/protocol.md section 8):
 
-* every READ's LBA carries the cursor "consumed up to" and a lane that is unique among the
+* every sealed WRITE's header carries the acknowledgement "consumed up to" (`ack`): only that
+  drops messages from the host's queue. When no request is going out, an ACK (sequence 0, answered
+  by nothing) carries it: after ACK_BATCH unacknowledged messages, ACK_DELAY after the first of
+  them, or at once when a request WRITE was refused (e.g. QUEUE_FULL: that WRITE's bytes, and so
+  its ack, are fixed, and only a newer ack makes room);
+* every READ's LBA carries the same cursor as a hint (it makes the host redeliver what it sees was
+  lost; anyone can issue READs, so it acknowledges nothing) and a lane that is unique among the
   outstanding READs (no two parked READs ever share or neighbour an LBA, so none merge); before an
-  epoch is established READs use the no-cursor lane and acknowledge nothing;
+  epoch is established READs use the no-cursor lane;
 * upstream messages arrive in any order across parallel READs, and some twice (redeliveries):
   duplicates (sequence <= cursor) are dropped, early ones buffered until the gap fills;
 * one WRITE at a time; a failed WRITE is issued again with the same LBA and payload, so the host
   recognises the retry and acts on the message once;
-* APP_START challenge-response first; a heartbeat or message of another epoch on a READ issued
-  after the handshake means the host's epoch changed (edifd restarted): handshake again.
+* APP_START challenge-response first: it yields the epoch's keys (`EpochKeys`); every later message
+  is sealed under them. A heartbeat (MAC'd under the channel key) of another epoch, or an
+  authenticated message of another epoch, on a READ issued after the handshake means the host's
+  epoch changed (edifd restarted): handshake again. A sealed message of an epoch we hold no keys
+  for proves nothing and is only counted.
 
 Responses are also kept by request id (`take_responses`, `response`). Requests whose answer can
 no longer come (the host restarted: HOST_RESET, or their WRITE was abandoned with its epoch) get a
@@ -33,12 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edifd.proto import (
+    Ack,
     AppStart,
     AppStartAnswer,
     AppStartChallenge,
     AppStartPhase,
     Body,
     ChannelKey,
+    Direction,
+    EpochKeys,
     HostReset,
     Kind,
     Message,
@@ -46,6 +58,7 @@ from edifd.proto import (
     ProtocolError,
     Response,
     Status,
+    UnknownEpochError,
     agent_proof,
     decode,
     encode,
@@ -60,6 +73,8 @@ LOST_DETAIL = 0xED1F0001  # RESPONSE.detail of a locally failed request: its ans
 _BUFFER_MAX = 1024  # early upstream messages held while a gap fills
 _HELD_MAX = 256  # messages of the coming epoch that overtook the APP_START answer
 _HANDSHAKE_WRITE_TRIES = 3  # a handshake WRITE refused this often: begin a new handshake
+ACK_BATCH = 8  # unacknowledged messages that make the agent send an ACK of its own
+ACK_DELAY = 0.05  # ... or seconds since the first of them (the host redelivers only after 1 s)
 
 
 class ClientError(Exception):
@@ -98,14 +113,16 @@ class _Write:
     request_id: int
     type: MessageType
     handshake: bool
+    ack: int = 0  # the acknowledgement this WRITE carries
     token: int = 0
     issued: bool = False
     failed: bool = False
     failures: int = 0
 
 
-_SNAP = struct.Struct(">4sBBHQQQQH")
+_SNAP = struct.Struct(">4sBBHQQQQ32s32sH")  # ... epoch, cursor, down_next, next_rid, Na, Nh, n
 _SNAP_MAGIC = b"EDAG"
+_SNAP_VERSION = 2
 
 
 class ChannelClient:
@@ -137,10 +154,15 @@ class ChannelClient:
         self.keepalive_ms = keepalive_ms
         self.phase = Phase.IDLE
         self._epoch = 0
+        self._keys: EpochKeys | None = None
+        self._epoch_nonces = (bytes(32), bytes(32))  # (Na, Nh) of the handshake that made _epoch
         self._gen = 0  # bumped at every established epoch; READs remember the one they were issued in
         self._cursor = 0
         self._buffer: dict[int, Message] = {}
-        self._held: list[Message] = []
+        self._held: list[bytes] = []  # sealed READ data that may belong to the epoch being made
+        self._acked = 0  # the highest ack a completed WRITE carried to the host in this epoch
+        self._owed_since = 0.0  # when the cursor first moved beyond it
+        self._ack_write: _Write | None = None  # an ACK in flight
         self._down_next = 1
         self._next_rid = 1
         self._outbox: deque[tuple[Body, int]] = deque()
@@ -160,7 +182,7 @@ class ChannelClient:
             "messages_in", "messages_out", "responses", "events", "heartbeats", "duplicates",
             "out_of_order", "write_retries", "write_failures", "read_failures", "handshakes",
             "handshake_retries", "host_resets", "lost_requests", "orphan_responses", "stale_messages",
-            "rejected", "buffer_overflow",
+            "rejected", "buffer_overflow", "acks_sent",
         ), 0)
         if state is not None:
             self._restore(state)
@@ -174,6 +196,11 @@ class ChannelClient:
     @property
     def established(self) -> bool:
         return self.phase is Phase.ESTABLISHED
+
+    @property
+    def epoch_keys(self) -> EpochKeys | None:
+        """The keys of the established epoch (None before one), for tools that decode our WRITEs."""
+        return self._keys
 
     def _begin_handshake(self) -> None:
         self._abandon_outgoing()
@@ -194,6 +221,9 @@ class ChannelClient:
     def _establish(self, epoch: int, base: int, heartbeat_ms: int) -> list[Message]:
         self.phase = Phase.ESTABLISHED
         self._epoch = epoch
+        self._epoch_nonces = (self._hs_nonce, self._hs_host_nonce)
+        self._keys = EpochKeys.derive(self._key, self.port_index, self._hs_nonce, self._hs_host_nonce, epoch)
+        self._acked, self._ack_write, self._owed_since = base, None, self._clock()
         self._gen += 1
         self._down_next = 1
         self.heartbeat_ms = heartbeat_ms
@@ -204,8 +234,13 @@ class ChannelClient:
         self._outgoing = None
         out: list[Message] = []
         held, self._held = self._held, []
-        for m in sorted(held, key=lambda m: m.sequence):
-            if m.epoch == epoch:
+        for data in held:
+            try:
+                m = decode(data, self._key, keys=self._keys)
+            except ProtocolError:  # another epoch's, or not for us
+                self.counters["stale_messages"] += 1
+                continue
+            if m.direction is Direction.UPSTREAM and m.sequence:
                 out += self._accept(m)
         return out
 
@@ -243,9 +278,18 @@ class ChannelClient:
         return rid
 
     def _build(self, body: Body, rid: int, *, epoch: int, seq: int, handshake: bool) -> _Write:
-        msg = Message(body, self.port_index, epoch, rid, seq)
-        payload = encode(msg, self._key, block_size=self.geometry.block_size)
-        return _Write(self.geometry.write_lba(seq), payload, rid, msg.type, handshake)
+        """The WRITE of one message. Built once: a retry resends these bytes (the same ack too), so
+        the host recognises it and no (key, nonce) ever seals two different bodies."""
+        ack = self._cursor if epoch else 0
+        msg = Message(body, self.port_index, epoch, rid, seq, ack)
+        payload = encode(msg, self._key, keys=self._keys, block_size=self.geometry.block_size)
+        return _Write(self.geometry.write_lba(seq), payload, rid, msg.type, handshake, ack=ack)
+
+    def _ack_due(self, refused: bool) -> bool:
+        owed = self._cursor - self._acked
+        if owed <= 0 or self._ack_write is not None:
+            return False
+        return refused or owed >= ACK_BATCH or self._clock() - self._owed_since >= ACK_DELAY
 
     def _abandon_outgoing(self) -> None:
         w = self._outgoing
@@ -266,6 +310,12 @@ class ChannelClient:
         None while one is in flight or nothing is to be sent."""
         self._check_handshake_timer()
         w = self._outgoing
+        if self.phase is Phase.ESTABLISHED and (w is None and not self._outbox or w is not None and w.failed
+                                                 and not w.handshake):
+            if self._ack_due(refused=w is not None):
+                # Nothing else to say but what we consumed (the host holds it until told), or the
+                # request WRITE is being refused and its ack is stale: an ACK first.
+                return self._issue_ack()
         if w is None and self.phase is Phase.ESTABLISHED and self._outbox:
             body, rid = self._outbox.popleft()
             w = self._build(body, rid, epoch=self._epoch, seq=self._down_next, handshake=False)
@@ -279,14 +329,39 @@ class ChannelClient:
         w.token, w.issued, w.failed = self._token, True, False
         return WriteRequest(w.lba, w.payload, w.token)
 
+    def _issue_ack(self) -> WriteRequest:
+        msg = Message(Ack(), self.port_index, self._epoch, 0, 0, self._cursor)
+        payload = encode(msg, self._key, keys=self._keys, block_size=self.geometry.block_size)
+        self._token += 1
+        self._ack_write = _Write(self.geometry.write_lba(0), payload, 0, MessageType.ACK, False,
+                                 token=self._token, issued=True, ack=self._cursor)
+        self.counters["acks_sent"] += 1
+        return WriteRequest(self._ack_write.lba, payload, self._token)
+
+    def _carried(self, ack: int) -> None:
+        """A WRITE carrying `ack` reached the host."""
+        if ack > self._acked:
+            self._acked = ack
+            self._owed_since = self._clock()  # for what arrives beyond it
+
     def write_done(self, token: int, ok: bool, sense: bytes = b"") -> None:
         """Outcome of a WRITE. A failure makes next_write() issue it again; sense (when the edge has
         it, e.g. SG_IO) can tell that the epoch is gone."""
+        a = self._ack_write
+        if a is not None and a.token == token:
+            self._ack_write = None  # a failed ACK is not retried as such: the next one is newer
+            if ok:
+                self._carried(a.ack)
+            elif _reject_of(sense) is Reject.STALE_EPOCH and self.phase is Phase.ESTABLISHED:
+                self._host_changed()
+            return
         w = self._outgoing
         if w is None or w.token != token or not w.issued:
             return  # a WRITE abandoned meanwhile (new handshake)
         if ok:
             self._outgoing = None
+            if not w.handshake:
+                self._carried(w.ack)
             self.counters["messages_out"] += 1
             if not w.handshake:
                 self._outstanding[w.request_id] = (w.type, self._gen)
@@ -337,7 +412,16 @@ class ChannelClient:
         ``counters["rejected"]``; the edge (guest_agent.disk) backs off before it READs again."""
         _, gen = self._reads.pop(token, (0, -1))
         try:
-            m = decode(data, self._key)
+            m = decode(data, self._key, keys=self._keys)
+        except UnknownEpochError:
+            # Sealed under keys we do not hold: the epoch our PROOF is creating (held until its
+            # ANSWER gives us the keys), or an old or foreign one: unauthenticated, so it proves
+            # nothing and counts as data that is no message for us (the edge backs off).
+            if self.phase is Phase.PROOF and len(self._held) < _HELD_MAX:
+                self._held.append(bytes(data))
+            else:
+                self.counters["rejected"] += 1
+            return []
         except ProtocolError:
             self.counters["rejected"] += 1
             return []
@@ -356,9 +440,6 @@ class ChannelClient:
             return self._unsequenced(m)
         if self.phase is Phase.ESTABLISHED and m.epoch == self._epoch:
             return self._accept(m)
-        if self.phase is Phase.PROOF and len(self._held) < _HELD_MAX:
-            self._held.append(m)  # may belong to the epoch our PROOF is creating
-            return []
         if current_read:
             self._host_changed()
             return []
@@ -409,6 +490,8 @@ class ChannelClient:
 
     def _deliver(self, m: Message) -> list[Message]:
         out = [m]
+        if self._cursor - 1 <= self._acked:  # the first one the host has no ack for
+            self._owed_since = self._clock()
         self.counters["messages_in"] += 1
         if m.kind is Kind.RESPONSE:
             self.counters["responses"] += 1
@@ -433,14 +516,17 @@ class ChannelClient:
     # --- restart --------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """State for resuming after an agent restart: epoch, cursor, sequence and request-id
-        counters, outstanding request ids. No key, no message content. A snapshot taken while a
-        WRITE is unconfirmed is marked in-doubt: resuming from it runs APP_START again."""
+        """State for resuming after an agent restart: epoch, the handshake nonces it came from (public:
+        they crossed the disk in clear; with the channel key they give the epoch's keys again),
+        cursor, sequence and request-id counters, outstanding request ids. No key, no message
+        content. A snapshot taken while a WRITE is unconfirmed is marked in-doubt: resuming from it
+        runs APP_START again (so no sequence number is ever sealed twice with other content)."""
         w = self._outgoing
         in_doubt = self.phase is not Phase.ESTABLISHED or (w is not None and not w.handshake)
         outs = sorted(self._outstanding.items())[:0xFFFF]
-        head = _SNAP.pack(_SNAP_MAGIC, 1, int(in_doubt), self.port_index, self._epoch, self._cursor,
-                          self._down_next, self._next_rid, len(outs))
+        na, nh = self._epoch_nonces
+        head = _SNAP.pack(_SNAP_MAGIC, _SNAP_VERSION, int(in_doubt), self.port_index, self._epoch,
+                          self._cursor, self._down_next, self._next_rid, na, nh, len(outs))
         body = head + b"".join(struct.pack(">QB", rid, t) for rid, (t, _) in outs)
         return body + struct.pack(">I", zlib.crc32(body))
 
@@ -449,9 +535,10 @@ class ChannelClient:
             data = bytes(state)
             if len(data) < _SNAP.size + 4 or zlib.crc32(data[:-4]) != struct.unpack(">I", data[-4:])[0]:
                 raise ClientStateError("snapshot is truncated or its CRC does not match")
-            magic, version, in_doubt, port, epoch, cursor, down_next, next_rid, n = _SNAP.unpack_from(data)
-            if magic != _SNAP_MAGIC or version != 1 or in_doubt > 1:
-                raise ClientStateError("not a channel client snapshot of version 1")
+            (magic, version, in_doubt, port, epoch, cursor, down_next, next_rid, na, nh,
+             n) = _SNAP.unpack_from(data)
+            if magic != _SNAP_MAGIC or version != _SNAP_VERSION or in_doubt > 1:
+                raise ClientStateError(f"not a channel client snapshot of version {_SNAP_VERSION}")
             if port != self.port_index:
                 raise ClientStateError(f"snapshot is for port {port}, not {self.port_index}")
             if len(data) != _SNAP.size + 9 * n + 4 or not next_rid or not down_next:
@@ -466,6 +553,8 @@ class ChannelClient:
         if in_doubt or not epoch:
             return  # start() runs APP_START; the cursor still drops what we already consumed
         self.phase, self._epoch, self._down_next, self._gen = Phase.ESTABLISHED, epoch, down_next, 1
+        self._epoch_nonces = (na, nh)
+        self._keys = EpochKeys.derive(self._key, self.port_index, na, nh, epoch)
         self._outstanding = {rid: (t, 1) for (rid, _), t in zip(outs, types, strict=True)}
 
 

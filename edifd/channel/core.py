@@ -3,13 +3,15 @@
 WRITE -> decode -> authorize -> (once) dispatch; READ -> acknowledge its cursor -> deliver or park.
 The delivery rules are specified in docs/protocol.md section 8; in short:
 
-* downstream: the WRITE slot and the MAC'd header carry the sequence; expected -> act once;
-  lower -> a retry (same MAC) is GOOD and not acted on again, anything else is a replay; higher ->
+* downstream: every message of an epoch is sealed (AES-256-GCM under the epoch's key, from the
+  APP_START handshake); the WRITE slot and the header carry the sequence; expected -> act once;
+  lower -> a retry (same tag) is GOOD and not acted on again, anything else is a replay; higher ->
   a gap, refused so the agent resends in order (`downstream.Downstream`);
 * upstream: every response and event gets the next sequence number of this LUN (never reused
-  while the state file lives, across epochs); it stays queued until a READ's cursor acknowledges
-  it, and is delivered again if a later READ shows its first delivery never arrived
-  (`upstream.UpstreamQueue`);
+  while the state file lives, across epochs); it stays queued until the `ack` of a sealed WRITE of
+  the current epoch covers it — a READ's cursor is a hint anyone on the LUN can forge, so it can
+  trigger a redelivery but never drop anything — and is delivered again if a later READ shows its
+  first delivery never arrived (`upstream.UpstreamQueue`);
 * parked READs complete with a MAC'd heartbeat after park_time; several queued messages complete
   several parked READs at once; every READ buffer is filled completely (`parking.ParkedReads`).
 
@@ -29,12 +31,14 @@ from threading import Lock
 
 from edifd.proto import (
     HEADER_SIZE,
+    MAC_SIZE,
     AppStart,
     AppStartPhase,
     AppStop,
     Body,
     ChannelKey,
     Direction,
+    EpochKeys,
     EventAck,
     HostReset,
     Keepalive,
@@ -44,8 +48,10 @@ from edifd.proto import (
     Response,
     Resync,
     Status,
+    UnknownEpochError,
     check_response,
     decode,
+    peek_header,
 )
 from edifd.proto.handshake import Rng
 from edifd.proto.lba import LANES, NO_CURSOR_LANE, ChannelGeometry, GeometryError, OutsideWindowError
@@ -72,12 +78,13 @@ from .upstream import UpstreamQueue
 
 log = logging.getLogger("edifd.channel")
 
-_MAC = slice(40, HEADER_SIZE)  # the header MAC identifies a message's exact content
+# The header's tag or MAC identifies a message's exact content (a retry resends the same bytes).
+_AUTH = slice(HEADER_SIZE - MAC_SIZE, HEADER_SIZE)
 
 COUNTERS = (
     "messages_in", "messages_out", "redelivered", "heartbeats", "reads_parked", "retries",
     "events_posted", "events_lost", "resyncs", "handshakes", "epochs", "not_started",
-    "stale_cursors", "scan_reads", "bad_reads", "agent_silent",
+    "acks", "stale_cursors", "bad_acks", "scan_reads", "bad_reads", "agent_silent",
 ) + tuple(f"rejected_{r.counter}" for r in Reject)
 
 _Resolutions = list[tuple[Pending, ScsiResponse]]
@@ -174,7 +181,7 @@ class ChannelCore:
         length = size  # one whole slot (4096 bytes): every byte of it is written
         with self._lock:
             now = self._clock()
-            cursor = None if lane == NO_CURSOR_LANE else self._up.ack(residue, now)
+            cursor = None if lane == NO_CURSOR_LANE else self._up.hint(residue, now)
             wire = self._next_wire(length, now)
             if wire is not None:
                 return wire
@@ -193,8 +200,17 @@ class ChannelCore:
             raise self._reject(where, Reject.OUTSIDE_WINDOW, str(e)) from None
         except GeometryError as e:
             raise self._reject(where, Reject.BAD_LENGTH, str(e)) from None
+        with self._lock:
+            keys = self._down.keys
         try:
-            msg = decode(data, self._key)
+            msg = decode(data, self._key, keys=keys)
+        except UnknownEpochError as e:
+            peek = peek_header(data)
+            with self._lock:
+                if peek is not None and self._down.is_keyless_retry(*peek):
+                    self.counters["retries"] += 1
+                    return None
+            raise self._reject(where, Reject.STALE_EPOCH, f"{e.reason}: {e}") from None
         except ProtocolError as e:
             raise self._reject(where, Reject.of_protocol_error(e), f"{e.reason}: {e}") from None
         if msg.direction is not Direction.DOWNSTREAM:
@@ -204,7 +220,7 @@ class ChannelCore:
                                f"port index {msg.port_index}, LUN is {self.port_index}")
         if residue != msg.sequence % self.geometry.window:
             raise self._reject(where, Reject.SLOT_MISMATCH, "WRITE slot does not match the header sequence")
-        mac = bytes(data[_MAC])
+        mac = bytes(data[_AUTH])
         resolutions: _Resolutions = []
         with self._lock:
             try:
@@ -213,6 +229,10 @@ class ChannelCore:
                         # READs parked now may be orphans of an agent that restarted: its handshake
                         # answer must not vanish into one. They get a heartbeat; live agents re-arm.
                         resolutions = self._heartbeat_all()
+                    act = False
+                elif msg.kind is Kind.ACKNOWLEDGEMENT:
+                    self._acknowledge(msg)
+                    resolutions = self._fill_parked()  # room for an overflow report, perhaps
                     act = False
                 elif msg.epoch == 0:
                     if msg.sequence != 0:
@@ -224,6 +244,7 @@ class ChannelCore:
                     act = False
                 else:
                     act = self._admit(msg, mac)
+                    resolutions = self._fill_parked()  # its ack may have made room for an overflow report
             except Refusal as r:
                 raise self._reject_locked(where, r.reason, r.detail) from None
         self._resolve(resolutions)
@@ -294,6 +315,13 @@ class ChannelCore:
         return self._down.current is not None
 
     @property
+    def epoch_keys(self) -> tuple[EpochKeys, ...]:
+        """The epoch keys held (current, previous), for tools and tests that decode this LUN's
+        traffic. Objects only: they never print their key bytes."""
+        with self._lock:
+            return self._down.keys
+
+    @property
     def parked(self) -> tuple[float, ...]:
         """When each parked READ arrived (len(): how many; edifctl status shows it)."""
         with self._lock:
@@ -326,8 +354,16 @@ class ChannelCore:
         return MediumError(SenseKey(key), asc, ascq)
 
     def _admit(self, msg: Message, mac: bytes) -> bool:
-        """A MAC-verified request with an epoch. True: act on it now."""
-        if not self._down.check(msg.epoch, msg.sequence, mac):
+        """An authenticated request with an epoch. True: act on it now.
+
+        Its ack counts only in the current epoch (a dead agent's WRITE of an earlier epoch must not
+        drop what the new one has not seen), and is applied before the queue-full check: it is what
+        makes room."""
+        fresh = self._down.check(msg.epoch, msg.sequence, mac)
+        cur = self._down.current
+        if cur is not None and msg.epoch == cur.epoch:
+            self._up.ack(msg.ack)
+        if not fresh:
             self.counters["retries"] += 1
             return False
         if self._up.full:
@@ -337,6 +373,16 @@ class ChannelCore:
         self._save()
         self.counters["messages_in"] += 1
         return True
+
+    def _acknowledge(self, msg: Message) -> None:
+        """An ACK: authenticated, so it may drop what it covers, but only in the current epoch (a
+        dead agent's late ACK of an earlier epoch must not drop what the new one has not seen)."""
+        cur = self._down.current
+        if cur is None or msg.epoch != cur.epoch:
+            raise Refusal(Reject.STALE_EPOCH, "ACK of another epoch")
+        self.counters["acks"] += 1
+        self._up.ack(msg.ack)
+        self._last_heard, self._silent = self._clock(), False
 
     def _app_start(self, msg: Message) -> bool:
         """Handshake step; True if it queued an answer (False: a recognised retry)."""
@@ -415,7 +461,7 @@ class ChannelCore:
 
     def _next_wire(self, length: int, now: float) -> bytes | None:
         cur = self._down.current
-        return self._up.next_wire(length, cur.epoch if cur else None, now)
+        return self._up.next_wire(length, cur.keys if cur else None, now)
 
     def _heartbeat(self, length: int) -> bytes:
         cur = self._down.current

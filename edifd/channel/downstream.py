@@ -1,10 +1,12 @@
 """The downstream admission rules of one control LUN: epochs, the APP_START handshake that makes one,
 and the sequence rules that admit a MAC-verified WRITE into it.
 
-In an epoch the WRITE slot and the MAC'd header carry the sequence: the expected one is acted on
-once; a lower one with the same MAC as before is a retry (GOOD, not acted on again), anything else
+In an epoch the WRITE slot and the sealed header carry the sequence: the expected one is acted on
+once; a lower one with the same tag as before is a retry (GOOD, not acted on again), anything else
 lower is a replay; a higher one is a gap, refused so the agent resends in order. The epoch before
-the current one (or before an edifd restart) is remembered so its retries are still recognised.
+the current one (or before an edifd restart) is remembered so its retries are still recognised: with
+its keys while this process made it, by the exact tag alone after a restart (the keys are never
+persisted).
 Not thread-safe on its own: ChannelCore holds its lock around every call.
 """
 
@@ -18,6 +20,7 @@ from edifd.proto import (
     AppStartAnswer,
     AppStartChallenge,
     ChannelKey,
+    EpochKeys,
     host_proof,
     new_epoch,
     new_nonce,
@@ -42,11 +45,13 @@ class Refusal(Exception):
 
 @dataclass
 class EpochMemory:
-    """What identifies the WRITEs of an epoch: next sequence and the MACs of recent ones."""
+    """What identifies the WRITEs of an epoch: next sequence and the auth fields of recent ones;
+    and its keys, unless it was restored from the state file of an earlier process."""
 
     epoch: int
     down_next: int = 1
     recent: OrderedDict[int, bytes] | None = None
+    keys: EpochKeys | None = None
 
     def remember(self, seq: int, mac: bytes) -> None:
         if self.recent is None:
@@ -80,6 +85,19 @@ class Downstream:
             mem = EpochMemory(restored.epoch, restored.down_next)
             mem.remember(restored.down_next - 1, restored.last_digest)
             self.previous = mem
+
+    @property
+    def keys(self) -> tuple[EpochKeys, ...]:
+        """The epoch keys held: the current epoch's and the previous one's (for its retries)."""
+        return tuple(m.keys for m in (self.current, self.previous) if m is not None and m.keys is not None)
+
+    def is_keyless_retry(self, epoch: int, seq: int, auth: bytes) -> bool:
+        """A WRITE sealed in the epoch before an edifd restart, byte-identical in its tag to the
+        last one that epoch acted on: GOOD, not acted on (we hold no key to open it, and need none
+        to see it is the same)."""
+        prev = self.previous
+        return (prev is not None and prev.keys is None and epoch == prev.epoch
+                and 0 < seq < prev.down_next and prev.is_retry(seq, auth))
 
     @property
     def persisted(self) -> tuple[int, int, bytes]:
@@ -136,7 +154,8 @@ class Downstream:
         if not verify_agent_proof(self._key, self._port_index, body.agent_nonce, body.host_nonce, body.proof):
             raise Refusal(Reject.BAD_PROOF, "agent proof does not verify")
         epoch = new_epoch(self._rng)
-        self.previous, self.current = self.current or self.previous, EpochMemory(epoch)
+        keys = EpochKeys.derive(self._key, self._port_index, body.agent_nonce, body.host_nonce, epoch)
+        self.previous, self.current = self.current or self.previous, EpochMemory(epoch, keys=keys)
         self.challenge, self._last_proof = None, pair
         proof = host_proof(self._key, self._port_index, body.agent_nonce, body.host_nonce, epoch)
         return AppStartAnswer(epoch, proof, heartbeat_ms=heartbeat_ms)

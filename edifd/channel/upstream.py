@@ -1,8 +1,10 @@
 """The upstream delivery queue of one control LUN: what the host has to say, until the agent has it.
 
 Every response and event gets the LUN's next upstream sequence number (reserved ahead in the state
-file, so never reused while it lives) and stays queued until a READ's cursor acknowledges it. An
-entry is delivered once and again only when a later READ shows the first delivery never arrived.
+file, so never reused while it lives) and stays queued until the agent acknowledges it in a sealed
+(authenticated) WRITE of the current epoch: a READ can be issued by anyone who reaches the LUN, so
+its cursor is only a hint. An entry is delivered once and again only when a later READ's hint shows
+that the first delivery never arrived.
 Handshake answers and NOT_STARTED responses have no sequence number: they wait in a short queue of
 their own and go first. Not thread-safe on its own: ChannelCore holds its lock around every call.
 """
@@ -13,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edifd.proto import Body, ChannelKey, EventOverflow, Heartbeat, Message, encode
+from edifd.proto import Body, ChannelKey, EpochKeys, EventOverflow, Heartbeat, Message, encode
 from edifd.proto.lba import ChannelGeometry
 
 _UNSEQ_MAX = 8  # handshake answers and NOT_STARTED responses waiting for a READ
@@ -27,7 +29,9 @@ class Entry:
     body: Body
     request_id: int = 0
     delivered_at: float | None = None  # None: (re)deliver at the next READ
-    wire: tuple[int, bytes] | None = None  # (epoch, encoded) cache: redeliveries are byte-identical
+    # (epoch, encoded) cache: redeliveries are byte-identical, and a sealed body is never sealed
+    # twice under one (key, nonce) with other content
+    wire: tuple[int, bytes] | None = None
 
 
 class UpstreamQueue:
@@ -57,7 +61,7 @@ class UpstreamQueue:
         self._on_reserve = on_reserve
         self._step = max(1, geometry.window // 8)  # upstream sequence reservation step
         self.issued = issued
-        self.acked = issued  # every upstream seq <= this is consumed
+        self.acked = issued  # every upstream seq <= this is consumed (the agent's authenticated ack)
         self._delivered_hi = issued
         self.reserved = issued
         self._queue: OrderedDict[int, Entry] = OrderedDict()
@@ -87,7 +91,7 @@ class UpstreamQueue:
         if not self._lost_unreported:
             return
         ov = self._overflow
-        if ov is not None and ov.delivered_at is None and ov.seq in self._queue:
+        if ov is not None and ov.wire is None and ov.seq in self._queue:  # never sealed yet
             assert isinstance(ov.body, EventOverflow)
             ov.body = EventOverflow(min(0xFFFFFFFF, ov.body.lost + self._lost_unreported))
             ov.wire = None
@@ -117,23 +121,35 @@ class UpstreamQueue:
             e.delivered_at = None
         self._delivered_hi = self.acked
 
-    def ack(self, residue: int, now: float) -> int | None:
-        """Apply a READ's cursor. Returns it if it is current (not older than what we know)."""
+    def ack(self, cursor: int) -> bool:
+        """Apply the acknowledgement of an authenticated WRITE of the current epoch: drop what it
+        covers. True if it moved. An ack beyond every number issued is a peer bug: ignored."""
+        if cursor <= self.acked:
+            return False  # a retried or overtaken WRITE: nothing new
+        if cursor > self.issued:
+            self._counters["bad_acks"] += 1
+            return False
+        while self._queue and next(iter(self._queue)) <= cursor:
+            self._queue.popitem(last=False)
+        self.acked = cursor
+        self._delivered_hi = max(self._delivered_hi, cursor)
+        self._report_overflow()
+        return True
+
+    def hint(self, residue: int, now: float) -> int | None:
+        """A READ's cursor: evidence, never an acknowledgement. Returns it if it is plausible (not
+        below the acknowledged number, not beyond what was delivered in this epoch)."""
         c = self._geometry.unwrap(residue, self.acked)
         if c < self.acked or c > self._delivered_hi:
-            # An older READ overtaken by newer ones, or one from before an epoch change: it
-            # acknowledges nothing and is no evidence of loss.
+            # An older READ overtaken by newer ones, one from before an epoch change, or a guess:
+            # no evidence of loss.
             self._counters["stale_cursors"] += 1
             return None
-        if c > self.acked:
-            while self._queue and next(iter(self._queue)) <= c:
-                self._queue.popitem(last=False)
-            self.acked = c
-            self._report_overflow()
-        # This READ was sent after the agent had consumed up to c: what we delivered after c long
-        # ago evidently never reached it (lost completion, aborted READ, agent restart).
+        # This READ was sent after its issuer had consumed up to c: what we delivered after c long
+        # ago evidently never reached it (lost completion, aborted READ, agent restart). A false
+        # hint costs a redelivery, which the agent drops as a duplicate.
         for e in self._queue.values():
-            if e.delivered_at is not None and now - e.delivered_at >= self._redeliver_after:
+            if e.seq > c and e.delivered_at is not None and now - e.delivered_at >= self._redeliver_after:
                 e.delivered_at = None
                 self._counters["redelivered"] += 1
         return c
@@ -152,22 +168,23 @@ class UpstreamQueue:
         while len(self._unseq) > _UNSEQ_MAX:
             self._unseq.popleft()
 
-    def next_wire(self, length: int, epoch: int | None, now: float) -> bytes | None:
-        """The bytes of the next message to deliver into a READ of `length`, or None. `epoch`: the
-        established one (None: only unsequenced messages go out)."""
+    def next_wire(self, length: int, keys: EpochKeys | None, now: float) -> bytes | None:
+        """The bytes of the next message to deliver into a READ of `length`, or None. `keys`: those
+        of the established epoch (None: only unsequenced messages go out)."""
         bs = self._geometry.block_size
         if self._unseq:
             self._counters["messages_out"] += 1
             return encode(self._unseq.popleft(), self._key, block_size=bs, pad_to=length)
-        if epoch is None:
+        if keys is None:
             return None
+        epoch = keys.epoch
         for e in self._queue.values():
             if e.delivered_at is None:
                 e.delivered_at = now
                 self._delivered_hi = max(self._delivered_hi, e.seq)
                 if e.wire is None or e.wire[0] != epoch:
                     msg = Message(e.body, self._port_index, epoch, e.request_id, e.seq)
-                    e.wire = (epoch, encode(msg, self._key, block_size=bs, pad_to=length))
+                    e.wire = (epoch, encode(msg, self._key, keys=keys, block_size=bs, pad_to=length))
                 self._counters["messages_out"] += 1
                 return e.wire[1]
         return None

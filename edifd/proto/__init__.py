@@ -1,15 +1,18 @@
 """edifd.proto: the channel contract between edif-agent (guest) and edifd (host), sans-IO.
 
-Framing, the message catalogue, encode/decode with HMAC-SHA-256, block padding, and the
-APP_START proof helpers. The wire format is specified byte by byte in docs/protocol.md.
+Framing, the message catalogue, encode/decode (AES-256-GCM under per-epoch keys for every message
+of an epoch, HMAC-SHA-256 under the channel key for the handshake and heartbeats), block padding,
+and the APP_START proof and key-derivation helpers. The wire format is specified byte by byte in
+docs/protocol.md.
 
-    data = encode(Message(SaUpdate(...), port_index=0, epoch=e, request_id=7, sequence=12), key)
-    msg = decode(data, key)      # raises only ProtocolError subclasses
+    keys = EpochKeys.derive(key, port_index, agent_nonce, host_nonce, epoch)
+    data = encode(Message(SaUpdate(...), port_index=0, epoch=e, request_id=7, sequence=12), key, keys=keys)
+    msg = decode(data, key, keys=keys)      # raises only ProtocolError subclasses
 """
 
 from .body import BODY_CLASSES, Body
 from .catalogue import Direction, Kind, MessageType
-from .codec import Message, decode, encode, encoded_size
+from .codec import Message, decode, encode, encoded_size, peek_header
 from .codes import (
     ELS_MAX_PAYLOAD,
     AppStartPhase,
@@ -31,6 +34,7 @@ from .codes import (
     StopReason,
     TargetFlags,
 )
+from .epoch_keys import EpochKeys
 from .errors import (
     BadLengthError,
     BadMacError,
@@ -43,6 +47,7 @@ from .errors import (
     OversizedError,
     ProtocolError,
     TruncatedError,
+    UnknownEpochError,
     UnknownTypeError,
     UnsupportedVersionError,
 )
@@ -68,6 +73,7 @@ from .framing import (
     MAGIC,
     MAX_BODY_SIZE,
     MAX_MESSAGE_SIZE,
+    TAG_SIZE,
     VERSION,
     HeaderFlags,
 )
@@ -82,6 +88,7 @@ from .handshake import (
 from .keys import CHANNEL_KEY_SIZE, ChannelKey, parse_channel_key
 from .ports import PortRef
 from .requests import (
+    Ack,
     AppStart,
     AppStop,
     AuthFail,
@@ -112,6 +119,7 @@ from .responses import (
 )
 
 __all__ = [
+    "Ack",
     "response_to",
     "check_response",
     "ack_for",
@@ -146,6 +154,7 @@ __all__ = [
     "ElsResponse",
     "ElsResult",
     "ElsSend",
+    "EpochKeys",
     "EventAck",
     "EventOverflow",
     "GetPortInfo",
@@ -197,7 +206,9 @@ __all__ = [
     "TargetFlags",
     "TargetGone",
     "TargetList",
+    "TAG_SIZE",
     "TruncatedError",
+    "UnknownEpochError",
     "UnknownTypeError",
     "UnsupportedVersionError",
     "VERSION",
@@ -209,6 +220,7 @@ __all__ = [
     "new_epoch",
     "new_nonce",
     "parse_channel_key",
+    "peek_header",
     "verify_agent_proof",
     "verify_host_proof",
 ]

@@ -1,8 +1,9 @@
 """The message catalogue: type codes, who sends each type, and which types answer which.
 
-Code ranges make the direction visible in a hex dump: 0x01-0x3F downstream requests
-(agent -> host, in WRITEs), 0x40-0x7F upstream responses, 0x80-0xBF upstream events,
-0xF0 the upstream heartbeat. 0x00 is never used, so a zeroed buffer can never be a message.
+Code ranges make the direction visible in a hex dump: 0x01-0x3E downstream requests
+(agent -> host, in WRITEs) and 0x3F the downstream acknowledgement, 0x40-0x7F upstream responses,
+0x80-0xBF upstream events, 0xF0 the upstream heartbeat. 0x00 is never used, so a zeroed buffer
+can never be a message.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Kind(enum.Enum):
     RESPONSE = "response"  # upstream; echoes the request id of the request it answers
     EVENT = "event"  # upstream, unsolicited; request id 0
     HEARTBEAT = "heartbeat"  # upstream "nothing" that completes an idle parked READ; request id 0
+    ACKNOWLEDGEMENT = "acknowledgement"  # downstream, sealed, answered by nothing: carries only its ack
 
 
 class MessageType(enum.IntEnum):
@@ -44,6 +46,9 @@ class MessageType(enum.IntEnum):
     GET_STATS = 0x0C
     KEEPALIVE = 0x0D
     RESYNC = 0x0E
+
+    # Downstream acknowledgement (agent -> host): "consumed up to" and nothing else.
+    ACK = 0x3F
 
     # Upstream responses (host -> agent), matched by request id.
     RESPONSE = 0x40
@@ -72,6 +77,8 @@ class MessageType(enum.IntEnum):
 
     @property
     def kind(self) -> Kind:
+        if self.value == 0x3F:
+            return Kind.ACKNOWLEDGEMENT
         if self.value < 0x40:
             return Kind.REQUEST
         if self.value < 0x80:
@@ -82,7 +89,7 @@ class MessageType(enum.IntEnum):
 
     @property
     def direction(self) -> Direction:
-        return Direction.DOWNSTREAM if self.kind is Kind.REQUEST else Direction.UPSTREAM
+        return Direction.DOWNSTREAM if self.value < 0x40 else Direction.UPSTREAM
 
     @property
     def needs_ack(self) -> bool:
@@ -100,7 +107,7 @@ _NEEDS_ACK = frozenset({MessageType.SESSION_SHUTDOWN})
 
 _R = MessageType
 _RESPONSES: dict[MessageType, frozenset[MessageType]] = {
-    t: frozenset({_R.RESPONSE}) for t in MessageType if t.value < 0x40
+    t: frozenset({_R.RESPONSE}) for t in MessageType if t.kind is Kind.REQUEST
 }
 _RESPONSES[_R.APP_START] = frozenset({_R.RESPONSE, _R.APP_START_CHALLENGE, _R.APP_START_ANSWER})
 _RESPONSES[_R.GET_PORT_INFO] = frozenset({_R.RESPONSE, _R.PORT_INFO})

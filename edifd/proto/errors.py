@@ -65,9 +65,16 @@ class BadPaddingError(ProtocolError):
 
 
 class BadMacError(ProtocolError):
-    """The HMAC-SHA-256 does not verify under the channel key."""
+    """The HMAC-SHA-256 (under the channel key) or the AES-GCM tag (under the epoch key) does not verify."""
 
     reason = "bad_mac"
+
+
+class UnknownEpochError(ProtocolError):
+    """A sealed message of an epoch whose keys the receiver does not hold (an old or a foreign
+    epoch): it cannot be authenticated, so nothing in it is believed."""
+
+    reason = "unknown_epoch"
 
 
 class MalformedHeaderError(ProtocolError):

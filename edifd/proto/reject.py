@@ -45,6 +45,8 @@ class Reject(enum.Enum):
     def of_protocol_error(cls, e: ProtocolError) -> Reject:
         if e.reason == "bad_mac":
             return cls.UNAUTHENTICATED
+        if e.reason == "unknown_epoch":  # sealed under keys this host does not hold: run APP_START
+            return cls.STALE_EPOCH
         if e.reason in ("truncated", "oversized", "bad_length"):
             return cls.BAD_LENGTH
         return cls.MALFORMED

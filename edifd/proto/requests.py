@@ -315,3 +315,10 @@ class Keepalive(EmptyBody):
 @dataclass(frozen=True, repr=False)
 class Resync(EmptyBody):
     """Ask the host to re-announce its current state (after EVENT_OVERFLOW or an agent restart)."""
+
+
+@register(MessageType.ACK)
+@dataclass(frozen=True, repr=False)
+class Ack(EmptyBody):
+    """The agent has consumed every upstream number up to the header's `ack`: the host may drop
+    them. Sealed, sequence 0, request id 0, answered by nothing; see codec for its nonce."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from edifd.channel import BasicHandler, ChannelCore, HostState, Reject, StaticState
 from edifd.channel.loopback import Loopback, write_cdb
-from edifd.proto import Body, ChannelKey, Message, encode
+from edifd.proto import Body, ChannelKey, EpochKeys, Message, encode
 from edifd.scsi import ScsiDisk, ScsiResponse
 from edifd.scsi.sense import SenseData
 from guest_agent.client import ChannelClient
@@ -72,13 +72,22 @@ def established(clock: Clock, handler=None, store: Store | None = None, **kw):
     return lb, core, client
 
 
+def foreign_keys(epoch: int, key: ChannelKey = KEY, port: int = 0) -> EpochKeys:
+    """Keys of an epoch no handshake with the host made (nonces nobody exchanged)."""
+    return EpochKeys.derive(key, port, bytes(32), bytes(range(32)), epoch)
+
+
 def raw_write(core: ChannelCore, clock: Clock, body: Body, seq: int, *, epoch: int | None = None,
-              key: ChannelKey = KEY, port: int = 0, rid: int = 900,
+              key: ChannelKey = KEY, port: int = 0, rid: int = 900, ack: int = 0,
               lba: int | None = None) -> tuple[ScsiResponse, bytes]:
     """One WRITE of an encoded message with this exact header, bypassing the agent (default epoch:
-    the core's current one)."""
-    msg = Message(body, port, core._down.current.epoch if epoch is None else epoch, rid, seq)
-    data = encode(msg, key)
+    the core's current one), sealed under the host's keys of that epoch when it holds them (else
+    under keys of a handshake that never happened)."""
+    msg = Message(body, port, core._down.current.epoch if epoch is None else epoch, rid, seq, ack)
+    keys = core._down.keys
+    if msg.sealed and all(k.epoch != msg.epoch for k in keys):
+        keys = (foreign_keys(msg.epoch, key, port),)
+    data = encode(msg, key, keys=keys)
     cmd = write_cdb(core.geometry.write_lba(seq) if lba is None else lba, data, 512)
     resp = ScsiDisk(core).execute(cmd)
     assert isinstance(resp, ScsiResponse), "control-LUN WRITEs complete at once"

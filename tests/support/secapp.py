@@ -27,6 +27,7 @@ from edifd.proto import (
     ElsResponse,
     ElsResult,
     ElsSend,
+    EpochKeys,
     EventAck,
     GetPortInfo,
     GetStats,
@@ -142,7 +143,9 @@ class FakeHost:
         while self.upstream:
             msg = self.upstream.pop(0)
             # Every message crosses the real codec, so the app only ever sees what decode() accepts.
-            msg = decode(encode(msg, CHANNEL_KEY), CHANNEL_KEY)
+            keys = EpochKeys.derive(CHANNEL_KEY, msg.port_index, bytes(32), bytes(32), msg.epoch) \
+                if msg.epoch else None
+            msg = decode(encode(msg, CHANNEL_KEY, keys=keys), CHANNEL_KEY, keys=keys)
             self.log.append(("up", msg.body))
             self.feed(self.app.on_message(msg))
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from edifd.proto import Heartbeat, Keepalive, Message, MessageType, encode
+from edifd.proto import EpochKeys, Heartbeat, Keepalive, Message, MessageType, encode
 from guest_agent import disk as disk_mod
 from guest_agent.backoff import Backoff
 from guest_agent.client import ChannelClient
@@ -316,7 +316,8 @@ NONSENSE = {
     "random": lambda n, off: random.Random(off).randbytes(n),
     "zeros": lambda n, off: bytes(n),  # a fresh file or another LUN's blank blocks
     "own WRITE read back": lambda n, off: encode(Message(Keepalive(), 0, 1, 7, 1), KEY, block_size=BS,
-                                                  pad_to=n),
+                                                  pad_to=n, keys=EpochKeys.derive(KEY, 0, bytes(32),
+                                                                                  bytes(32), 1)),
     "another key": lambda n, off: encode(Message(Heartbeat(), 0, 0, 0, 0), b"\x99" * 32, block_size=BS,
                                          pad_to=n),
 }

@@ -140,7 +140,8 @@ def test_malformed_writes_are_refused_with_their_family_sense_and_not_acted_on(c
     h = CountingHandler()
     lb, core, client = established(clock, handler=h)
     g = core.geometry
-    good = encode(Message(GetPortInfo(), 0, core._down.current.epoch, 5, 1), KEY)
+    keys = core.epoch_keys
+    good = encode(Message(GetPortInfo(), 0, core._down.current.epoch, 5, 1), KEY, keys=keys)
     lba, data, want = g.write_lba(1), good, None
     if case == "bad_padding":
         data = good[:-1] + b"\x01"
@@ -158,19 +159,19 @@ def test_malformed_writes_are_refused_with_their_family_sense_and_not_acted_on(c
         lba = 0
         want = Reject.OUTSIDE_WINDOW
     elif case == "wrong_port":
-        data = encode(Message(GetPortInfo(), 3, core._down.current.epoch, 5, 1), KEY)
+        data = encode(Message(GetPortInfo(), 3, core._down.current.epoch, 5, 1), KEY, keys=keys)
         want = Reject.WRONG_PORT
     elif case == "slot_mismatch":
         lba = g.write_lba(7)
         want = Reject.SLOT_MISMATCH
     elif case == "upstream_type":
-        data = encode(Message(LinkUp(), 0, core._down.current.epoch, 0, 1), KEY)
+        data = encode(Message(LinkUp(), 0, core._down.current.epoch, 0, 1), KEY, keys=keys)
         want = Reject.MALFORMED
     elif case == "garbage":
         data = bytes(range(256)) * 2
         want = Reject.MALFORMED
     elif case == "bad_version":
-        data = b"EDIF\x02" + good[5:]
+        data = b"EDIF\x03" + good[5:]
         want = Reject.MALFORMED
     resp = lb.disk.execute(write_cdb(lba, data, 512))
     assert resp.status == ScsiStatus.CHECK_CONDITION and sense_of(resp) == reject_sense(want)

@@ -15,6 +15,7 @@ from edifd.proto import (
     Resync,
     Status,
 )
+from guest_agent.client import ACK_DELAY
 from tests.support.channel import (
     CountingHandler,
     established,
@@ -98,6 +99,8 @@ def test_losses_after_the_report_went_out_make_a_second_report(clock):
     for i in range(10):
         core.post_event(PortOnline(PortRef(i + 1)))
     msgs = lb.pump()
+    clock.now += 2 * ACK_DELAY  # the agent acknowledges what it has (an ACK): room for the second report
+    msgs += lb.pump()
     # The first report went out at once into a parked READ; later losses make a second one.
     assert [type(m.body).__name__ for m in msgs] == ["PortOnline"] * 3 + ["EventOverflow"] * 2
     assert [m.body.lost for m in msgs[3:]] == [1, 6] and seqs(msgs) == [1, 2, 3, 4, 5]

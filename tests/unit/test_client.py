@@ -124,7 +124,7 @@ def test_stale_epoch_sense_on_a_write_restarts_the_handshake(clock):
     w = c.next_write()
     c.write_done(w.token, False, sense(*Reject.STALE_EPOCH.value[1:]))
     assert c.phase is Phase.HELLO
-    assert c.take_responses()[decode(w.payload, KEY).request_id].body.detail != 0
+    assert c.take_responses()[decode(w.payload, KEY, keys=c.epoch_keys).request_id].body.detail != 0
 
 
 def test_responses_by_request_id_and_events_in_order(clock):
