@@ -53,7 +53,7 @@ log = logging.getLogger("edif_agent.disk")
 
 # errnos that mean "this fd does not do SG_IO" (regular file, no SCSI device, not permitted)
 _NO_SG_IO = frozenset({errno.ENOTTY, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
-_WRITER_POLL_S = 0.2  # the writer also polls, in case the client queues a write on its own clock
+_WRITER_POLL_S = 0.05  # the writer also polls: the client queues ACKs on its own clock (ACK_DELAY)
 
 
 class ReadReq(Protocol):
