@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -301,3 +302,11 @@ def test_agent_figures_equal_the_service_status():
     assert got[("edif_agent_channel_redeliveries_total", ())] == 1
     assert got[("edif_agent_channel_established", ())] == 1
     assert got[("edif_agent_running", ())] == 1
+
+
+def test_docs_list_every_metric_and_its_labels():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for spec in (metrics.EDIFD, metrics.TARGET, metrics.AGENT):
+        for name, (kind, _doc, labels) in spec.items():
+            row = f"| `{name}{'_total' if kind == 'counter' else ''}` | {kind} | {', '.join(labels) or '-'} |"
+            assert row in doc, row
