@@ -29,13 +29,13 @@ def _lines(buf: io.StringIO) -> list[str]:
 def test_journal_lines_carry_the_syslog_priority_and_no_timestamp():
     buf = io.StringIO()
     logs.setup_logging("debug", stream=buf, journal=True)
-    log = logging.getLogger("edifd.test")
+    log = logging.getLogger("logs-test")
     log.error("disk gone")
     log.warning("slow")
     log.info("serving")
     log.debug("detail")
-    assert _lines(buf) == ["<3>edifd.test: disk gone", "<4>edifd.test: slow", "<6>edifd.test: serving",
-                           "<7>edifd.test: detail"]
+    assert _lines(buf) == ["<3>logs-test: disk gone", "<4>logs-test: slow", "<6>logs-test: serving",
+                           "<7>logs-test: detail"]
 
 
 def test_every_line_of_a_traceback_gets_the_prefix():
@@ -44,7 +44,7 @@ def test_every_line_of_a_traceback_gets_the_prefix():
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        logging.getLogger("edifd.test").exception("failed")
+        logging.getLogger("logs-test").exception("failed")
     lines = _lines(buf)
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
     assert lines[-1] == "<3>RuntimeError: boom"
@@ -53,11 +53,11 @@ def test_every_line_of_a_traceback_gets_the_prefix():
 def test_text_format_elsewhere_has_time_level_and_logger():
     buf = io.StringIO()
     logs.setup_logging("info", stream=buf, journal=False)
-    logging.getLogger("edif-agent").warning("handshake refused")
-    logging.getLogger("edif-agent").debug("not shown at info")
+    logging.getLogger("logs-test.agent").warning("handshake refused")
+    logging.getLogger("logs-test.agent").debug("not shown at info")
     (line,) = _lines(buf)
     stamp, rest = line[:23], line[24:]
-    assert stamp[4] == "-" and stamp[10] == " " and rest == "WARNING edif-agent: handshake refused"
+    assert stamp[4] == "-" and stamp[10] == " " and rest == "WARNING logs-test.agent: handshake refused"
 
 
 def test_journal_is_detected_by_the_stream_systemd_named(tmp_path):
@@ -96,7 +96,7 @@ def test_waiting_says_what_it_waits_for_until_the_block_ends():
             spoke.set()
 
     rec = Recorder()
-    log = logging.getLogger("edifd.test.waiting")
+    log = logging.getLogger("logs-test.waiting")
     log.addHandler(rec)
     log.setLevel(logging.INFO)
     try:
