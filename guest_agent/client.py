@@ -198,6 +198,16 @@ class ChannelClient:
         return self.phase is Phase.ESTABLISHED
 
     @property
+    def cursor(self) -> int:
+        """Every upstream number up to this one has been handed over (exactly once, in order)."""
+        return self._cursor
+
+    @property
+    def acked(self) -> int:
+        """The highest acknowledgement a completed WRITE carried to the host in this epoch."""
+        return self._acked
+
+    @property
     def epoch_keys(self) -> EpochKeys | None:
         """The keys of the established epoch (None before one), for tools that decode our WRITEs."""
         return self._keys

@@ -214,6 +214,10 @@ class ControlDiskEndpoint:
             if isinstance(cc, dict):
                 out["channel"] = dict(cc)
             out["established"] = bool(getattr(self.client, "established", False))
+            for name in ("cursor", "acked", "host_sequence"):  # sequence figures, no content
+                v = getattr(self.client, name, None)
+                if isinstance(v, int):
+                    out[name] = v
         return out
 
     # -- the loops ---------------------------------------------------------------------------------

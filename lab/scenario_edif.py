@@ -14,6 +14,11 @@ ESP header on every FCP frame, on no ELS/BLS frame, the pattern never in clear, 
 stopped (SIGTERM -> APP_STOP) -> A logged out -> tenant I/O fails at once. Keys and PSKs are random per run,
 written 0600 into the shares, never logged or put in the summary.
 
+The channel's secrecy (lab.capture): this host's loopback is captured on the control LUNs' iSCSI port for the
+whole run, and every SA_UPDATE seen there is searched for the keys that would open trace A (0 found); during
+the tenant I/O a keyless second iSCSI session reads p0's control LUN at every cursor lane and gets only sealed
+messages, while the agent loses nothing.
+
 The verdict logic (``verdicts``, ``check_trace``) is pure and unit-tested on synthetic data; the traces are
 read with edifd.fc.pcap's ``read_records``.
 """
@@ -34,6 +39,7 @@ from edifd.fc.pcap import PcapError, read_records
 from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, SecConfig
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 
+from .capture import LoopbackCapture, RogueReader, channel_headers, esp_samples, key_search, tcp_streams
 from .errors import LabError
 from .guest.host_edif import CTL_IQNS, I_WWPNS
 from .guest.host_tenant import MIB, chunk
@@ -45,6 +51,7 @@ T_WWPNS = (0x2100001B32000E01, 0x2100001B32000E02)  # above the initiators' (the
 REKEY_LIFETIME = 10  # s: the agent's minimum, so several rekeys happen during the tenant I/O
 IO_TIMEOUT = 300  # s: edifd's HBA io_timeout; also bounds the start (target A must be secured by then)
 SAMPLE_LEN = 32
+CTL_BLOCKS = (32 << 20) // 512  # VM-H's control LUNs (lab.guest.host_edif): 32 MiB of 512-byte blocks
 
 # A linktype-225 record: SOF ordered set | FC header | data field | CRC | EOF ordered set.
 _SOF_LEN, _TRAILER_LEN = 4, 8  # the SOF before the header; CRC + EOF after the data field
@@ -173,6 +180,27 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
     fail_ok = after.get("ok") is False and not after.get("hung") and (after.get("s") or 1e9) < 10
     out.append(("EDIF: tenant I/O to A then fails cleanly", fail_ok,
                 f"{after.get('errno')} ({after.get('strerror')}) after {after.get('s')} s"))
+    c = s.get("capture") or {}
+    cap_ok = (c.get("messages_down", 0) > 0 and c.get("sa_updates", 0) > 0
+              and c.get("sa_updates_sealed") == c.get("sa_updates") and c.get("esp_frames_tried", 0) > 0
+              and c.get("keys_found") == 0 and c.get("frames_decrypted") == 0)
+    out.append(("channel: no SA key crosses the iSCSI transport", cap_ok,
+                f"{c.get('sa_updates')} SA_UPDATEs in the loopback capture, "
+                f"{c.get('sa_updates_sealed')} sealed; "
+                f"{c.get('guesses')} key/salt guesses on {c.get('esp_frames_tried')} ESP frames of trace A: "
+                f"keys found {c.get('keys_found')}, frames decrypted {c.get('frames_decrypted')}"
+                + (f"; {c['error']}" if c.get("error") else "")))
+    r = s.get("rogue") or {}
+    ch = (s.get("agent_p0_after_io") or {}).get("channel") or {}
+    lost = (max(0, ch["host_sequence"] - ch["cursor"])
+            if isinstance(ch.get("host_sequence"), int) and isinstance(ch.get("cursor"), int) else None)
+    rogue_ok = (r.get("reads", 0) > 0 and r.get("reads", 0) > r.get("errors", 0) and r.get("messages", 0) > 0
+                and r.get("opened_without_epoch_keys") == 0 and lost == 0)
+    out.append(("channel: a keyless reader gets ciphertext, 0 lost", rogue_ok,
+                f"{r.get('reads')} READs by a second iSCSI session: {r.get('messages')} messages, "
+                f"{r.get('sealed')} sealed, {r.get('opened_without_epoch_keys')} readable; agent p0 consumed "
+                f"up to {ch.get('cursor')} of {ch.get('host_sequence')} issued (lost {lost})"
+                + (f"; {r['first_error'][0]}" if r.get("first_error") else "")))
     return out
 
 
@@ -239,6 +267,22 @@ psk_file = "{psk_file}"
 """
 
 
+def capture_check(captured: bytes, port: int, trace: Path) -> dict[str, Any]:
+    """The figures of the loopback capture (lab.capture): messages seen each way, and the key search."""
+    if not captured:
+        return {"error": "no capture"}
+    try:
+        streams = tcp_streams(captured, port)
+        down, up = channel_headers(streams["to_port"]), channel_headers(streams["from_port"])
+        samples = esp_samples(read_records(trace.read_bytes()))
+    except (LabError, OSError, PcapError) as e:
+        return {"error": str(e)}
+    return {"bytes": len(captured), "messages_down": len(down), "messages_up": len(up),
+            "sealed_down": sum(1 for h in down if h.epoch and h.type != 0xF0),
+            "sealed_up": sum(1 for h in up if h.epoch and h.type != 0xF0),
+            **key_search(streams["to_port"], down, samples)}
+
+
 def _read_json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
@@ -292,7 +336,12 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
     iscsi = free_port()
     phase(f"[host] edif-target ports A 127.0.0.1:{ta.port} and B 127.0.0.1:{tb.port} (B's PSK for p1 differs "
           "from the agent's); traces target-a.pcap, target-b.pcap")
+    capture: LoopbackCapture | None = None
+    rogue: RogueReader | None = None
     try:
+        capture = LoopbackCapture(iscsi, workdir / "ctl-iscsi.pcap")
+        phase(f"[host] capturing this host's loopback on the control LUNs' iSCSI port {iscsi} "
+              "(ctl-iscsi.pcap)")
         vm_h = guest_vm(image, f"edif-h-{os.getpid()}", share_h, guest_python("lab.guest.host_edif"),
                         {"LAB_TARGET_A": f"10.0.2.2:{ta.port}", "LAB_TARGET_B": f"10.0.2.2:{tb.port}",
                          "LAB_WWPN_A": f"{T_WWPNS[0]:016x}", "LAB_WWPN_B": f"{T_WWPNS[1]:016x}",
@@ -330,6 +379,10 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
                 ag0 = summary["agent_p0_secured"].get("service") or {}
                 phase(f"[VM-H] edifd ready: tenant LUN behind A attached; writing {mib} MiB with a "
                       f"{REKEY_LIFETIME} s rekey lifetime")
+                rogue = RogueReader(f"127.0.0.1:{iscsi}", CTL_IQNS[0], CTL_BLOCKS)
+                rogue.start()
+                phase("[host] a keyless second iSCSI session (qemu-io) reads p0's control LUN at every "
+                      "cursor lane during the I/O")
                 last = ""
 
                 def io_done() -> bool:
@@ -342,6 +395,7 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
                     return (share_h / "io_done").exists()
 
                 _wait(io_done, "the tenant I/O", timeout, alive)
+                rogue.stop()
                 summary["agent_p0_after_io"] = a_io = _read_json(share_s / "agent-p0.json")
                 summary["agent_rekeys"] = (a_io.get("service") or {}).get("rekeys", 0) - ag0.get("rekeys", 0)
                 io = _read_json(share_h / "io_done").get("io") or {}
@@ -368,6 +422,10 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
         summary["target_a"], summary["target_b"] = ta.counters(), tb.counters()
         ta.close()
         tb.close()
+        if rogue is not None:
+            rogue.stop()
+            summary["rogue"] = rogue.summary(bytes.fromhex((share_h / "channel-p0.key").read_text().strip()))
+        captured = capture.stop() if capture is not None else b""
     h = summary.get("vm_h") or {}
     summary["rekeys_during_io"] = (_rekeys(h.get("status_after_io")) - _rekeys(h.get("status_secured"))
                                    if h.get("status_after_io") else None)
@@ -381,6 +439,10 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
             summary[f"trace_{name}"] = check_trace(frames, samples)
         except (OSError, PcapError) as e:
             summary[f"trace_{name}"] = {"error": str(e)}
+    summary["capture"] = capture_check(captured, iscsi, workdir / "target-a.pcap")
+    phase(f"[host] loopback capture: {summary['capture']}")
+    if "rogue" in summary:
+        phase(f"[host] keyless reader: {summary['rogue']}")
     phase(f"[host] trace A: {summary['trace_a']}")
     phase(f"[host] trace B: {summary['trace_b']}; target B: {summary['target_b']}")
     summary["wall_s"] = round(time.monotonic() - t0, 1)

@@ -122,6 +122,10 @@ def good_summary() -> dict:
         "mib": 64, "agents_started_s": 40.0, "secured_s": 60.0, "samples": 16, "rekeys_during_io": 3,
         "agent_rekeys": 3, "backing_mismatched_mib": [],
         "agent_p0_secured": {"app": {"targets": {_w(T_WWPNS[0]): {"state": "secure"}}}},
+        "agent_p0_after_io": {"channel": {"cursor": 210, "host_sequence": 210}},
+        "capture": {"messages_down": 230, "messages_up": 280, "sa_updates": 22, "sa_updates_sealed": 22,
+                    "esp_frames_tried": 12, "guesses": 90000, "keys_found": 0, "frames_decrypted": 0},
+        "rogue": {"reads": 40, "errors": 0, "messages": 30, "sealed": 6, "opened_without_epoch_keys": 0},
         "agent_p1_secured": {"app": {"targets": {_w(T_WWPNS[1]): {"state": "failed"}}}},
         "target_b": {"commands": 0, "auth_failed": 1},
         "trace_a": {"fcp": 9000, "fcp_esp": 9000, "other": 40, "other_esp": 0, "auth_els": 8, "logo": 1,
@@ -137,7 +141,7 @@ def good_summary() -> dict:
 
 def test_verdicts_pass_a_good_run():
     v = verdicts(good_summary())
-    assert len(v) == 10 and all(ok for _, ok, _ in v), [x for x in v if not x[1]]
+    assert len(v) == 12 and all(ok for _, ok, _ in v), [x for x in v if not x[1]]
     assert problems(good_summary()) == []
 
 
@@ -167,6 +171,13 @@ def _spoil(path: str, value) -> dict:
     ("vm_h.status_after_stop.engines.ctl0.counters.app_stops", 0, "logged out"),
     ("vm_h.after_stop", {"ok": True, "s": 0.01}, "fails cleanly"),
     ("vm_h.after_stop", {"ok": None, "hung": True, "s": 60}, "fails cleanly"),
+    ("capture.keys_found", 1, "no SA key"),
+    ("capture.frames_decrypted", 3, "no SA key"),
+    ("capture.sa_updates_sealed", 21, "no SA key"),
+    ("capture.sa_updates", 0, "no SA key"),
+    ("rogue.opened_without_epoch_keys", 1, "keyless reader"),
+    ("rogue.reads", 0, "keyless reader"),
+    ("agent_p0_after_io.channel.cursor", 209, "keyless reader"),
 ])
 def test_each_claim_fails_on_its_own_evidence(path, value, claim):
     claims = claim.split("|")  # an I/O error also spoils "rekey during I/O with 0 errors"
@@ -241,6 +252,16 @@ def test_lab_agent_stop_logs_out(edif):
 @pytest.mark.lab
 def test_lab_io_after_stop_fails_cleanly(edif):
     _claim(edif, "fails cleanly")
+
+
+@pytest.mark.lab
+def test_lab_no_sa_key_crosses_the_iscsi_transport(edif):
+    _claim(edif, "no SA key")
+
+
+@pytest.mark.lab
+def test_lab_a_keyless_reader_gets_ciphertext_and_loses_nothing(edif):
+    _claim(edif, "keyless reader")
 
 
 @pytest.mark.lab
