@@ -2,6 +2,10 @@
 
 A bad file is refused with every problem named by its key path (``lun[1].size: ...``), so an
 operator fixes it in one go; nothing in LIO changes until the whole file is valid.
+
+Relative paths (``daemon.state_dir``, a LUN's ``path`` and ``channel_key``, a port's ``pcap``) are
+relative to the configuration file's directory, as in every tool's configuration; a LUN without
+``path`` gets ``NAME.img`` in the state directory.
 """
 
 from __future__ import annotations

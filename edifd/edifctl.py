@@ -405,7 +405,7 @@ def reload(src: Source) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing file (atomically) instead of refusing.")
 def gen_key(path: Path, force: bool) -> None:
     """Write a new channel key to PATH: 32 random bytes as 64 hex digits, mode 0600, and print its
-    fingerprint (the same 16 hex digits edifd and edif-agent log for it).
+    fingerprint (the 16 hex digits edifd logs as it loads the key: compare them, never the key).
 
     The file is complete before it appears under PATH; an existing PATH is refused (exit 7) unless
     --force. Copy it to the EDIF VM (edif-agent --key) and name it in the control LUN's channel_key.

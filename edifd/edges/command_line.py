@@ -46,7 +46,7 @@ DISTRIBUTION = "edif"  # pyproject's [project] name: its version is every tool's
 EXIT_CODES_HELP = """\b
 Exit codes (the same for edifd, edifctl, edif-agent and edif-target):
   0  done
-  1  run-time failure (start failed, stale status, ping lost or reordered)
+  1  run-time failure (start failed, stale status, edifd refused the command, ping lost)
   2  usage error (unknown option, bad option value)
   3  nothing to talk to (edif-agent: no control disk; edifctl: no edifd, no status file)
   4  channel key file refused (edif-agent)

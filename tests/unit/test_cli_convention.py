@@ -82,3 +82,40 @@ def test_problem_lines_name_file_and_key():
     assert located("f.toml", "cannot read: No such file or directory") == \
         "f.toml: cannot read: No such file or directory"
     assert problem_lines("f.toml", ["a: x", "b: y"]) == ["  - f.toml:a: x", "  - f.toml:b: y"]
+
+
+def test_under_systemd_a_refused_configuration_carries_priority_err(tmp_path):
+    """End to end: stderr is the stream $JOURNAL_STREAM names, as systemd sets it up for a unit."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nonsense = 1\n[daemon]\npark_time = 0\n")
+    err = tmp_path / "stderr"
+    with open(err, "w") as fh:
+        st = os.fstat(fh.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        rc = subprocess.run([sys.executable, "-m", "edifd", "check-config", "--config", str(bad)],
+                            stderr=fh, stdout=subprocess.DEVNULL, env=env, check=False).returncode
+    lines = err.read_text().splitlines()
+    assert rc == EXIT_CONFIG and len(lines) == 3, lines
+    assert lines[0] == "<3>edifd: configuration refused (2 problems):"
+    assert all(line.startswith("<3>  - ") for line in lines[1:])
+
+
+def test_check_config_json_describes_a_good_file(tmp_path):
+    conf = tmp_path / "edifd.toml"
+    conf.write_text('[daemon]\nstate_dir = "."\n[[lun]]\nname = "d0"\nsize = "1MiB"\n')
+    r = CliRunner().invoke(edifd_main, ["check-config", "--config", str(conf), "--json"])
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["ok"] and out["problems"] == []
+    assert out["luns"] == [{"name": "d0", "type": "file", "size": 1 << 20, "block_size": 512,
+                            "path": str(tmp_path / "d0.img"), "export": "not exported"}]
+    target = tmp_path / "target.toml"
+    target.write_text('[[port]]\nname = "t0"\nwwpn = "21:00:00:1b:32:00:00:02"\n'
+                      'wwnn = "20:00:00:1b:32:00:00:02"\n'
+                      '[[port.lun]]\nlun = 0\npath = "t0.img"\nsize = "1MiB"\n')
+    r = CliRunner().invoke(target_main, ["check-config", "--config", str(target), "--json"])
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["ok"] and out["ports"][0]["luns"][0]["path"] == str(tmp_path / "t0.img")
