@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from edifd.daemon import Daemon
 
 STATUS_FILE = "status.json"
+HBA_STATUS_TIMEOUT = 1.0  # s: a busy HBA loop delays the status by at most this (then says so)
 
 
 def _counters(obj: Any) -> dict[str, Any] | None:
@@ -70,7 +71,7 @@ def _sessions(daemon: Daemon, luns: list[dict[str, Any]]) -> tuple[list[dict[str
     error = None
     if hba is not None:
         try:
-            ports = hba.status()
+            ports = hba.status(timeout=HBA_STATUS_TIMEOUT)
         except Exception as e:  # a busy or stopped HBA loop: say so, the rest of the status stands
             error = f"{type(e).__name__}: {e}"
     sessions: list[dict[str, Any]] = []

@@ -142,7 +142,7 @@ class ControlSocket:
             sock.bind(str(self.path))
         except OSError as e:
             sock.close()
-            raise ControlSocketError(f"cannot bind {self.path}: {e.strerror}") from None
+            raise ControlSocketError(f"cannot bind {self.path}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)

@@ -105,3 +105,21 @@ def test_configured_size_serves_at_once_and_is_checked_after_login(tmp_path, cap
     finally:
         d.stop()
         target.close()
+
+
+def test_status_lists_the_hba_ports_remote_port_and_login(tmp_path):
+    from edifd.status import check_status, collect
+
+    target = _TargetThread(tmp_path)
+    d = Daemon(_config(tmp_path, *target.address), lio=_Lio(), open_handler=lambda uio, disk: _Handler())
+    try:
+        d.start()  # returns once the remote LUN answered READ CAPACITY: the port is logged in
+        st = check_status(collect(d))
+    finally:
+        d.stop()
+        target.close()
+    (s,) = st["sessions"]
+    assert s["port"] == "p0" and s["wwpn"] == "21:00:00:1b:32:00:00:a1" and s["connected"] is True
+    assert s["remote_wwpn"] == ":".join(f"{T_WWPN:016x}"[i:i + 2] for i in range(0, 16, 2))
+    assert s["state"] == "ready" and s["control_lun"] is None and "auth" not in s  # no EDIF engine here
+    assert st["sas"] == []

@@ -204,7 +204,7 @@ def test_sas_show_spis_and_ages_never_keys(tmp_path):
         port = _Port()
         target = TargetSession(TGT, TGT - 1, [0], security=True)
         hba = SimpleNamespace(ports=[port], call_soon=lambda fn, *a: fn(*a),
-                              status=lambda: [p.status() for p in [port]])
+                              status=lambda timeout: [p.status() for p in [port]])
         engine = EdifEngine(hba, port)  # type: ignore[arg-type]
         events: list = []
         engine.attach(events.append)
