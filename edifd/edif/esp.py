@@ -17,6 +17,9 @@ and GCM needs no padding. The layout is FC-SP-2-shaped, unverified against the (
 
 edifd.fc owns the frame layout (DF_CTL, the ESP_Header, `Frame.with_esp`/`split_esp`/`without_esp`);
 this module owns what is inside the ESP body: the IV, the AAD, the ciphertext and the ICV.
+`protect`/`unprotect` work on `Frame`s (the general path); `sealer`/`open_in_place` do the
+same to a frame inside a wire buffer (the bulk FCP_DATA path, edifd/fc/burst.py), where the AAD is
+the buffer's own header bytes (CS_CTL is 0 there: the callers make sure).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 import struct
 
 from edifd.fc import ESP_HEADER_LEN, DfCtl, EspHeader, FcType, Frame, FrameHeader
+from edifd.fc.burst import Sealer
+from edifd.fc.frame import FC_HEADER_LEN
 
 from .sa import SecurityAssociation
 
@@ -36,6 +41,8 @@ _FCP = int(FcType.FCP)
 _DF_ESP = int(DfCtl.ESP)
 _REST = ESP_HEADER_LEN + ESP_IV_LEN  # where the ciphertext starts in the data field
 _IV = struct.Struct(">Q")  # the explicit IV: the sequence number, zero-extended
+_ESP_IV = struct.Struct(">IIQ")  # SPI, sequence number, IV: the first 16 bytes of the data field
+_AAD_LEN = FC_HEADER_LEN + ESP_HEADER_LEN  # GCM: header' ‖ SPI ‖ seq
 
 
 def is_protected_traffic(header: FrameHeader) -> bool:
@@ -87,3 +94,39 @@ def unprotect(sa: SecurityAssociation, frame: Frame, esp: EspHeader, iv: bytes, 
         sa.open(iv, rest[-ESP_ICV_LEN:], aad + iv + clear)
         return clear
     return sa.open(iv, rest, aad)
+
+
+def sealer(sa: SecurityAssociation, first_seq: int) -> Sealer:
+    """The ESP body writer for `DataSequence.encode`: frame `i` of the sequence gets sequence number
+    `first_seq + i` under TX SA `sa`. Called with the frame's 24-byte header at `fc` in `buf` (DF_CTL
+    0x40 and CS_CTL 0 already written), it writes SPI ‖ seq ‖ IV, then the ciphertext and ICV of
+    `clear` (GMAC: `clear` and its ICV)."""
+    spi, gmac, seal_into, pack_esp, pack_iv = sa.spi, sa.gmac, sa.seal_into, _ESP_IV.pack_into, _IV.pack
+
+    def seal(buf: bytearray, mv: memoryview, fc: int, i: int, clear: memoryview) -> None:
+        seq = first_seq + i
+        n = len(clear)
+        pack_esp(buf, fc + FC_HEADER_LEN, spi, seq, seq)
+        body = fc + FC_HEADER_LEN + _REST
+        if gmac:
+            mv[body : body + n] = clear
+            seal_into(pack_iv(seq), b"", mv[fc : body + n], mv[body + n : body + n + ESP_ICV_LEN])
+        else:
+            seal_into(pack_iv(seq), clear, mv[fc : fc + _AAD_LEN], mv[body : body + n + ESP_ICV_LEN])
+
+    return seal
+
+
+def open_in_place(sa: SecurityAssociation, mv: memoryview, fc: int, dflen: int,
+                  scratch: memoryview) -> bytes | memoryview:
+    """Verify the protected frame at `fc` (header, then a `dflen`-byte data field without fill; its
+    CS_CTL is 0) and return its clear data field: in `scratch` (GCM, where cryptography can write
+    into it), a view of `mv` (GMAC) or new bytes. Raises InvalidTag; nothing is valid after that."""
+    n = dflen - ESP_OVERHEAD
+    esp_at = fc + FC_HEADER_LEN
+    body = esp_at + _REST
+    iv = bytes(mv[esp_at + ESP_HEADER_LEN : body])
+    if sa.gmac:
+        sa.open_into(iv, mv[body + n : body + n + ESP_ICV_LEN], mv[fc : body + n], scratch[:0])
+        return mv[body : body + n]
+    return sa.open_into(iv, mv[body : body + n + ESP_ICV_LEN], mv[fc : esp_at + ESP_HEADER_LEN], scratch[:n])

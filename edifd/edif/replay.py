@@ -48,6 +48,22 @@ class ReplayWindow:
             return ReplayVerdict.TOO_OLD
         return ReplayVerdict.DUPLICATE if self._bitmap >> diff & 1 else ReplayVerdict.OK
 
+    def fresh(self, seq: int) -> bool:
+        """`check(seq) is OK` without the verdict object: the bulk data path asks this per frame."""
+        if seq > self.highest:
+            return True
+        diff = self.highest - seq
+        return seq > 0 and diff < self.size and not self._bitmap >> diff & 1
+
+    def accept_fresh(self, seq: int) -> None:
+        """`accept` for a `seq` that `fresh()` just vouched for and whose ICV verified."""
+        if seq > self.highest:
+            shift = seq - self.highest
+            self._bitmap = ((self._bitmap << shift) | 1) & self._mask if shift < self.size else 1
+            self.highest = seq
+        else:
+            self._bitmap |= 1 << (self.highest - seq)
+
     def accept(self, seq: int) -> None:
         """Record `seq` as received. Call only after check() said OK and the ICV verified."""
         if self.check(seq) is not ReplayVerdict.OK:

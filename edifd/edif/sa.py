@@ -24,6 +24,8 @@ from .errors import EdifError
 from .replay import DEFAULT_WINDOW, MAX_SEQ, ReplayWindow
 
 SALT_LEN = 4  # RFC 4106 §4: the nonce is salt(4) ‖ IV(8)
+# cryptography >= 45 can write into a caller's buffer; Debian 12's 38 cannot (and wants bytes inputs).
+HAS_AEAD_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(AESGCM, "decrypt_into")
 _GMAC = frozenset({Cipher.AES_GMAC_128, Cipher.AES_GMAC_256})
 
 
@@ -134,6 +136,29 @@ class SecurityAssociation:
         if self._aead is None:
             raise EdifError(f"SA 0x{self.spi:08x} is deleted")
         return self._aead.decrypt(self._salt + iv, data, aad)
+
+    def seal_into(self, iv: bytes, plaintext: bytes | memoryview, aad: bytes | memoryview,
+                  out: memoryview) -> None:
+        """`seal` written into `out` (exactly len(plaintext) + 16 bytes): the data path's form."""
+        aead = self._aead
+        if aead is None:
+            raise EdifError(f"SA 0x{self.spi:08x} is deleted")
+        if HAS_AEAD_INTO:
+            aead.encrypt_into(self._salt + iv, plaintext, aad, out)
+        else:
+            out[:] = aead.encrypt(self._salt + iv, bytes(plaintext), bytes(aad))
+
+    def open_into(self, iv: bytes, data: memoryview, aad: memoryview, out: memoryview) -> bytes | memoryview:
+        """`open` of ciphertext ‖ tag `data`, the clear bytes in `out` (len(data) - 16 bytes) where the
+        installed cryptography can, else as new bytes; raises InvalidTag. Nothing is returned, and
+        nothing of `out` is to be trusted, unless the ICV verified."""
+        aead = self._aead
+        if aead is None:
+            raise EdifError(f"SA 0x{self.spi:08x} is deleted")
+        if HAS_AEAD_INTO:
+            aead.decrypt_into(self._salt + iv, data, aad, out)
+            return out
+        return aead.decrypt(self._salt + iv, bytes(data), bytes(aad))
 
     def zeroize(self) -> None:
         """Overwrite key and salt in place and drop the AEAD object (see the module docstring)."""

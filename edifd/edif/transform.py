@@ -1,19 +1,28 @@
 """The ESP stage of one secure session: the HBA's frame-transform hook (`outbound`/`inbound`).
 
 Never raises on any frame. Inbound trouble is a drop (None) counted by reason; outbound trouble
-fails closed (see `EspTransform.outbound`). Events (SA_UPDATE_COMPL for delayed RX deletes,
-teardown requests, rekey hints) queue up until the HBA calls `pop_events()` or `tick(now)`.
+fails closed (see `EspTransform.outbound`). The bulk FCP_DATA path (`outbound_sequence`,
+`inbound_data`; edifd/fc/burst.py) gives the same bytes, counters and events as the per-frame one
+and hands anything it does not cover back to it (None = "use the general path"). Events
+(SA_UPDATE_COMPL for delayed RX deletes, teardown requests, rekey hints) queue up until the HBA
+calls `pop_events()` or `tick(now)`.
 """
 
 from __future__ import annotations
 
+import struct
+
 from cryptography.exceptions import InvalidTag
 
-from edifd.fc import FC_MAX_DATA_FIELD, DfCtl, EspHeader, FcError, Frame
+from edifd.fc import FC_MAX_DATA_FIELD, DataSequence, DfCtl, EspHeader, FcError, Frame, WireBurst
+from edifd.fc.burst import (
+    REC_DATA,
+    REC_FC,
+)
 
 from .counters import BlockReason, DropReason, EspCounters
 from .errors import EdifError
-from .esp import ESP_OVERHEAD, is_protected_traffic, protect, split, unprotect
+from .esp import ESP_OVERHEAD, is_protected_traffic, open_in_place, protect, sealer, split, unprotect
 from .events import Event, RekeyNeeded, TeardownReason, TeardownRequested
 from .replay import MAX_SEQ, ReplayVerdict
 from .sadb import SaDatabase
@@ -22,6 +31,7 @@ ICV_FAILURE_LIMIT = 10
 REKEY_MARGIN = 1 << 24  # ask for a rekey this many frames before the sequence space ends
 _BLOCKED_ESP = EspHeader(0, 0)  # SPI 0 is reserved (RFC 4303 §2.1): never installed, so the peer drops it
 _MAX_CLEAR = FC_MAX_DATA_FIELD - ESP_OVERHEAD  # data field bytes that still fit after protection
+_SPI_SEQ = struct.Struct(">II")
 _DF_ESP = int(DfCtl.ESP)  # a plain int: IntFlag operators cost microseconds per frame
 
 
@@ -43,6 +53,7 @@ class EspTransform:
         self.consecutive_icv_failures = 0
         self._events: list[Event] = []
         self._raised: set[TeardownReason] = set()  # one teardown request per cause until it clears
+        self._scratch = memoryview(bytearray(FC_MAX_DATA_FIELD))  # clear data of the frame being opened
 
     @property
     def counters(self) -> EspCounters:
@@ -102,6 +113,30 @@ class EspTransform:
         c.bytes_out_protected += n
         return out
 
+    def outbound_sequence(self, seq: DataSequence) -> WireBurst | None:
+        """The protected FCIP records of a whole FCP_DATA sequence in one buffer, or None when the
+        sequence is not the plain case (no TX SA, not enough sequence numbers left, frames too long):
+        then the caller sends `seq.frames()` through `outbound`, which fails closed frame by frame."""
+        sa = self.sadb.tx_sa
+        n = seq.count
+        if sa is None or not sa.alive or seq.frame_size > _MAX_CLEAR or sa.seq + n > MAX_SEQ:
+            return None
+        first = sa.seq + 1
+        sa.seq += n
+        if self._raised:
+            self._raised -= {TeardownReason.NO_TX_SA, TeardownReason.SEQ_EXHAUSTED}
+        if sa.seq >= self.rekey_seq and not sa.rekey_warned:
+            sa.rekey_warned = True
+            self._events.append(RekeyNeeded(sa.spi, max(first, self.rekey_seq)))
+        burst = seq.encode(ESP_OVERHEAD, sealer(sa, first))
+        total = len(seq)
+        sa.frames += n
+        sa.bytes += total
+        c = self.counters
+        c.frames_out_protected += n
+        c.bytes_out_protected += total
+        return burst
+
     def _blocked(self, frame: Frame, reason: BlockReason) -> Frame:
         self.counters.block(reason)
         h = frame.header
@@ -144,12 +179,7 @@ class EspTransform:
         try:
             clear = unprotect(sa, frame, esp, iv, rest)
         except InvalidTag:
-            c.icv_failures += 1
-            self.consecutive_icv_failures += 1
-            if self.consecutive_icv_failures >= self.icv_failure_limit:
-                self._teardown(TeardownReason.ICV_FAILURES,
-                               f"{self.consecutive_icv_failures} consecutive ICV failures")
-            return self._drop(DropReason.ICV)
+            return self._icv_failed()
         # Authentic from here on: only now may the window move (RFC 4303 §3.4.3).
         sa.window.accept(seq)
         self.consecutive_icv_failures = 0
@@ -166,6 +196,46 @@ class EspTransform:
         c.bytes_in_protected += n
         self._events.extend(self.sadb.on_frame_received(spi))
         return plain
+
+    def inbound_data(self, mv: memoryview, fc: int, dflen: int) -> bytes | memoryview | None:
+        """`inbound` for a received FCP_DATA frame in a wire buffer (a `DataRun` record: its header at
+        `fc`, DF_CTL 0x40, CS_CTL 0, no fill, a `dflen`-byte data field): its clear data field, valid
+        until the next call, or None (dropped and counted exactly as `inbound` would)."""
+        if dflen < ESP_OVERHEAD:
+            return self._drop(DropReason.MALFORMED)
+        c = self.counters
+        spi, seq = _SPI_SEQ.unpack_from(mv, fc + REC_DATA - REC_FC)  # the ESP_Header after the FC header
+        sa = self.sadb.rx_sa(spi)
+        if sa is None or sa.window is None:
+            return self._drop(DropReason.UNKNOWN_SPI)
+        window = sa.window
+        if not window.fresh(seq):
+            c.replays += 1
+            return self._drop(DropReason.REPLAY)
+        try:
+            clear = open_in_place(sa, mv, fc, dflen, self._scratch)
+        except InvalidTag:
+            return self._icv_failed()
+        window.accept_fresh(seq)  # authentic: only now may the window move (RFC 4303 §3.4.3)
+        self.consecutive_icv_failures = 0
+        if self._raised:
+            self._raised.discard(TeardownReason.ICV_FAILURES)
+        n = len(clear)
+        sa.frames += 1
+        sa.bytes += n
+        c.frames_in_protected += 1
+        c.bytes_in_protected += n
+        if self.sadb.pending_rx_delete is not None:
+            self._events.extend(self.sadb.on_frame_received(spi))
+        return clear
+
+    def _icv_failed(self) -> None:
+        self.counters.icv_failures += 1
+        self.consecutive_icv_failures += 1
+        if self.consecutive_icv_failures >= self.icv_failure_limit:
+            self._teardown(TeardownReason.ICV_FAILURES,
+                           f"{self.consecutive_icv_failures} consecutive ICV failures")
+        return self._drop(DropReason.ICV)
 
     def _drop(self, reason: DropReason) -> None:
         self.counters.drop(reason)

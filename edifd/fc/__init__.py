@@ -7,6 +7,7 @@ Our wire-format choices are recorded in docs/fc-wire.md.
 
 from ._codec import wwn_str
 from .bls import Abts, BaAcc, BaRjt, BaRjtExplanation, BaRjtReason, BlsPayload, parse_bls
+from .burst import DataRun, DataSequence, WireBurst
 from .els import (
     ElsCode,
     ElsPayload,
@@ -88,13 +89,14 @@ __all__ = [
     "wwn_str", "AUTH_ELS_CODE", "ESP_HEADER_LEN",
     "FC_DATA_FRAME_SIZE", "FC_MAX_DATA_FIELD", "FCIP_TCP_PORT", "FCTL_REQ", "FCTL_RESP", "Abts",
     "AuthEls", "AuthFlags", "AuthMsgCode", "AuthProtocolId", "BaAcc", "BaRjt", "BaRjtExplanation",
-    "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures", "DfCtl", "ElsCode",
+    "BaRjtReason", "BlsPayload", "ClassOptions", "ClassParams", "CommonFeatures", "DataRun", "DataSequence",
+    "DfCtl", "ElsCode",
     "ElsPayload", "Eof", "ErrorReason", "EspHeader", "FCtl", "FcError", "FcType", "FcipError",
     "FcipStreamDecoder", "FcpCmnd", "FcpRsp", "FcpRspFlags", "FcpServiceParams", "FcpXferRdy", "Flogi",
     "Frame", "FrameError", "FrameHeader", "FramePayload", "LinkError", "LoginAcc", "Logo", "LsAcc",
     "LsRjt", "LsRjtExplanation", "LsRjtReason", "PayloadError", "Plogi", "Prli", "PrliAcc",
     "PrliAccCode", "PrliFlags", "Prlo", "PrloAcc", "RCtl", "RawEls", "Rscn", "RscnAddressFormat",
-    "RscnPage", "RspCode", "ServiceParamPage", "Sof", "TaskAttr", "TaskMgmt", "abts_frame",
+    "RscnPage", "RspCode", "ServiceParamPage", "Sof", "TaskAttr", "TaskMgmt", "WireBurst", "abts_frame",
     "ba_acc_frame", "ba_rjt_frame", "decode_record", "els_reply", "els_request", "encode_frame",
     "fc_crc", "fcp_cmnd_frame", "fcp_data_frames", "fcp_rsp_frame", "fill_for", "lun_from_bytes",
     "lun_to_bytes", "parse_bls", "parse_els", "parse_payload", "request_frame", "response_f_ctl",

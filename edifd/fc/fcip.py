@@ -16,14 +16,17 @@ Record layout (all big-endian except the FC CRC, which is little-endian like an 
 `encode_frame()` produces one record; `FcipStreamDecoder` turns a TCP byte stream back into
 frames and never raises: any violation yields a `LinkError` event, bumps a counter and puts
 the decoder in a needs-reset state (the link edge drops and reconnects the TCP connection).
+With `data_runs=True` consecutive bulk FCP_DATA records come up as one `DataRun` (burst.py).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .burst import EOF_N, EOF_T, REC_OVERHEAD, SOF_I3, SOF_N3, DataRun
 from .errors import ErrorReason, FcError, FcipError, FrameError
 from .frame import FC_CRC_LEN, FC_HEADER_LEN, FC_MAX_DATA_FIELD, Eof, Frame, Sof
 
@@ -42,6 +45,14 @@ CRCV_FLAG = 0x04  # in byte 12 (the upper 6 bits of the flags/length field)
 _WORD0 = bytes((FCIP_PROTOCOL, FCIP_VERSION, FCIP_PROTOCOL ^ 0xFF, FCIP_VERSION ^ 0xFF))
 _PREAMBLE = _WORD0 + _WORD0  # FCIP: word 1 repeats word 0
 _ENCAP = ">8s BBBB HH II I"
+_HEAD12 = _PREAMBLE + bytes((0, 0, 0xFF, 0xFF))  # the first 12 bytes of every record we accept
+_FLAGS_LEN = struct.Struct(">HH")
+# The bulk FCP_DATA check (burst.DataRun): header words 0-3 (timestamp and CRC skipped), SOF, FC header.
+_FAST = struct.Struct(">Q I HH 12x I I I I B B H H H I")
+_PRE_Q = int.from_bytes(_PREAMBLE, "big")
+_U32, _U32LE = struct.Struct(">I"), struct.Struct("<I")
+_DATA_SOFS, _DATA_EOFS = (SOF_I3, SOF_N3), (EOF_T, EOF_N)
+_MIN_ESP_RECORD = REC_OVERHEAD + 8  # DF_CTL 0x40 announces an 8-byte ESP_Header
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,15 @@ def _check_header_words(buf: bytes | bytearray) -> int:
     return words * 4
 
 
+def _record_length(buf: bytearray, mv: memoryview, pos: int) -> int:
+    """`_check_header_words` for the record at `pos`, without copying when the header is the usual one."""
+    if mv[pos : pos + 12] == _HEAD12:
+        flags_len, flags_len_c = _FLAGS_LEN.unpack_from(mv, pos + 12)
+        if flags_len_c == flags_len ^ 0xFFFF and MIN_FRAME_WORDS <= flags_len <= MAX_FRAME_WORDS:
+            return flags_len * 4  # flags (the upper 6 bits) are zero: flags_len is the length in words
+    return _check_header_words(buf[pos : pos + 16])
+
+
 def _delimiter(word: bytes | bytearray, enum_cls: type[D], reason: ErrorReason) -> D:
     code = word[0]
     if word[1] != code or word[2] != code ^ 0xFF or word[3] != code ^ 0xFF:
@@ -137,10 +157,16 @@ class FcipStreamDecoder:
 
     After a `LinkError` the decoder discards input until `reset()` (called by the link edge
     once it has reconnected); `counters` keep counting across resets.
+
+    A `DataRun` is a view of the decoder's own buffer, not a copy. While any view of it is alive the
+    buffer is not touched: the next `feed()` then continues in a fresh buffer (a copy of the unread
+    tail), so a run kept by its consumer stays valid; one dropped in time costs no copy at all.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, data_runs: bool = False) -> None:
+        self._runs = data_runs  # bulk FCP_DATA records as DataRun events (the link edges' fast path)
         self._buf = bytearray()
+        self._start = 0  # bytes of _buf already consumed (compacted at the next feed)
         self._need: int | None = None  # record length once the header words were validated
         self.needs_reset = False
         self.counters: dict[ErrorReason, int] = {r: 0 for r in ErrorReason}
@@ -149,7 +175,7 @@ class FcipStreamDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._start
 
     def stats(self) -> dict[str, int]:
         """Counters with string keys, for metrics and status output."""
@@ -159,55 +185,103 @@ class FcipStreamDecoder:
 
     def reset(self) -> None:
         """Start over on a new connection (keeps the counters)."""
-        self._buf.clear()
+        self._drop_buffer()
         self._need = None
         self.needs_reset = False
 
-    def feed(self, data: bytes) -> list[Frame | LinkError]:
+    def _drop_buffer(self) -> None:
+        self._buf = bytearray()  # not clear(): a DataRun may still be looking at the old one
+        self._start = 0
+
+    def _append(self, data: bytes) -> bytearray:
+        """The buffer with the consumed bytes gone and `data` added; a fresh one if views of it live."""
+        buf, start = self._buf, self._start
+        try:
+            if start:
+                del buf[:start]
+            buf += data
+        except BufferError:  # a DataRun of the last feed is still held: leave its bytes alone
+            buf = self._buf = bytearray(memoryview(buf)[start:]) + data
+        self._start = 0
+        return buf
+
+    def feed(self, data: bytes) -> list[Frame | DataRun | LinkError]:
         if self.needs_reset:
             self.bytes_discarded += len(data)
             return []
-        buf = self._buf
-        buf += data
-        events: list[Frame | LinkError] = []
-        pos = 0  # consumed bytes; the buffer is compacted once per call, not once per frame
+        buf = self._append(data)
+        events: list[Frame | DataRun | LinkError] = []
+        pos = 0  # consumed bytes; the buffer is compacted at the next call, not once per frame
+        run_at: int | None = None  # where the current DataRun started
+        starts: list[int] = []
+        mv = memoryview(buf)
+        runs, fast, crc32 = self._runs, _FAST.unpack_from, zlib.crc32
+        u32, u32le = _U32.unpack_from, _U32LE.unpack_from
         try:
             while True:
                 avail = len(buf) - pos
+                if runs and avail >= MIN_FRAME_WORDS * 4:
+                    # The bulk case in one unpack: the usual header words and a plain FCP_DATA record
+                    # (burst.DataRun); anything else goes on below, where the general checks name it.
+                    pre, pw, fl, flc, sof, w0, _w1, w2, _s, df, _c, _o, _r, _p = fast(mv, pos)
+                    if pre == _PRE_Q and pw == 0xFFFF and flc == fl ^ 0xFFFF and 16 <= fl <= 544:
+                        need = self._need = fl * 4
+                        if avail < need:
+                            break
+                        end = pos + need
+                        if (sof in _DATA_SOFS and w0 >> 24 == 1 and w2 >> 24 == 8 and not w2 & 3
+                                and (df == 0 or (df == 0x40 and need >= _MIN_ESP_RECORD))
+                                and u32(mv, end - 4)[0] in _DATA_EOFS
+                                and u32le(mv, end - 8)[0] == crc32(mv[pos + 32 : end - 8])):
+                            if run_at is None:
+                                run_at, starts = pos, []
+                            starts.append(pos - run_at)
+                            pos = end
+                            self._need = None
+                            self.frames_decoded += 1
+                            continue
                 if self._need is None:
                     if avail < 16:
                         _check_preamble(buf[pos:])  # reject garbage as early as its first byte
                         break
-                    self._need = _check_header_words(buf[pos : pos + 16])
+                    self._need = _record_length(buf, mv, pos)
                 if avail < self._need:
                     break
-                frame = _decode_body(bytes(buf[pos : pos + self._need]))
+                need = self._need
+                if run_at is not None:
+                    events.append(DataRun(mv[run_at:pos], starts))
+                    run_at = None
+                frame = _decode_body(bytes(mv[pos : pos + need]))
                 # Consume only after a successful decode, so a rejected record counts as discarded.
-                pos += self._need
+                pos += need
                 self._need = None
                 events.append(frame)
                 self.frames_decoded += 1
         except FcError as e:
-            del buf[:pos]
-            events.append(self._fail(e.reason or ErrorReason.BAD_FRAME_HEADER, str(e)))
+            error: LinkError | None = LinkError(e.reason or ErrorReason.BAD_FRAME_HEADER, str(e))
         except Exception as e:  # noqa: BLE001 - a decoder bug must still not kill the link task
-            del buf[:pos]
-            events.append(self._fail(ErrorReason.BAD_FRAME_HEADER, f"internal decode error: {e!r}"))
+            error = LinkError(ErrorReason.BAD_FRAME_HEADER, f"internal decode error: {e!r}")
         else:
-            del buf[:pos]
+            error = None
+        if run_at is not None:  # the records before an error were good: they are delivered
+            events.append(DataRun(mv[run_at:pos], starts))
+        mv.release()  # the runs' own slices keep what they need
+        self._start = pos
+        if error is not None:
+            events.append(self._fail(error.reason, error.detail))
         return events
 
     def feed_eof(self) -> list[Frame | LinkError]:
         """The peer closed the stream: leftover bytes are a truncated frame."""
-        if self.needs_reset or not self._buf:
+        if self.needs_reset or not self.buffered:
             return []
-        detail = f"stream ended with {len(self._buf)} bytes of a partial frame"
+        detail = f"stream ended with {self.buffered} bytes of a partial frame"
         return [self._fail(ErrorReason.TRUNCATED, detail)]
 
     def _fail(self, reason: ErrorReason, detail: str) -> LinkError:
         self.counters[reason] += 1
-        self.bytes_discarded += len(self._buf)
-        self._buf.clear()
+        self.bytes_discarded += self.buffered
+        self._drop_buffer()
         self._need = None
         self.needs_reset = True
         return LinkError(reason, detail)

@@ -8,6 +8,11 @@ passes, a queued command fails at once with SENSE_IO_TIMEOUT; one in flight is a
 fails with the same sense on BA_ACC/BA_RJT, or after abts_timeout (then the link is reset, the FC-FS
 recovery for an exchange whose state is unknown). The login side (`session.py`) owns the state and
 the link addresses this class reads.
+
+With `bursts` on (the port sets it), a write's FCP_DATA sequence leaves as one `WireBurst` (the
+records built in one buffer, through the transform's bulk path) and `receive_data` takes a received
+`DataRun` of read data without a `Frame` per record (edifd/fc/burst.py). Both fall back to the
+per-frame path for anything but the plain case, so bytes, counters and outcomes are the same.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from edifd.fc import (
     BaRjt,
     BaRjtExplanation,
     BaRjtReason,
+    DataRun,
+    DataSequence,
     FcError,
     FcpCmnd,
     FcpRsp,
     FcpXferRdy,
     Frame,
     RCtl,
+    WireBurst,
     abts_frame,
     ba_acc_frame,
     ba_rjt_frame,
@@ -37,15 +45,17 @@ from edifd.fc import (
     parse_payload,
     wwn_str,
 )
+from edifd.fc.burst import FC_HDR, REC_FC, REC_OVERHEAD
 from edifd.scsi import ScsiCommand, ScsiResponse, SenseKey, Status, sense
 
 from .counters import RemotePortCounters
 from .events import Completed, Event, ResetLink, SessionState
-from .transform import FrameTransform
+from .transform import FrameTransform, IdentityTransform
 
 log = logging.getLogger(__name__)
 
 UNASSIGNED = 0xFFFF
+_REL_OFF = 0x000008  # F_CTL: Parameter is a relative offset
 
 # Sense of commands the transport could not complete (fixed format, SPC-4 annex D codes).
 # ABORTED COMMAND makes Linux sd retry a few times before giving up, as for a transport error.
@@ -94,6 +104,7 @@ class FcpInitiator:
         self._next_xid = 1
         self._seq_id = 0
         self._events: list[Event] = []
+        self.bursts = False  # FCP_DATA as WireBurst/DataRun (the port's fast path); frames when False
 
     @property
     def ready(self) -> bool:
@@ -176,6 +187,11 @@ class FcpInitiator:
             self._inflight[c.ox_id] = c
             out.append(sent)
         return out
+
+    def _protect_sequence(self, seq: DataSequence) -> list[Frame | WireBurst]:
+        """A data sequence through the transform: one WireBurst where it has a bulk path, else frames."""
+        burst = bulk_outbound(self.transform, seq)
+        return [burst] if burst is not None else self._protect(seq.frames())
 
     def _protect(self, frames: list[Frame]) -> list[Frame]:
         out = []
@@ -281,6 +297,10 @@ class FcpInitiator:
             end = xfer.data_ro + xfer.burst_len
             if not c.write or xfer.burst_len == 0 or end > c.dl or c.cmnd is None:
                 return self._abort(c, now, SENSE_PROTOCOL_ERROR)
+            if self.bursts:
+                data = memoryview(c.cmd.data_out)[xfer.data_ro : end]
+                return self._protect_sequence(DataSequence(c.cmnd, data, from_target=False, rx_id=c.rx_id,
+                                                           seq_id=self._next_seq(), offset=xfer.data_ro))
             data = c.cmd.data_out[xfer.data_ro : end]
             frames = fcp_data_frames(c.cmnd, data, from_target=False, rx_id=c.rx_id,
                                      seq_id=self._next_seq(), offset=xfer.data_ro)
@@ -297,6 +317,55 @@ class FcpInitiator:
         del self._inflight[h.ox_id]
         self._complete_rsp(c, rsp)
         return self._dispatch() if self._queue else []
+
+    def receive_data(self, run: DataRun, now: float) -> list[Frame | WireBurst]:
+        """`receive` of every record of `run` in order, without a Frame per record in the plain case:
+        a read's data (verified and decrypted by the transform's bulk path) goes straight into its
+        command's buffer. Anything else takes the general path, record by record."""
+        t = self.transform
+        esp = getattr(t, "inbound_data", None)
+        if esp is None and type(t) is not IdentityTransform:
+            return [f for i in range(run.count) for f in self.receive(run.frame(i), now)]
+        want_df = 0x40 if esp is not None else 0
+        mv = memoryview(run.data)
+        starts, size = run.starts, len(run.data)
+        inflight = self._inflight
+        out: list[Frame | WireBurst] = []
+        for i, at in enumerate(starts):
+            _w0, w1, f_ctl, _sid, df_ctl, _cnt, ox_id, rx_id, off = FC_HDR.unpack_from(mv, at + REC_FC)
+            if w1 >> 24 or df_ctl != want_df:  # CS_CTL set (not in the AAD) or not what this session expects
+                out += self.receive(run.frame(i), now)
+                continue
+            fc = at + REC_FC
+            dflen = (starts[i + 1] if i + 1 < len(starts) else size) - at - REC_OVERHEAD
+            if esp is not None:
+                data = esp(mv, fc, dflen)
+                if data is None:
+                    out += self._drop("dropped by the session transform")
+                    continue
+            else:
+                data = mv[fc + 24 : fc + 24 + dflen]
+            n = len(data)
+            c = inflight.get(ox_id)
+            if c is None or c.abts_deadline is not None or c.write or not f_ctl & _REL_OFF or off + n > c.dl:
+                out += self._data_fallback(run, i, data if esp is not None else None, now)
+                continue
+            if c.rx_id == UNASSIGNED:
+                c.rx_id = rx_id
+            c.buf[off : off + n] = data
+            c.received += n
+        return out
+
+    def _data_fallback(self, run: DataRun, i: int, clear: bytes | memoryview | None,
+                       now: float) -> list[Frame]:
+        """Record `i` after the transform (`clear`: its decrypted data field), the general way."""
+        frame = run.frame(i)
+        if clear is not None:
+            frame = frame.without_esp(bytes(clear))
+        try:
+            return self._fcp_in(frame, now)
+        except FcError as e:
+            return self._drop(f"undecodable payload: {e}")
 
     def _complete_rsp(self, c: _Command, rsp: FcpRsp) -> None:
         code = rsp.rsp_code
@@ -316,10 +385,22 @@ class FcpInitiator:
             if c.received < valid:  # data frames missing: never hand back a buffer with holes
                 self._fail(c, SENSE_PROTOCOL_ERROR)
                 return
-            data = bytes(c.buf[:valid]).ljust(n_in, b"\x00")[:n_in]
+            if valid == n_in == len(c.buf):  # the whole buffer: one copy, not three
+                data = bytes(c.buf)
+            else:
+                data = bytes(c.buf[:valid]).ljust(n_in, b"\x00")[:n_in]
         self.counters.completed += 1
         self._complete(c, ScsiResponse(status, data, rsp.sense, data_len=min(valid, n_in)))
 
+
+
+def bulk_outbound(transform: FrameTransform, seq: DataSequence) -> WireBurst | None:
+    """The records of `seq` through `transform` in one buffer: in clear for the identity transform,
+    by the transform's `outbound_sequence` where it has one (EDIF's ESP stage); None = send frames."""
+    if type(transform) is IdentityTransform:
+        return seq.encode()
+    bulk = getattr(transform, "outbound_sequence", None)
+    return bulk(seq) if bulk is not None else None
 
 
 def _safe_len(cmd: object) -> int:

@@ -2,10 +2,11 @@
 
 One FC link = one TCP connection (point-to-point). The port connects, feeds received bytes to an
 `FcipStreamDecoder`, hands frames to its `InitiatorSession` and writes what the session returns.
-Link reset = drop the connection, `decoder.reset()`, reconnect with bounded exponential backoff
-plus jitter, and log in again (FLOGI). Timers are one `loop.call_later` for the next deadline of
-the session or of its login's SAs (a delayed RX delete); the clock is the loop's (tests may pass
-their own `clock`).
+Bulk FCP_DATA moves as `WireBurst`s (one buffer per sequence, one `writelines` per batch) and
+`DataRun`s (edifd/fc/burst.py); everything else as frames. Link reset = drop the connection,
+`decoder.reset()`, reconnect with bounded exponential backoff plus jitter, and log in again (FLOGI).
+Timers are one `loop.call_later` for the next deadline of the session or of its login's SAs (a
+delayed RX delete); the clock is the loop's (tests may pass their own `clock`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from edifd.fc import FCIP_TCP_PORT, FcipStreamDecoder, Frame, LinkError, encode_frame, wwn_str
+from edifd.fc import (
+    FCIP_TCP_PORT,
+    DataRun,
+    FcipStreamDecoder,
+    Frame,
+    LinkError,
+    WireBurst,
+    encode_frame,
+    wwn_str,
+)
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.scsi import ScsiCommand, ScsiResponse, Status
 
@@ -109,10 +119,10 @@ class InitiatorPort:
         self.timers = timers or Timers()
         self.session = InitiatorSession(
             config.wwpn, config.wwnn, security=config.security, policy=policy, transform=transform,
-            login_timeout=self.timers.login_timeout, abts_timeout=self.timers.abts_timeout,
+            login_timeout=self.timers.login_timeout, abts_timeout=self.timers.abts_timeout, bursts=True,
         )
         self.counters = PortCounters()
-        self.decoder = FcipStreamDecoder()
+        self.decoder = FcipStreamDecoder(data_runs=True)
         self._clock = clock
         self._jitter = jitter
         self._link: _Link | None = None
@@ -283,17 +293,8 @@ class InitiatorPort:
             if not link.up:  # we dropped it ourselves; leftover bytes are not a decode error
                 return
             self.counters.bytes_in += len(data)
-            events = self.decoder.feed(data) if data else self.decoder.feed_eof()
-            for ev in events:
-                if isinstance(ev, LinkError):
-                    self.counters.decode_error(ev.reason.value)
-                    log.warning("port %s: link error %s (%s); resetting the link",
-                                self.config.name, ev.reason.value, ev.detail)
-                    return
-                self.counters.frames_in += 1
-                if self._pcap is not None:
-                    self._pcap.write(ev, inbound=True)
-                self._send(self.session.receive(ev, self._now()))
+            if not self._receive(self.decoder.feed(data) if data else self.decoder.feed_eof()):
+                return
             self._after()
             if not data:
                 log.info("port %s: peer closed the link", self.config.name)
@@ -304,19 +305,55 @@ class InitiatorPort:
                 except OSError:
                     return
 
-    def _send(self, frames: list[Frame]) -> None:
+    def _receive(self, events: list[Frame | DataRun | LinkError]) -> bool:
+        """Hand what the decoder made of one read to the session; False on a link error. (A method of
+        its own so no DataRun outlives it: the decoder then reuses its buffer instead of copying.)"""
+        for ev in events:
+            if isinstance(ev, LinkError):
+                self.counters.decode_error(ev.reason.value)
+                log.warning("port %s: link error %s (%s); resetting the link",
+                            self.config.name, ev.reason.value, ev.detail)
+                return False
+            if type(ev) is DataRun:
+                self.counters.frames_in += ev.count
+                if self._pcap is not None:
+                    for f in ev.frames():
+                        self._pcap.write(f, inbound=True)
+                self._send(self.session.receive_data(ev, self._now()))
+                continue
+            self.counters.frames_in += 1
+            if self._pcap is not None:
+                self._pcap.write(ev, inbound=True)
+            self._send(self.session.receive(ev, self._now()))
+        return True
+
+    def _send(self, frames: list[Frame | WireBurst]) -> None:
         if not frames:
             return
         link = self._link
         if link is None or not link.up:
             return  # the session re-sends what matters after relogin
+        chunks: list[bytes | bytearray] = []
+        c = self.counters
         for f in frames:
+            if type(f) is WireBurst:
+                chunks.append(f.data)
+                c.frames_out += f.count
+                c.bytes_out += len(f.data)
+                if self._pcap is not None:
+                    for g in f.frames():
+                        self._pcap.write(g)
+                continue
             rec = encode_frame(f)
-            link.writer.write(rec)
-            self.counters.frames_out += 1
-            self.counters.bytes_out += len(rec)
+            chunks.append(rec)
+            c.frames_out += 1
+            c.bytes_out += len(rec)
             if self._pcap is not None:
                 self._pcap.write(f)
+        if len(chunks) == 1:
+            link.writer.write(chunks[0])
+        else:
+            link.writer.writelines(chunks)
 
     def _after(self) -> None:
         """Process session events and re-arm the deadline timer."""

@@ -117,8 +117,10 @@ class InitiatorSession(FcpInitiator, LinkEnd):
         transform: FrameTransform | None = None,
         login_timeout: float = 4.0,
         abts_timeout: float = 4.0,
+        bursts: bool = False,
     ) -> None:
         super().__init__(transform or IdentityTransform(), abts_timeout)
+        self.bursts = bursts  # the link edge takes WireBursts and DataRuns (fcp.py)
         self.wwpn, self.wwnn, self.security = wwpn, wwnn, security
         self.policy: LoginPolicy = policy or AllowAll()
         self.login_timeout = login_timeout

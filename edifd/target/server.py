@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from edifd.edges.file_medium import FileMedium
 from edifd.edges.loop_thread import LoopThread
-from edifd.fc import FcipStreamDecoder, Frame, LinkError, encode_frame, wwn_str
+from edifd.fc import DataRun, FcipStreamDecoder, Frame, LinkError, WireBurst, encode_frame, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.hba.counters import PortCounters
 from edifd.hba.transform import FrameTransform, LoginPolicy
@@ -66,7 +66,7 @@ class TargetConfig:
 class _Conn:
     writer: asyncio.StreamWriter
     session: TargetSession
-    decoder: FcipStreamDecoder = field(default_factory=FcipStreamDecoder)
+    decoder: FcipStreamDecoder = field(default_factory=lambda: FcipStreamDecoder(data_runs=True))
     up: bool = True
     link: LinkSecurity | None = None  # EDIF state of this login (ports with auth)
 
@@ -180,7 +180,8 @@ class TargetPort:
         c = self.config
         secure = c.security or self.edif is not None
         session = TargetSession(c.wwpn, c.wwnn, self.disks.keys(), security=secure, policy=self._policy,
-                                transform=self._transform_factory() if self._transform_factory else None)
+                                transform=self._transform_factory() if self._transform_factory else None,
+                                bursts=True)
         conn = _Conn(writer, session)
         if self.edif is not None:
             conn.link = self.edif.attach(session)
@@ -197,20 +198,7 @@ class TargetPort:
                 if not conn.up:
                     break
                 self.counters.bytes_in += len(data)
-                events = conn.decoder.feed(data) if data else conn.decoder.feed_eof()
-                for ev in events:
-                    if isinstance(ev, LinkError):
-                        self.counters.decode_error(ev.reason.value)
-                        log.warning("target port %s: link error from %s: %s (%s); closing the link",
-                                    c.name, peer, ev.reason.value, ev.detail)
-                        self.counters.link_resets += 1
-                        conn.up = False
-                        break
-                    self.counters.frames_in += 1
-                    if self._pcap is not None:
-                        self._pcap.write(ev, inbound=True)
-                    self._send(conn, session.receive(ev))
-                    self._events(conn)
+                self._receive(conn, conn.decoder.feed(data) if data else conn.decoder.feed_eof(), peer)
                 if self.edif is not None and conn.link is not None:
                     now = asyncio.get_running_loop().time()
                     self._send(conn, self.edif.after_frames(session, conn.link, now))
@@ -230,6 +218,31 @@ class TargetPort:
             self.sessions_closed.append(session.counters.snapshot())
             log.info("target port %s: link from %s down (initiator %s)", c.name, peer,
                      wwn_str(session.initiator_wwpn))
+
+    def _receive(self, conn: _Conn, events: list[Frame | DataRun | LinkError], peer: object) -> None:
+        """What the decoder made of one read, to the session. (A method of its own so no DataRun
+        outlives it: the decoder then reuses its buffer instead of copying.)"""
+        session = conn.session
+        for ev in events:
+            if isinstance(ev, LinkError):
+                self.counters.decode_error(ev.reason.value)
+                log.warning("target port %s: link error from %s: %s (%s); closing the link",
+                            self.config.name, peer, ev.reason.value, ev.detail)
+                self.counters.link_resets += 1
+                conn.up = False
+                break
+            if type(ev) is DataRun:
+                self.counters.frames_in += ev.count
+                if self._pcap is not None:
+                    for f in ev.frames():
+                        self._pcap.write(f, inbound=True)
+                self._send(conn, session.receive_data(ev))
+            else:
+                self.counters.frames_in += 1
+                if self._pcap is not None:
+                    self._pcap.write(ev, inbound=True)
+                self._send(conn, session.receive(ev))
+            self._events(conn)
 
     def _events(self, conn: _Conn) -> None:
         for ev in conn.session.take_events():
@@ -263,16 +276,30 @@ class TargetPort:
 
         self._workers[ev.lun].submit(run)
 
-    def _send(self, conn: _Conn, frames: list[Frame]) -> None:
-        if not conn.up:
+    def _send(self, conn: _Conn, frames: list[Frame | WireBurst]) -> None:
+        if not conn.up or not frames:
             return
+        chunks: list[bytes | bytearray] = []
+        c = self.counters
         for f in frames:
+            if type(f) is WireBurst:
+                chunks.append(f.data)
+                c.frames_out += f.count
+                c.bytes_out += len(f.data)
+                if self._pcap is not None:
+                    for g in f.frames():
+                        self._pcap.write(g)
+                continue
             rec = encode_frame(f)
-            conn.writer.write(rec)
-            self.counters.frames_out += 1
-            self.counters.bytes_out += len(rec)
+            chunks.append(rec)
+            c.frames_out += 1
+            c.bytes_out += len(rec)
             if self._pcap is not None:
                 self._pcap.write(f)
+        if len(chunks) == 1:
+            conn.writer.write(chunks[0])
+        else:
+            conn.writer.writelines(chunks)
 
     @staticmethod
     def _close(conn: _Conn) -> None:
