@@ -341,13 +341,17 @@ def _esp(b: _Builder, prefix: str, esp: Any, **labels: Any) -> None:
     b.add(f"{prefix}_esp_rekeys", esp.get("rekeys"), **labels)
 
 
+HBA_TIMEOUT = 1.0  # s; as edifd.status waits for a busy HBA loop
+
+
 def with_hba_ports(status: dict[str, Any], hba: Any) -> dict[str, Any]:
     """edifd's status dict (edifd.status.collect) plus `hba_ports`: the link counters of each HBA port
-    (`Hba.status()`, taken on the HBA's loop). An HBA that does not answer leaves them out."""
+    (`Hba.status()`, taken on the HBA's loop). An HBA that does not answer within `HBA_TIMEOUT` s
+    leaves them out."""
     if hba is None:
         return status
     try:
-        ports = [dataclasses.asdict(p) for p in hba.status()]
+        ports = [dataclasses.asdict(p) for p in hba.status(timeout=HBA_TIMEOUT)]
     except Exception as e:  # the LUN figures are still worth a scrape
         log.warning("metrics: HBA status failed: %s: %s", type(e).__name__, e)
         return status

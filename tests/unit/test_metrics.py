@@ -138,7 +138,8 @@ class FakeHba:
     def __init__(self, ports=None, error: Exception | None = None) -> None:
         self.ports, self.error = ports or [], error
 
-    def status(self):
+    def status(self, timeout: float):
+        assert timeout == metrics.HBA_TIMEOUT
         if self.error:
             raise self.error
         return self.ports
