@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import re
 import secrets
 import tomllib
@@ -160,6 +161,17 @@ def _hba_port() -> dict[str, Any]:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "root"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Each tool's check-config sets up the process's logging (a root handler on CliRunner's stream, the
+    root level); later tests must find it as it was."""
+    log = logging.getLogger()
+    handlers, level = list(log.handlers), log.level
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
 
 
 def _check(main: Any, config: Path) -> str:
