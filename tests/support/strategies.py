@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from edifd.proto.body import BODY_CLASSES, Body
-from edifd.proto.catalogue import Kind, MessageType
+from edifd.proto.catalogue import Direction, Kind, MessageType
 from edifd.proto.codec import Message
 from edifd.proto.codes import (
     ELS_MAX_PAYLOAD,
@@ -47,6 +47,7 @@ from edifd.proto.events import (
 )
 from edifd.proto.ports import PortRef
 from edifd.proto.requests import (
+    Ack,
     AppStart,
     AppStop,
     AuthFail,
@@ -175,6 +176,7 @@ BODIES: dict[MessageType, st.SearchStrategy[Body]] = {
     MessageType.GET_STATS: st.builds(GetStats, **_list_query),
     MessageType.KEEPALIVE: st.just(Keepalive()),
     MessageType.RESYNC: st.just(Resync()),
+    MessageType.ACK: st.just(Ack()),
     MessageType.RESPONSE: st.builds(Response, request_types, st.sampled_from(Status), uint(32)),
     MessageType.APP_START_CHALLENGE: st.builds(AppStartChallenge, nonces, nonces),
     MessageType.APP_START_ANSWER: st.builds(
@@ -221,14 +223,18 @@ assert set(BODIES) == set(BODY_CLASSES) == set(MessageType), "a strategy for eve
 
 def _messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
     rid = st.integers(1, (1 << 64) - 1) if msg_type.kind in (Kind.REQUEST, Kind.RESPONSE) else st.just(0)
-    return st.builds(
-        Message,
-        BODIES[msg_type],
-        port_index=uint(16),
-        epoch=uint(64),
-        request_id=rid,
-        sequence=uint(64),
+    body = BODIES[msg_type]
+    nonzero = st.one_of(st.sampled_from([1, 2, (1 << 64) - 1]), st.integers(1, (1 << 64) - 1))
+    if msg_type.kind is Kind.ACKNOWLEDGEMENT:  # always sealed, sequence 0: only its ack varies
+        return st.builds(Message, body, port_index=uint(16), epoch=nonzero, request_id=rid, ack=uint(64))
+    plain = st.builds(Message, body, port_index=uint(16), epoch=uint(64), request_id=rid, sequence=uint(64))
+    if msg_type.direction is Direction.UPSTREAM:
+        return plain
+    # Downstream and sealed (epoch != 0): an ack may ride along.
+    acked = st.builds(
+        Message, body, port_index=uint(16), epoch=nonzero, request_id=rid, sequence=uint(64), ack=nonzero
     )
+    return st.one_of(plain, acked)
 
 
 # Built once: a strategy per draw (flatmap) would be re-validated every example, which costs
@@ -238,7 +244,8 @@ _ANY = st.one_of(*_BY_TYPE.values())
 
 
 def messages_of(msg_type: MessageType) -> st.SearchStrategy[Message]:
-    """Valid messages of one type with arbitrary header fields."""
+    """Valid messages of one type with arbitrary header fields (sealed when epoch != 0 and not a
+    HEARTBEAT; a non-zero ack only on sealed downstream ones)."""
     return _BY_TYPE[msg_type]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edifd.proto import (
+    Ack,
     AppStart,
     AppStartChallenge,
     AppStartPhase,
@@ -27,6 +28,7 @@ from edifd.proto import (
     encode,
     response_to,
 )
+from tests.support.proto import keys_for
 
 KEY = bytes(32)
 NA = bytes([1]) * 32
@@ -36,7 +38,10 @@ def test_response_copies_correlation_fields() -> None:
     req = Message(Keepalive(), port_index=3, epoch=77, request_id=12, sequence=4)
     rsp = response_to(req, Response(MessageType.KEEPALIVE, Status.OK), sequence=9)
     assert (rsp.port_index, rsp.epoch, rsp.request_id, rsp.sequence) == (3, 77, 12, 9)
-    check_response(req, decode(encode(rsp, KEY), KEY))
+    keys = keys_for(77, KEY, 3)
+    got = decode(encode(rsp, KEY, keys=keys), KEY, keys=keys)  # sealed: epoch 77
+    assert got.sealed and got == rsp
+    check_response(req, got)
 
 
 def test_handshake_answer_keeps_epoch_zero_by_default() -> None:
@@ -72,3 +77,10 @@ def test_ack_for_event() -> None:
     assert ack_for(Message(LinkDown(), sequence=3), request_id=1, sequence=1).body.port == PortRef(0)
     with pytest.raises(MalformedHeaderError):
         ack_for(Message(Keepalive(), request_id=1), request_id=2, sequence=1)
+    # The downstream ACK is neither a request (nothing answers it) nor an event.
+    down_ack = Message(Ack(), port_index=2, epoch=8, ack=40)
+    with pytest.raises(MalformedHeaderError):
+        ack_for(down_ack, request_id=2, sequence=1)
+    with pytest.raises(MalformedHeaderError):
+        response_to(down_ack, Response(MessageType.KEEPALIVE), sequence=1)
+    assert MessageType.ACK.responses == frozenset()

@@ -16,10 +16,19 @@ from edifd.proto import (
     AppStartAnswer,
     AppStartChallenge,
     AppStartPhase,
+    BadMacError,
     ChannelKey,
+    Cipher,
+    EpochKeys,
     MalformedBodyError,
     Message,
     MessageType,
+    PortRef,
+    Response,
+    SaDirection,
+    SaUpdate,
+    Status,
+    UnknownEpochError,
     agent_proof,
     decode,
     encode,
@@ -83,6 +92,28 @@ def test_full_exchange_over_the_wire() -> None:
 
     assert verify_host_proof(agent_key, port, na, nh, amsg.body.epoch, amsg.body.proof)
     assert amsg.body.epoch == epoch != 0
+
+    # Every message of the handshake was unsealed (epoch 0, HMAC under K): no epoch keys needed.
+    for data in (hello, challenge, pmsg):
+        assert decode(data, host_key).epoch == 0
+    # Both ends derive the epoch's keys from what they exchanged; the first sealed messages open.
+    agent_keys = EpochKeys.derive(agent_key, port, na, ch.host_nonce, amsg.body.epoch)
+    host_keys = EpochKeys.derive(host_key, p.port_index, p.body.agent_nonce, nh, epoch)
+    sa = SaUpdate(
+        PortRef(0x21, 0x010203, 1), 0x100, SaDirection.TX, Cipher.AES_GCM_128, bytes(range(16)), b"salt"
+    )
+    down = encode(Message(sa, port, epoch, request_id=3, sequence=1, ack=0), agent_key, keys=agent_keys)
+    assert decode(down, host_key, keys=host_keys).body == sa
+    up = encode(
+        Message(Response(MessageType.SA_UPDATE, Status.OK), port, epoch, 3, 1), host_key, keys=host_keys
+    )
+    assert decode(up, agent_key, keys=agent_keys).body.status is Status.OK
+    with pytest.raises(UnknownEpochError):  # the channel key alone opens nothing of the epoch
+        decode(down, host_key)
+    # A recorded epoch is useless to a later handshake with the same epoch number but new nonces.
+    replayed = EpochKeys.derive(host_key, port, new_nonce(), nh, epoch)
+    with pytest.raises(BadMacError):
+        decode(down, host_key, keys=replayed)
 
 
 def test_agent_proof_failures() -> None:

@@ -1,18 +1,20 @@
-"""Every message of the catalogue: its body bytes against the documented layout, round trip,
-validation of field values (on construction and on the wire), and secrets kept out of reprs."""
+"""Every message of the catalogue: its body bytes against the documented layout, round trip (sealed
+under the epoch keys and unsealed, as the type allows), validation of field values (on construction
+and on the wire), and secrets kept out of reprs and out of the encoded bytes."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import dataclasses
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edifd import proto
 from edifd.proto import (
+    Ack,
     AppStart,
     AppStartAnswer,
     AppStartChallenge,
@@ -73,13 +75,13 @@ from edifd.proto import (
     TargetFlags,
     TargetGone,
     TargetList,
-    decode,
-    encode,
 )
 from edifd.proto.ports import PortOnlyBody
+from tests.support.proto import aead_nonce, back, hkdf_keys, reauth, wire
 from tests.support.strategies import messages_of
 
 KEY = bytes(range(100, 132))
+EPOCH = 0x55
 WWPN = 0x2100_0024_FF12_3456
 PORT = PortRef(WWPN, 0x0A0B0C, 0x01020304)
 NA = bytes(range(32))
@@ -137,6 +139,7 @@ LAYOUTS: list[tuple[proto.Body, bytes]] = [
     ),
     (Keepalive(), b""),
     (Resync(), b""),
+    (Ack(), b""),
     (Response(MessageType.AUTH_OK, Status.RETRY_LATER, 0), struct.pack(">BBHI", 0x09, 1, 0, 0)),
     (
         Response(MessageType.SA_UPDATE, Status.FAILED, 0x0066_0001),
@@ -197,35 +200,59 @@ LAYOUTS: list[tuple[proto.Body, bytes]] = [
 ]
 
 
-def wrap(body: proto.Body) -> Message:
+def wrap(body: proto.Body, epoch: int = EPOCH) -> Message:
     rid = 77 if body.TYPE.kind in (Kind.REQUEST, Kind.RESPONSE) else 0
-    return Message(body, port_index=2, epoch=0x55, request_id=rid, sequence=4)
+    return Message(
+        body, port_index=2, epoch=epoch, request_id=rid, sequence=0 if body.TYPE is MessageType.ACK else 4
+    )
 
 
 def test_every_type_has_a_layout_row() -> None:
     assert {b.TYPE for b, _ in LAYOUTS} == set(MessageType)
 
 
+def plaintext_of(data: bytes) -> bytes:
+    """The body region of an encoding, decrypted with the documented keys (tests/support/proto.py's
+    model) when the message is sealed."""
+    n = struct.unpack_from(">I", data, 12)[0]
+    t, epoch, seq, ack = data[5], *struct.unpack_from(">Q", data, 16), *struct.unpack_from(">QQ", data, 32)
+    region = data[80 : 80 + n]
+    if epoch == 0 or t == MessageType.HEARTBEAT:
+        return region
+    down, up = hkdf_keys(epoch, KEY, struct.unpack_from(">H", data, 8)[0])
+    aead = AESGCM(down if t < 0x40 else up)
+    return aead.decrypt(aead_nonce(t, seq, ack), region + data[48:64], data[:48])
+
+
+@pytest.mark.parametrize("epoch", [0, EPOCH], ids=["unsealed", "sealed"])
 @pytest.mark.parametrize(
     ("body", "expected"), LAYOUTS, ids=lambda x: type(x).__name__ if hasattr(x, "TYPE") else ""
 )
-def test_body_layout_and_round_trip(body: proto.Body, expected: bytes) -> None:
+def test_body_layout_and_round_trip(body: proto.Body, expected: bytes, epoch: int) -> None:
     assert body.pack() == expected
-    data = encode(wrap(body), KEY)
+    if epoch == 0 and body.TYPE is MessageType.ACK:
+        with pytest.raises(proto.MalformedHeaderError):  # an ACK exists only within an epoch
+            wrap(body, epoch)
+        return
+    msg = wrap(body, epoch)
+    data = wire(msg, KEY)
     assert data[5] == body.TYPE.value
     assert struct.unpack_from(">I", data, 12)[0] == len(expected)
-    assert data[72 : 72 + len(expected)] == expected
-    back = decode(data, KEY)
-    assert back == wrap(body)
-    assert type(back.body) is type(body)
+    assert plaintext_of(data) == expected
+    if msg.sealed and len(expected) >= 8:
+        assert data[80 : 80 + len(expected)] != expected  # the body does not travel in clear
+    elif not msg.sealed:
+        assert data[80 : 80 + len(expected)] == expected
+    back_msg = back(data, KEY)
+    assert back_msg == msg
+    assert type(back_msg.body) is type(body)
 
 
 def forge_body(msg: Message, body: bytes) -> bytes:
-    """An authentic encoding (right key) of msg's header with an arbitrary body."""
-    data = bytearray(encode(msg, KEY)[:72])
+    """An authentic encoding (right keys) of msg's header with an arbitrary plaintext body."""
+    data = bytearray(wire(msg, KEY)[:80])
     struct.pack_into(">I", data, 12, len(body))
-    data[40:72] = hmac.new(KEY, bytes(data[:40]) + bytes(32) + body, hashlib.sha256).digest()
-    return bytes(data) + body
+    return reauth(bytes(data) + body, KEY)
 
 
 @pytest.mark.parametrize(
@@ -259,17 +286,18 @@ def forge_body(msg: Message, body: bytes) -> bytes:
 def test_malformed_body_on_the_wire(body: proto.Body, offset: int, value: int) -> None:
     raw = bytearray(body.pack())
     raw[offset] = value
-    with pytest.raises(MalformedBodyError):
-        decode(forge_body(wrap(body), bytes(raw)), KEY)
+    for epoch in (0, EPOCH):
+        with pytest.raises(MalformedBodyError):
+            back(forge_body(wrap(body, epoch), bytes(raw)), KEY)
 
 
 def test_list_count_beyond_limit_on_the_wire() -> None:
     head = struct.pack(">IIHH", 1000, 0, proto.MAX_TARGET_ENTRIES + 1, 0)
     with pytest.raises(MalformedBodyError):
-        decode(forge_body(wrap(TargetList(0, 0, ())), head), KEY)
+        back(forge_body(wrap(TargetList(0, 0, ())), head), KEY)
     head = struct.pack(">IIHH", 10, 0, 3, 0)  # claims 3 entries, carries 1
     with pytest.raises(BodyLengthMismatchError):
-        decode(forge_body(wrap(TargetList(0, 0, ())), head + TargetEntry(PORT).pack()), KEY)
+        back(forge_body(wrap(TargetList(0, 0, ())), head + TargetEntry(PORT).pack()), KEY)
 
 
 def test_list_limits_fill_one_message() -> None:
@@ -278,8 +306,9 @@ def test_list_limits_fill_one_message() -> None:
     )
     stats = Stats(10_000, 0, tuple(StatsEntry(PortRef(i + 1)) for i in range(proto.MAX_STATS_ENTRIES)))
     for body in (targets, stats):
-        assert len(encode(wrap(body), KEY)) <= proto.MAX_MESSAGE_SIZE
-        assert decode(encode(wrap(body), KEY), KEY) == wrap(body)
+        for epoch in (0, EPOCH):
+            assert len(wire(wrap(body, epoch), KEY)) <= proto.MAX_MESSAGE_SIZE
+            assert back(wire(wrap(body, epoch), KEY), KEY) == wrap(body, epoch)
     with pytest.raises(MalformedBodyError):
         TargetList(10_000, 0, targets.entries + (TargetEntry(PORT),))
     with pytest.raises(MalformedBodyError):
@@ -334,18 +363,31 @@ def test_int_values_coerced_to_enums() -> None:
 SECRET_KEYS = [SA_KEY_128, SA_KEY_256, bytes(range(200, 216)), b"\xaa" * 32]
 
 
+@pytest.mark.parametrize("epoch", [0, EPOCH], ids=["unsealed", "sealed"])
 @pytest.mark.parametrize("secret", SECRET_KEYS)
-def test_sa_update_never_shows_key_or_salt(secret: bytes) -> None:
+def test_sa_update_never_shows_key_or_salt(secret: bytes, epoch: int) -> None:
     cipher = Cipher.AES_GCM_128 if len(secret) == 16 else Cipher.AES_GCM_256
     sa = SaUpdate(PORT, 0x42, SaDirection.TX, cipher, secret, SALT)
-    msg = Message(sa, request_id=1)
-    for text in (repr(sa), str(sa), repr(msg), str(msg), repr(decode(encode(msg, KEY), KEY))):
+    msg = Message(sa, epoch=epoch, request_id=1)
+    for text in (repr(sa), str(sa), repr(msg), str(msg), repr(back(wire(msg, KEY), KEY))):
         assert secret.hex() not in text.lower()
         assert secret.hex().upper() not in text
         assert repr(secret) not in text
         assert repr(secret)[2:-1] not in text
         assert SALT.hex() not in text and repr(SALT)[2:-1] not in text
         assert "<redacted>" in text
+
+
+@pytest.mark.parametrize("secret", SECRET_KEYS)
+def test_sealed_sa_update_bytes_never_hold_key_or_salt(secret: bytes) -> None:
+    cipher = Cipher.AES_GCM_128 if len(secret) == 16 else Cipher.AES_GCM_256
+    for direction in SaDirection:
+        msg = Message(SaUpdate(PORT, 0x42, direction, cipher, secret, SALT), 2, EPOCH, 1, 7, ack=3)
+        data = wire(msg, KEY)
+        assert secret in msg.body.pack()
+        assert secret not in data and secret[:8] not in data and secret[-8:] not in data
+        assert SALT not in data
+        assert SALT + secret not in data
 
 
 def test_sa_update_errors_never_show_key() -> None:
@@ -355,14 +397,16 @@ def test_sa_update_errors_never_show_key() -> None:
     assert secret.hex() not in str(info.value) and repr(secret) not in str(info.value)
     wire = bytearray(SaUpdate(PORT, 1, SaDirection.TX, Cipher.AES_GCM_128, secret, SALT).pack())
     wire[59] = 0xEE  # a non-zero unused key byte
-    with pytest.raises(MalformedBodyError) as info:
-        decode(
-            forge_body(
-                wrap(SaUpdate(PORT, 1, SaDirection.TX, Cipher.AES_GCM_128, secret, SALT)), bytes(wire)
-            ),
-            KEY,
-        )
-    assert secret.hex() not in str(info.value) and repr(secret)[2:-1] not in str(info.value)
+    for epoch in (0, EPOCH):
+        with pytest.raises(MalformedBodyError) as info:
+            back(
+                forge_body(
+                    wrap(SaUpdate(PORT, 1, SaDirection.TX, Cipher.AES_GCM_128, secret, SALT), epoch),
+                    bytes(wire),
+                ),
+                KEY,
+            )
+        assert secret.hex() not in str(info.value) and repr(secret)[2:-1] not in str(info.value)
 
 
 def test_long_payloads_shown_by_length_only() -> None:
@@ -388,8 +432,11 @@ def test_catalogue_directions_kinds_and_acks() -> None:
         MessageType.GET_STATS,
         MessageType.KEEPALIVE,
         MessageType.RESYNC,
+        MessageType.ACK,
     }
-    assert all(t.kind is Kind.REQUEST for t in down)
+    assert all(t.kind is Kind.REQUEST for t in down - {MessageType.ACK})
+    assert MessageType.ACK.kind is Kind.ACKNOWLEDGEMENT and MessageType.ACK.value == 0x3F
+    assert not MessageType.ACK.needs_ack
     events = {t for t in MessageType if t.kind is Kind.EVENT}
     assert MessageType.SESSION_SHUTDOWN in events and MessageType.ELS_RCVD in events and len(events) == 11
     assert MessageType.HEARTBEAT.kind is Kind.HEARTBEAT
@@ -422,12 +469,20 @@ def test_catalogue_directions_kinds_and_acks() -> None:
 @given(data=st.data())
 def test_round_trip_generated_values(msg_type: MessageType, data: st.DataObject) -> None:
     msg = data.draw(messages_of(msg_type))
-    for block in (512, 4096):
-        wire = encode(msg, KEY, block_size=block)
-        assert len(wire) % block == 0
-        back = decode(wire, KEY)
-        assert back == msg and back.type is msg_type
-        assert encode(back, KEY, block_size=block) == wire  # one encoding per message
+    variants = [msg]
+    if msg_type is not MessageType.ACK:  # every other type also travels unsealed (epoch 0)
+        variants.append(dataclasses.replace(msg, epoch=0, ack=0))
+    if msg_type is not MessageType.HEARTBEAT:  # and every type but the heartbeat sealed
+        variants.append(dataclasses.replace(msg, epoch=msg.epoch or 1))
+    assert any(v.sealed for v in variants) == (msg_type is not MessageType.HEARTBEAT)
+    assert any(not v.sealed for v in variants) == (msg_type is not MessageType.ACK)
+    for m in variants:
+        for block in (512, 4096):
+            encoded = wire(m, KEY, block_size=block)
+            assert len(encoded) % block == 0
+            got = back(encoded, KEY)
+            assert got == m and got.type is msg_type
+            assert wire(got, KEY, block_size=block) == encoded  # one encoding per message
 
 
 def test_port_only_bodies_share_one_base_and_are_the_port_ref_alone() -> None:
