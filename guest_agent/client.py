@@ -74,7 +74,7 @@ _BUFFER_MAX = 1024  # early upstream messages held while a gap fills
 _HELD_MAX = 256  # messages of the coming epoch that overtook the APP_START answer
 _HANDSHAKE_WRITE_TRIES = 3  # a handshake WRITE refused this often: begin a new handshake
 ACK_BATCH = 8  # unacknowledged messages that make the agent send an ACK of its own
-ACK_DELAY = 0.05  # ... or seconds since the first of them (the host redelivers only after 1 s)
+ACK_DELAY = 0.2  # ... or seconds since the first of them (the host redelivers only after 1 s)
 
 
 class ClientError(Exception):
@@ -348,6 +348,13 @@ class ChannelClient:
         self.counters["acks_sent"] += 1
         return WriteRequest(self._ack_write.lba, payload, self._token)
 
+    def final_ack(self) -> WriteRequest | None:
+        """At a clean stop: one ACK of everything consumed, so that whoever takes over next (a
+        restart without state) starts beyond it. None if nothing is owed or an ACK is in flight."""
+        if self.phase is not Phase.ESTABLISHED or self._ack_write is not None or self._cursor <= self._acked:
+            return None
+        return self._issue_ack()
+
     def _carried(self, ack: int) -> None:
         """A WRITE carrying `ack` reached the host."""
         if ack > self._acked:
@@ -511,7 +518,11 @@ class ChannelClient:
                 # has acted on it, so there is nothing left to retry.
                 self._outgoing = None
             elif self._outstanding.pop(m.request_id, None) is None:
+                # The answer to a request of an earlier incarnation (a crash, or a predecessor that
+                # stopped before acknowledging it): nobody here asked, and its request id may be one
+                # this incarnation is about to use. Consumed, not handed over.
                 self.counters["orphan_responses"] += 1
+                return []
             self._responses[m.request_id] = m
         else:
             self.counters["events"] += 1

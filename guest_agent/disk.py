@@ -384,5 +384,25 @@ class ControlDiskEndpoint:
                     log.warning("%s; retrying after backoff", why)
                     if self._sleep(self._stop, bo.next_delay()):
                         break
+            self._final_ack(buf)
         finally:
             buf.close()
+
+    def _final_ack(self, buf: AlignedBuffer) -> None:
+        """A clean stop acknowledges what was consumed (one try: a lost one costs a redelivery)."""
+        with self.lock:
+            final = getattr(self.client, "final_ack", None)
+            w = final() if final is not None else None
+        if w is None:
+            return
+        payload = bytes(w.payload)
+        n = -(-len(payload) // self.block_size) * self.block_size
+        view = buf.view(n)
+        try:
+            view[: len(payload)] = payload
+            view[len(payload):] = bytes(n - len(payload))
+            ok, _, sense = self._write(view, w.lba)
+        finally:
+            view.release()
+        with self.lock:
+            self.client.write_done(w.token, ok, sense)
