@@ -18,7 +18,12 @@ child AES-GCM-128), installed directly into each side's `SaDatabase`; the channe
 carries those keys in edifd is not in the loop (docs/engine.md §5 has its figures).
 
     python3 bench/edif.py [--quick] [--repeat 7] [--cipher AES_GCM_128 ...] [--seconds 2] [--qd 4]
-                          [--rounds 3] [--no-loopback]
+                          [--rounds 3] [--no-loopback] [--target both|in-process|child]
+                          [--loop asyncio|uvloop]
+
+The loopback runs twice by default: both ends on one event loop (one core), and the target in a
+process of its own (`--target-child`, as edif-target is; two cores serve), each with its own raw TCP
+and AES-GCM baselines. The bulk-path rows time edifd/fc/burst.py's one-buffer sequences.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ import os
 import platform
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,6 +69,7 @@ from edifd.scsi import ScsiCommand, cdb  # noqa: E402
 from edifd.target import LunConfig, TargetPort, TargetPortConfig  # noqa: E402
 
 MIB = 1 << 20
+T = TypeVar("T")
 FRAME = 2048
 SPI = 0x0001_0001
 
@@ -275,7 +283,7 @@ class Rig:
     """A real Hba port linked to a real TargetPort over 127.0.0.1, both on the running loop."""
 
     hba: Hba
-    target: TargetPort
+    target: TargetPort | TargetChild
     secure: bool
     ike_i: Initiator | None = None
     ike_r: Responder | None = None
@@ -300,28 +308,118 @@ class Rig:
 
     def esp_summary(self) -> dict[str, object]:
         """Frames protected each way and ESP drops on both ends (must be 0)."""
-        if self.esp_i is None or self.esp_t is None:
+        if self.esp_i is None:
             return {}
-        ci, ct = self.esp_i.counters, self.esp_t.esp.counters
-        return {"frames_out_protected": ci.frames_out_protected + ct.frames_out_protected,
-                "frames_in_protected": ci.frames_in_protected + ct.frames_in_protected,
-                "drops": sum(ci.drops.values()) + sum(ct.drops.values()),
-                "rekeys": ci.rekeys + ct.rekeys}
+        ci = self.esp_i.counters.snapshot()
+        if isinstance(self.target, TargetChild):
+            ct = self.target.esp_counters  # reported by the child when it stopped
+        elif self.esp_t is not None:
+            ct = self.esp_t.esp.counters.snapshot()
+        else:
+            return {}
+        if ct is None:
+            return {"error": "the target process reported no ESP counters"}
+        out = {k: int(ci[k]) + int(ct[k]) for k in ("frames_out_protected", "frames_in_protected", "rekeys")}
+        out["drops"] = sum(ci["drops"].values()) + sum(ct["drops"].values())  # type: ignore[attr-defined]
+        return out
 
 
-async def open_rig(tmp: Path, *, secure: bool, lun_bytes: int = 64 * MIB, io_timeout: float = 30.0) -> Rig:
+class TargetChild:
+    """The target port in a process of its own (as edif-target is): this file run with --target-child,
+    told its LUN and SAs on stdin, stopped by closing stdin; it prints its port, then its ESP counters."""
+
+    def __init__(self, lun: LunConfig, child: ChildSaEstablished | None, loop_name: str) -> None:
+        spec: dict[str, object] = {"lun": [lun.path, lun.size], "loop": loop_name, "sa": None}
+        if child is not None:
+            spec["sa"] = {"encr": child.cipher.encr, "key_bits": child.cipher.key_bits,
+                          "in": [child.spi_in, child.key_in.hex(), child.salt_in.hex()],
+                          "out": [child.spi_out, child.key_out.hex(), child.salt_out.hex()]}
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--target-child"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"the target process did not start: {line!r}")
+        self.address = ("127.0.0.1", int(line))
+        self.esp_counters: dict[str, object] | None = None
+
+    async def stop(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        out = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.read)
+        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 30)
+        report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        self.esp_counters = report.get("esp")
+
+
+def target_child_main() -> int:
+    """--target-child: serve one TargetPort (plaintext or with the given SA pair) until stdin closes."""
+    spec = json.loads(sys.stdin.readline())
+
+    async def serve() -> None:
+        esp_t = None
+        if spec["sa"] is not None:
+            sa = spec["sa"]
+            cipher = cipher_from_ike(sa["encr"], sa["key_bits"])
+            esp_t = TargetEsp()
+            for direction, (spi, key, salt) in ((SaDirection.RX, sa["in"]), (SaDirection.TX, sa["out"])):
+                if not esp_t.sadb.install(direction, spi, cipher, bytes.fromhex(key), bytes.fromhex(salt)).ok:
+                    raise SystemExit("SA install refused")
+        lun = LunConfig(0, spec["lun"][0], spec["lun"][1])
+        target = TargetPort(TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,)),
+                            transform_factory=(lambda: esp_t) if esp_t is not None else None)
+        await target.start()
+        print(target.address[1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+        await target.stop()
+        print(json.dumps({"esp": esp_t.esp.counters.snapshot() if esp_t is not None else None}), flush=True)
+
+    run_loop(serve(), spec["loop"])
+    return 0
+
+
+def run_loop(coro: Coroutine[object, object, T], loop_name: str) -> T:
+    """asyncio.run on the stock event loop or on uvloop's."""
+    if loop_name == "uvloop":
+        import uvloop  # an optional dependency of the bench (--loop uvloop)
+
+        return uvloop.run(coro) if hasattr(uvloop, "run") else _run_uvloop_policy(coro, uvloop)
+    return asyncio.run(coro)
+
+
+def _run_uvloop_policy(coro: Coroutine[object, object, T], uvloop: object) -> T:
+    loop = uvloop.new_event_loop()  # type: ignore[attr-defined]  # uvloop < 0.18 has no run()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+async def open_rig(tmp: Path, *, secure: bool, lun_bytes: int = 64 * MIB, io_timeout: float = 30.0,
+                   child_process: bool = False, loop_name: str = "asyncio") -> Rig:
+    """The two ends; the target on this loop, or in its own process with `child_process`."""
     esp_i: EspTransform | None = None
     esp_t: TargetEsp | None = None
     ike_i = ike_r = child_i = child_r = None
     if secure:
         ike_i, ike_r, child_i, child_r = negotiate()
-        esp_i, esp_t = EspTransform(SaDatabase()), TargetEsp()
+        esp_i = EspTransform(SaDatabase())
         install_pair(esp_i.sadb, child_i)
-        install_pair(esp_t.sadb, child_r)
-    lun = LunConfig(0, str(tmp / f"lun-{'esp' if secure else 'clear'}.img"), lun_bytes)
-    target = TargetPort(TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,)),
-                        transform_factory=(lambda: esp_t) if esp_t is not None else None)
-    await target.start()
+        if not child_process:
+            esp_t = TargetEsp()
+            install_pair(esp_t.sadb, child_r)
+    tag = ("esp" if secure else "clear") + ("-child" if child_process else "")
+    lun = LunConfig(0, str(tmp / f"lun-{tag}.img"), lun_bytes)
+    target: TargetPort | TargetChild
+    if child_process:
+        target = TargetChild(lun, child_r, loop_name)
+    else:
+        target = TargetPort(TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,)),
+                            transform_factory=(lambda: esp_t) if esp_t is not None else None)
+        await target.start()
     hba = Hba([PortConfig("p0", I_WWPN, I_WWPN - 1, target.address, remote_wwpn=T_WWPN)],
               Timers(io_timeout=io_timeout),
               transform_factory=(lambda _c: esp_i) if esp_i is not None else None)
@@ -389,14 +487,17 @@ def raw_tcp_mb_s(seconds: float, chunk: int = MIB) -> float:
     return round(got[0] / dt / 1e6, 1)
 
 
-async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int) -> dict[str, object]:
+async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int, child_process: bool = False,
+                          loop_name: str = "asyncio") -> dict[str, object]:
     """Both rigs stay up; each round runs WRITE then READ on each, the mode order alternating per round,
     so the load of a shared machine falls on both alike. Per workload: the best round (as the frame
     figures take the best of --repeat), every round's MB/s, and the totals of ops and errors."""
     rigs = {}
+    closed = False
     try:
         for mode in ("plaintext", "encrypted"):
-            rigs[mode] = await open_rig(tmp, secure=mode == "encrypted")
+            rigs[mode] = await open_rig(tmp, secure=mode == "encrypted", child_process=child_process,
+                                        loop_name=loop_name)
         runs: dict[str, dict[str, list[dict[str, float]]]] = {m: {"seq_write_1m": [], "seq_read_1m": []}
                                                                for m in rigs}
         for i in range(rounds):
@@ -405,6 +506,9 @@ async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int) -> di
                     # The first write pass fills the LUN, so the reads hit written blocks.
                     runs[mode][k].append(await sequential(rigs[mode], block=MIB, write=write,
                                                           seconds=seconds / rounds, qd=qd))
+        for rig in rigs.values():  # first: a target process reports its ESP counters when it stops
+            await close_rig(rig)
+        closed = True
         out: dict[str, object] = {}
         for mode, per in runs.items():
             res: dict[str, object] = {}
@@ -418,20 +522,22 @@ async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int) -> di
             out[mode] = res
         return out
     finally:
-        for rig in rigs.values():
-            await close_rig(rig)
+        if not closed:
+            for rig in rigs.values():
+                await close_rig(rig)
 
 
-def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7,
-                        rounds: int = 3) -> dict[str, object]:
+def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7, rounds: int = 3, *,
+                        child_process: bool = False, loop_name: str = "asyncio") -> dict[str, object]:
     """1 MiB sequential WRITE/READ MB/s HBA <-> target over TCP loopback, plaintext and encrypted
     (each workload `seconds` in all, split over `rounds` interleaved rounds; the best round counts),
-    beside raw TCP loopback and the AES-GCM-128 ceiling at 2048-byte frames, all in this run."""
+    beside raw TCP loopback and the AES-GCM-128 ceiling at 2048-byte frames, all in this run. The
+    target runs on the HBA's event loop, or with `child_process` in a process of its own (two cores)."""
     tcp = raw_tcp_mb_s(seconds)
     ceiling_run = aesgcm_run(16, MIB // FRAME, False)
     t_ceiling = best_seconds(ceiling_run, repeat)
     with tempfile.TemporaryDirectory(prefix="edif-bench-") as d:
-        res = asyncio.run(_loopback_async(Path(d), seconds, qd, rounds))
+        res = run_loop(_loopback_async(Path(d), seconds, qd, rounds, child_process, loop_name), loop_name)
     t_ceiling = min(t_ceiling, best_seconds(ceiling_run, repeat))  # before and after: a shared CPU's best
     ceiling = mb_s(t_ceiling)
     plain, enc = res["plaintext"], res["encrypted"]
@@ -445,10 +551,13 @@ def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7,
         e, p = enc[k]["mb_s"], plain[k]["mb_s"]
         ratios[k] = {"encrypted_to_plaintext": ratio(e, p), "encrypted_to_ceiling": ratio(e, ceiling),
                      "plaintext_to_raw_tcp": ratio(p, tcp)}
+    where = ("the TargetPort in a process of its own (bench/edif.py --target-child), the Hba in this one"
+             if child_process else "Hba <-> TargetPort on one event loop in this process")
     return {
-        "setup": "Hba <-> TargetPort on one asyncio loop in this process over 127.0.0.1; encrypted = ESP "
+        "setup": f"{where}, over 127.0.0.1, event loop {loop_name}; encrypted = ESP "
                  "with SAs installed directly on both ends from an in-memory IKE negotiation (IKE_SA_INIT + "
                  "IKE_AUTH, PSK, X25519, child AES-GCM-128); engine/channel not in the loop",
+        "target_process": "child" if child_process else "same", "loop": loop_name,
         "cipher": "AES_GCM_128", "seconds": seconds, "rounds": rounds, "qd": qd, "io_bytes": MIB,
         "raw_tcp_mb_s": tcp, "aesgcm_ceiling_mb_s": ceiling,
         "plaintext": plain, "encrypted": enc, "ratios": ratios,
@@ -458,8 +567,9 @@ def hba_target_loopback(seconds: float = 2.0, qd: int = 4, repeat: int = 7,
 
 def print_loopback(lb: dict[str, object]) -> None:
     """The loopback table and ratios, human-readable."""
-    print(f"HBA <-> target over TCP loopback (1 MiB sequential, QD {lb['qd']}, {lb['seconds']} s each"
-          f" in {lb['rounds']} interleaved rounds, best round; MB/s):")
+    where = "target in its own process" if lb["target_process"] == "child" else "one process"
+    print(f"HBA <-> target over TCP loopback, {where}, {lb['loop']} loop (1 MiB sequential, QD {lb['qd']},"
+          f" {lb['seconds']} s each in {lb['rounds']} interleaved rounds, best round; MB/s):")
     print(f"  {'raw TCP loopback':28} {lb['raw_tcp_mb_s']:9.1f}")
     print(f"  {'AES-GCM-128 ceiling (2 KiB)':28} {lb['aesgcm_ceiling_mb_s']:9.1f}")
     for mode in ("plaintext", "encrypted"):
@@ -524,7 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved plaintext/encrypted loopback rounds")
     ap.add_argument("--no-loopback", action="store_true", help="frame-level figures only")
     ap.add_argument("--quick", action="store_true", help="a fast run: repeat 2, 0.3 s workloads, AES-GCM-128")
+    ap.add_argument("--target", choices=["both", "in-process", "child"], default="both",
+                    help="loopback with the target on the HBA's loop, in its own process, or both (default)")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="event loop of both ends in the loopback runs (uvloop must be installed)")
+    ap.add_argument("--target-child", action="store_true", help=argparse.SUPPRESS)  # TargetChild's process
     args = ap.parse_args(argv)
+    if args.target_child:
+        return target_child_main()
     if args.quick:
         args.repeat, args.seconds, args.rounds = min(args.repeat, 2), min(args.seconds, 0.3), 1
         args.cipher = args.cipher or [Cipher.AES_GCM_128.name]
@@ -545,10 +662,14 @@ def main(argv: list[str] | None = None) -> int:
               f" {r['bulk_ratio_encrypted_to_plaintext']:.3f} x bulk plaintext"
               f" ({r['bulk_plaintext_mb_s']:.0f})",
               flush=True)
-    loopback = None
-    if not args.no_loopback:
-        loopback = hba_target_loopback(args.seconds, args.qd, args.repeat, args.rounds)
+    loopback = two_processes = None
+    if not args.no_loopback and args.target in ("both", "in-process"):
+        loopback = hba_target_loopback(args.seconds, args.qd, args.repeat, args.rounds, loop_name=args.loop)
         print_loopback(loopback)
+    if not args.no_loopback and args.target in ("both", "child"):
+        two_processes = hba_target_loopback(args.seconds, args.qd, args.repeat, args.rounds,
+                                            child_process=True, loop_name=args.loop)
+        print_loopback(two_processes)
     summary = {
         "bench": "edif",
         "quick": args.quick,
@@ -562,9 +683,10 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "results": results,
         "hba_target_loopback": loopback,
+        "hba_target_loopback_two_processes": two_processes,
     }
     print(json.dumps(summary, sort_keys=True))
-    return 1 if loopback is not None and loopback["errors"] else 0
+    return 1 if any(lb is not None and lb["errors"] for lb in (loopback, two_processes)) else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from edifd.fc import ESP_HEADER_LEN, DfCtl, EspHeader, FcType, Frame, FrameHeade
 from edifd.fc.burst import Sealer
 from edifd.fc.frame import FC_HEADER_LEN
 
+from . import sa as _sa
 from .sa import SecurityAssociation
 
 ESP_IV_LEN = 8
@@ -100,21 +101,37 @@ def sealer(sa: SecurityAssociation, first_seq: int) -> Sealer:
     """The ESP body writer for `DataSequence.encode`: frame `i` of the sequence gets sequence number
     `first_seq + i` under TX SA `sa`. Called with the frame's 24-byte header at `fc` in `buf` (DF_CTL
     0x40 and CS_CTL 0 already written), it writes SPI ‖ seq ‖ IV, then the ciphertext and ICV of
-    `clear` (GMAC: `clear` and its ICV)."""
-    spi, gmac, seal_into, pack_esp, pack_iv = sa.spi, sa.gmac, sa.seal_into, _ESP_IV.pack_into, _IV.pack
+    `clear` (GMAC: `clear` and its ICV). One closure per sequence, the AEAD call inlined."""
+    aead, salt = sa.aead_and_salt()
+    spi, pack_esp, pack_iv = sa.spi, _ESP_IV.pack_into, _IV.pack
+    into = _sa.HAS_AEAD_INTO
+    enc_into = aead.encrypt_into if into else None
+    encrypt = aead.encrypt
+    esp_at, body_at = FC_HEADER_LEN, FC_HEADER_LEN + _REST
 
-    def seal(buf: bytearray, mv: memoryview, fc: int, i: int, clear: memoryview) -> None:
+    def seal_gcm(buf: bytearray, mv: memoryview, fc: int, i: int, clear: memoryview) -> None:
         seq = first_seq + i
-        n = len(clear)
-        pack_esp(buf, fc + FC_HEADER_LEN, spi, seq, seq)
-        body = fc + FC_HEADER_LEN + _REST
-        if gmac:
-            mv[body : body + n] = clear
-            seal_into(pack_iv(seq), b"", mv[fc : body + n], mv[body + n : body + n + ESP_ICV_LEN])
-        else:
-            seal_into(pack_iv(seq), clear, mv[fc : fc + _AAD_LEN], mv[body : body + n + ESP_ICV_LEN])
+        pack_esp(buf, fc + esp_at, spi, seq, seq)
+        body = fc + body_at
+        end = body + len(clear) + ESP_ICV_LEN
+        if enc_into is not None:
+            enc_into(salt + pack_iv(seq), clear, mv[fc : fc + _AAD_LEN], mv[body:end])
+        else:  # cryptography 38: bytes in, bytes out
+            mv[body:end] = encrypt(bytes(salt) + pack_iv(seq), bytes(clear), bytes(mv[fc : fc + _AAD_LEN]))
 
-    return seal
+    def seal_gmac(buf: bytearray, mv: memoryview, fc: int, i: int, clear: memoryview) -> None:
+        seq = first_seq + i
+        pack_esp(buf, fc + esp_at, spi, seq, seq)
+        body = fc + body_at
+        n = len(clear)
+        mv[body : body + n] = clear
+        if enc_into is not None:
+            enc_into(salt + pack_iv(seq), b"", mv[fc : body + n], mv[body + n : body + n + ESP_ICV_LEN])
+        else:
+            tag = encrypt(bytes(salt) + pack_iv(seq), b"", bytes(mv[fc : body + n]))
+            mv[body + n : body + n + ESP_ICV_LEN] = tag
+
+    return seal_gmac if sa.gmac else seal_gcm
 
 
 def open_in_place(sa: SecurityAssociation, mv: memoryview, fc: int, dflen: int,
@@ -122,11 +139,20 @@ def open_in_place(sa: SecurityAssociation, mv: memoryview, fc: int, dflen: int,
     """Verify the protected frame at `fc` (header, then a `dflen`-byte data field without fill; its
     CS_CTL is 0) and return its clear data field: in `scratch` (GCM, where cryptography can write
     into it), a view of `mv` (GMAC) or new bytes. Raises InvalidTag; nothing is valid after that."""
+    aead, salt = sa.aead_and_salt()
     n = dflen - ESP_OVERHEAD
-    esp_at = fc + FC_HEADER_LEN
-    body = esp_at + _REST
-    iv = bytes(mv[esp_at + ESP_HEADER_LEN : body])
+    body = fc + FC_HEADER_LEN + _REST
+    nonce = salt + mv[body - ESP_IV_LEN : body]
+    into = _sa.HAS_AEAD_INTO
     if sa.gmac:
-        sa.open_into(iv, mv[body + n : body + n + ESP_ICV_LEN], mv[fc : body + n], scratch[:0])
+        aad, tag = mv[fc : body + n], mv[body + n : body + n + ESP_ICV_LEN]
+        if into:
+            aead.decrypt_into(nonce, tag, aad, scratch[:0])
+        else:
+            aead.decrypt(bytes(nonce), bytes(tag), bytes(aad))
         return mv[body : body + n]
-    return sa.open_into(iv, mv[body : body + n + ESP_ICV_LEN], mv[fc : esp_at + ESP_HEADER_LEN], scratch[:n])
+    if into:
+        out = scratch[:n]
+        aead.decrypt_into(nonce, mv[body : body + n + ESP_ICV_LEN], mv[fc : fc + _AAD_LEN], out)
+        return out
+    return aead.decrypt(bytes(nonce), bytes(mv[body : body + n + ESP_ICV_LEN]), bytes(mv[fc : fc + _AAD_LEN]))

@@ -160,6 +160,14 @@ class SecurityAssociation:
             return out
         return aead.decrypt(self._salt + iv, bytes(data), bytes(aad))
 
+    def aead_and_salt(self) -> tuple[AESGCM, bytearray]:
+        """The cipher object and the salt, for the bulk data path of edifd.edif.esp, which seals and
+        opens a whole sequence without a call per frame through `seal_into`/`open_into`. Used for the
+        frames of one call and dropped then, so `zeroize` still ends this SA's last AESGCM object."""
+        if self._aead is None:
+            raise EdifError(f"SA 0x{self.spi:08x} is deleted")
+        return self._aead, self._salt
+
     def zeroize(self) -> None:
         """Overwrite key and salt in place and drop the AEAD object (see the module docstring)."""
         self._key[:] = bytes(len(self._key))

@@ -32,6 +32,7 @@ REKEY_MARGIN = 1 << 24  # ask for a rekey this many frames before the sequence s
 _BLOCKED_ESP = EspHeader(0, 0)  # SPI 0 is reserved (RFC 4303 §2.1): never installed, so the peer drops it
 _MAX_CLEAR = FC_MAX_DATA_FIELD - ESP_OVERHEAD  # data field bytes that still fit after protection
 _SPI_SEQ = struct.Struct(">II")
+_ESP_AT = REC_DATA - REC_FC  # the ESP_Header: right after the 24-byte FC header
 _DF_ESP = int(DfCtl.ESP)  # a plain int: IntFlag operators cost microseconds per frame
 
 
@@ -203,30 +204,31 @@ class EspTransform:
         until the next call, or None (dropped and counted exactly as `inbound` would)."""
         if dflen < ESP_OVERHEAD:
             return self._drop(DropReason.MALFORMED)
-        c = self.counters
-        spi, seq = _SPI_SEQ.unpack_from(mv, fc + REC_DATA - REC_FC)  # the ESP_Header after the FC header
-        sa = self.sadb.rx_sa(spi)
-        if sa is None or sa.window is None:
+        sadb = self.sadb
+        spi, seq = _SPI_SEQ.unpack_from(mv, fc + _ESP_AT)  # the ESP_Header after the FC header
+        sa = sadb.rx_sa(spi)
+        window = sa.window if sa is not None else None
+        if window is None:
             return self._drop(DropReason.UNKNOWN_SPI)
-        window = sa.window
+        c = sadb.counters
         if not window.fresh(seq):
             c.replays += 1
             return self._drop(DropReason.REPLAY)
         try:
-            clear = open_in_place(sa, mv, fc, dflen, self._scratch)
+            clear = open_in_place(sa, mv, fc, dflen, self._scratch)  # type: ignore[arg-type]
         except InvalidTag:
             return self._icv_failed()
         window.accept_fresh(seq)  # authentic: only now may the window move (RFC 4303 §3.4.3)
         self.consecutive_icv_failures = 0
         if self._raised:
             self._raised.discard(TeardownReason.ICV_FAILURES)
-        n = len(clear)
-        sa.frames += 1
-        sa.bytes += n
+        n = dflen - ESP_OVERHEAD
+        sa.frames += 1  # type: ignore[union-attr]
+        sa.bytes += n  # type: ignore[union-attr]
         c.frames_in_protected += 1
         c.bytes_in_protected += n
-        if self.sadb.pending_rx_delete is not None:
-            self._events.extend(self.sadb.on_frame_received(spi))
+        if sadb.pending_rx_delete is not None:
+            self._events.extend(sadb.on_frame_received(spi))
         return clear
 
     def _icv_failed(self) -> None:

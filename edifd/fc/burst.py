@@ -27,6 +27,7 @@ Record layout (offsets from the record start; docs/fc-wire.md):
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,31 @@ _REL_OFF, _EX_CTX = int(FCtl.REL_OFF), int(FCtl.EX_CTX)
 _END_SEQ, _SEQ_INIT = int(FCtl.END_SEQ), int(FCtl.SEQ_INIT)
 
 
+class BufferPool:
+    """Burst buffers of one sender (one session: one thread), reused once nothing holds them any more.
+
+    A fresh megabyte costs page faults on every first touch, which on a busy (virtual) host is as
+    much as building the records. The transport may keep a burst's buffer (or a view of it) until the
+    socket took it all, so a buffer is only handed out again when the pool holds the last reference
+    to it (CPython's reference count: a view counts too). Contents are overwritten by the encoder
+    (fill bytes included), never read."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._keep = keep
+        self._bufs: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        for buf in self._bufs:
+            # Held by the list, this loop variable and getrefcount's argument: nobody else.
+            if len(buf) == size and sys.getrefcount(buf) <= 3:
+                return buf
+        buf = bytearray(size)
+        self._bufs.append(buf)
+        if len(self._bufs) > self._keep:
+            del self._bufs[0]
+        return buf
+
+
 @dataclass(frozen=True)
 class WireBurst:
     """FCIP records ready for the link (`data`), `count` frames, built in one buffer. `frames()` reads
@@ -88,10 +114,11 @@ class DataSequence:
     """One FCP_DATA sequence answering `cmnd`: the arguments of `fcp_data_frames`, checked the same
     way. `data` may be any bytes-like object; it is sliced through a memoryview, never copied."""
 
-    __slots__ = ("cmnd", "data", "from_target", "rx_id", "seq_id", "offset", "frame_size", "count")
+    __slots__ = ("cmnd", "data", "from_target", "rx_id", "seq_id", "offset", "frame_size", "count", "pool")
 
     def __init__(self, cmnd: Frame, data: bytes | bytearray | memoryview, *, from_target: bool, rx_id: int,
-                 seq_id: int, offset: int = 0, frame_size: int = FC_DATA_FRAME_SIZE) -> None:
+                 seq_id: int, offset: int = 0, frame_size: int = FC_DATA_FRAME_SIZE,
+                 pool: BufferPool | None = None) -> None:
         if not len(data):
             raise FrameError("an FCP_DATA sequence needs at least one byte")
         if frame_size <= 0 or frame_size % 4:
@@ -100,6 +127,7 @@ class DataSequence:
         self.from_target, self.rx_id, self.seq_id = from_target, rx_id, seq_id
         self.offset, self.frame_size = offset, frame_size
         self.count = -(-len(self.data) // frame_size)
+        self.pool = pool  # where encode() takes its buffer (the sender's; None: a new one)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -129,7 +157,8 @@ class DataSequence:
         count, last = self.count, self.count - 1
         tail = n_all - fs * last
         full_rec = REC_OVERHEAD + overhead + fs  # fs is a word multiple: no fill
-        buf = bytearray(full_rec * last + REC_OVERHEAD + overhead + tail + (-tail % 4))
+        size = full_rec * last + REC_OVERHEAD + overhead + tail + (-tail % 4)
+        buf = self.pool.take(size) if self.pool is not None else bytearray(size)
         mv = memoryview(buf)
         ox, rx, sid, off = self.cmnd.header.ox_id, self.rx_id, self.seq_id, self.offset
         df_ctl = _DF_ESP if seal is not None else 0
@@ -153,6 +182,8 @@ class DataSequence:
             else:
                 seal(buf, mv, at + REC_FC, i, clear)
             end = at + reclen
+            if i == last and fill:  # a reused buffer holds old bytes where the fill goes
+                mv[end - 8 - fill : end - 8] = bytes(fill)
             crc_eof(buf, end - 8, crc32(mv[at + REC_FC : end - 8]), eof)
             at = end
         return WireBurst(buf, count)

@@ -45,7 +45,7 @@ from edifd.fc import (
     parse_payload,
     wwn_str,
 )
-from edifd.fc.burst import FC_HDR, REC_FC, REC_OVERHEAD
+from edifd.fc.burst import FC_HDR, REC_FC, REC_OVERHEAD, BufferPool
 from edifd.scsi import ScsiCommand, ScsiResponse, SenseKey, Status, sense
 
 from .counters import RemotePortCounters
@@ -105,6 +105,7 @@ class FcpInitiator:
         self._seq_id = 0
         self._events: list[Event] = []
         self.bursts = False  # FCP_DATA as WireBurst/DataRun (the port's fast path); frames when False
+        self._pool = BufferPool()  # the buffers of this session's bursts
 
     @property
     def ready(self) -> bool:
@@ -300,7 +301,8 @@ class FcpInitiator:
             if self.bursts:
                 data = memoryview(c.cmd.data_out)[xfer.data_ro : end]
                 return self._protect_sequence(DataSequence(c.cmnd, data, from_target=False, rx_id=c.rx_id,
-                                                           seq_id=self._next_seq(), offset=xfer.data_ro))
+                                                           seq_id=self._next_seq(), offset=xfer.data_ro,
+                                                           pool=self._pool))
             data = c.cmd.data_out[xfer.data_ro : end]
             frames = fcp_data_frames(c.cmnd, data, from_target=False, rx_id=c.rx_id,
                                      seq_id=self._next_seq(), offset=xfer.data_ro)

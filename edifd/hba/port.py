@@ -350,10 +350,7 @@ class InitiatorPort:
             c.bytes_out += len(rec)
             if self._pcap is not None:
                 self._pcap.write(f)
-        if len(chunks) == 1:
-            link.writer.write(chunks[0])
-        else:
-            link.writer.writelines(chunks)
+        write_records(link.writer, chunks)
 
     def _after(self) -> None:
         """Process session events and re-arm the deadline timer."""
@@ -412,4 +409,18 @@ class InitiatorPort:
 
 
 
-__all__ = ["FCIP_TCP_PORT", "InitiatorPort", "PortConfig", "PortStatus", "Timers"]
+def write_records(writer: asyncio.StreamWriter, chunks: list[bytes | bytearray]) -> None:
+    """One batch of records to the transport: one `writelines` where the transport sends a list as it is
+    (Python >= 3.12's selector transport, uvloop); the stock default joins the list into one new buffer
+    first (a copy of every burst), so there each chunk goes by `write`, which copies only what the socket
+    did not take at once."""
+    if len(chunks) == 1:
+        writer.write(chunks[0])
+    elif type(writer.transport).writelines is asyncio.WriteTransport.writelines:
+        for chunk in chunks:
+            writer.write(chunk)
+    else:
+        writer.writelines(chunks)
+
+
+__all__ = ["FCIP_TCP_PORT", "InitiatorPort", "PortConfig", "PortStatus", "Timers", "write_records"]

@@ -21,6 +21,7 @@ from edifd.edges.loop_thread import LoopThread
 from edifd.fc import DataRun, FcipStreamDecoder, Frame, LinkError, WireBurst, encode_frame, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.hba.counters import PortCounters
+from edifd.hba.port import write_records
 from edifd.hba.transform import FrameTransform, LoginPolicy
 from edifd.scsi import Identity, Pending, ScsiDisk, ScsiResponse
 
@@ -296,10 +297,7 @@ class TargetPort:
             c.bytes_out += len(rec)
             if self._pcap is not None:
                 self._pcap.write(f)
-        if len(chunks) == 1:
-            conn.writer.write(chunks[0])
-        else:
-            conn.writer.writelines(chunks)
+        write_records(conn.writer, chunks)
 
     @staticmethod
     def _close(conn: _Conn) -> None:

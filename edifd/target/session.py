@@ -66,7 +66,7 @@ from edifd.fc import (
     wwn_str,
     xfer_rdy_frame,
 )
-from edifd.fc.burst import FC_HDR, REC_FC, REC_OVERHEAD
+from edifd.fc.burst import FC_HDR, REC_FC, REC_OVERHEAD, BufferPool
 from edifd.hba.counters import RemotePortCounters
 from edifd.hba.fcp import bulk_outbound
 from edifd.hba.session import PTP_ID_ORIGINATOR, PTP_ID_RESPONDER, LinkEnd
@@ -141,6 +141,7 @@ class TargetSession(LinkEnd):
         # The link edge takes WireBursts and DataRuns: read data leaves as one buffer per sequence and
         # write data is taken without a Frame per record (edifd/fc/burst.py, `receive_data`).
         self.bursts = bursts
+        self._pool = BufferPool()
         self.luns = frozenset(luns)
         self.policy: LoginPolicy = policy or AllowAll()
         self.transform: FrameTransform = transform or IdentityTransform()
@@ -502,7 +503,7 @@ class TargetSession(LinkEnd):
             sent = min(resp.valid_len, c.dl)
             if sent and self.bursts:
                 out.append(DataSequence(x.cmnd_frame, memoryview(resp.data)[:sent], from_target=True,
-                                        rx_id=x.rx_id, seq_id=self._next_seq()))
+                                        rx_id=x.rx_id, seq_id=self._next_seq(), pool=self._pool))
             elif sent:
                 out += fcp_data_frames(x.cmnd_frame, resp.data[:sent], from_target=True, rx_id=x.rx_id,
                                        seq_id=self._next_seq())

@@ -159,3 +159,16 @@ def test_install_pair_refusal_is_reported():
     edif.install_pair(sadb, other, rekey=True)  # the second slot
     with pytest.raises(RuntimeError, match="refused"):
         edif.install_pair(sadb, edif.negotiate()[2])  # a third SA per direction: LIMIT
+
+
+def test_hba_target_loopback_with_the_target_in_its_own_process():
+    """The two-core rig: the target is a child process (bench/edif.py --target-child) holding the other end
+    of the same SAs; its ESP counters come back when it stops, so the no-drop check covers both ends."""
+    lb = edif.hba_target_loopback(seconds=0.1, qd=1, repeat=1, rounds=1, child_process=True)
+    assert lb["errors"] == 0 and lb["target_process"] == "child" and lb["loop"] == "asyncio"
+    for mode in ("plaintext", "encrypted"):
+        for k in ("seq_write_1m", "seq_read_1m"):
+            assert lb[mode][k]["ops"] >= 1 and _is_rate(lb[mode][k]["mb_s"])
+    esp = lb["encrypted"]["esp"]
+    assert esp["frames_out_protected"] >= 2 * 512 and esp["drops"] == 0
+    assert esp["frames_in_protected"] == esp["frames_out_protected"]

@@ -28,7 +28,7 @@ from edifd.fc import (
     fcp_data_frames,
     lun_to_bytes,
 )
-from edifd.fc.burst import REC_FC, REC_OVERHEAD
+from edifd.fc.burst import REC_FC, REC_OVERHEAD, BufferPool
 from edifd.hba import Completed, InitiatorSession
 from edifd.proto import Cipher, SaDirection
 from edifd.scsi import MemoryMedium, ScsiCommand, ScsiDisk, cdb
@@ -111,6 +111,25 @@ def test_clear_sequence_is_byte_identical(n: int, from_target: bool, offset: int
     burst = seq.encode()
     assert burst.count == len(frames) and bytes(burst.data) == general_wire(frames)
     assert burst.frames() == frames == seq.frames()
+
+
+def test_pooled_buffers_are_reused_only_when_free_and_stay_byte_identical() -> None:
+    pool = BufferPool()
+    a, b = random.Random(1).randbytes(4097), random.Random(2).randbytes(4097)  # a 1-byte last frame: fill
+    first = DataSequence(cmnd(), a, from_target=True, rx_id=1, seq_id=1, pool=pool).encode()
+    held = DataSequence(cmnd(), b, from_target=True, rx_id=1, seq_id=1, pool=pool).encode()
+    assert held.data is not first.data  # the first burst is still referenced
+    assert bytes(first.data) == general_wire(fcp_data_frames(cmnd(), a, from_target=True, rx_id=1, seq_id=1))
+    buf_id = id(first.data)
+    del first
+    again = DataSequence(cmnd(), b, from_target=True, rx_id=1, seq_id=1, pool=pool).encode()
+    assert id(again.data) == buf_id  # free again: reused, fill bytes zeroed
+    assert bytes(again.data) == bytes(held.data) == general_wire(
+        fcp_data_frames(cmnd(), b, from_target=True, rx_id=1, seq_id=1))
+    view = memoryview(again.data)  # what a transport keeps while the socket has not taken it all
+    del again
+    assert id(DataSequence(cmnd(), a, from_target=True, rx_id=1, seq_id=1, pool=pool).encode().data) != buf_id
+    view.release()
 
 
 @settings(max_examples=40, deadline=None)
