@@ -198,6 +198,11 @@ class ChannelClient:
         return self.phase is Phase.ESTABLISHED
 
     @property
+    def awaiting(self) -> frozenset[int]:
+        """Request ids whose WRITE the host confirmed and whose answer has not arrived."""
+        return frozenset(self._outstanding)
+
+    @property
     def cursor(self) -> int:
         """Every upstream number up to this one has been handed over (exactly once, in order)."""
         return self._cursor

@@ -139,9 +139,12 @@ def _epoch_keys(keys: KeySet, epoch: int) -> EpochKeys:
         if keys.epoch == epoch:
             return keys
     elif keys is not None:
-        for k in keys:
-            if isinstance(k, EpochKeys) and k.epoch == epoch:
-                return k
+        try:
+            for k in keys:
+                if isinstance(k, EpochKeys) and k.epoch == epoch:
+                    return k
+        except TypeError:
+            raise ProtocolError("keys must be EpochKeys or an iterable of them") from None
     raise UnknownEpochError("no keys for the epoch of this sealed message")
 
 

@@ -62,9 +62,9 @@ class EpochKeys:
         cls, key: object, port_index: int, agent_nonce: bytes, host_nonce: bytes, epoch: int
     ) -> EpochKeys:
         """The keys of `epoch`, from the channel key and the nonces of the handshake that made it."""
-        if not isinstance(port_index, int) or not 0 <= port_index <= 0xFFFF:
+        if not isinstance(port_index, int) or isinstance(port_index, bool) or not 0 <= port_index <= 0xFFFF:
             raise MalformedBodyError("port_index must be an unsigned 16-bit integer")
-        if not isinstance(epoch, int) or not 0 < epoch < (1 << 64):
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch < (1 << 64):
             raise MalformedBodyError("epoch must be a non-zero unsigned 64-bit integer")
         for name, nonce in (("agent_nonce", agent_nonce), ("host_nonce", host_nonce)):
             if not isinstance(nonce, bytes | bytearray) or len(nonce) != NONCE_SIZE:

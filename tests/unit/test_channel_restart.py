@@ -109,7 +109,8 @@ def test_agent_restart_without_state_gets_every_unacknowledged_message_once(cloc
         core.post_event(PortOnline(PortRef(i + 1)))
     lb.fill_reads(4)
     got_old = []
-    first = next(r for r in lb.done_reads() if decode(r.response.data, KEY, keys=core.epoch_keys).sequence == 1)
+    keys = core.epoch_keys
+    first = next(r for r in lb.done_reads() if decode(r.response.data, KEY, keys=keys).sequence == 1)
     got_old += lb.finish_read(first)  # the old agent saw #1, re-armed (cursor 1), then crashed
     lb.issue_read()  # before it could acknowledge #1 in a WRITE: a READ's cursor acknowledges nothing
     acked = core.status()["upstream_acked"]
