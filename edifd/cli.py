@@ -177,27 +177,40 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, control_sock
     # A stop request during start-up ends the start; like a failed start, it removes only the LIO
     # objects this run created (what it re-attached from an earlier edifd stays), whatever --teardown.
     daemon = Daemon(cfg, stop_requested=stop)
+    from edifd.edges.metrics_http import MetricsError, start_metrics
+    from edifd.metrics import with_hba_ports
+    from edifd.status import STATUS_FILE, collect
+
+    collect_lock = threading.Lock()  # the status writer, the control socket and the metrics take turns
+
+    def snapshot(state: str = "running") -> dict[str, Any]:
+        with collect_lock:
+            return collect(daemon, state=state)
+
+    try:  # before the LUNs: an address in use refuses the start with nothing touched
+        metrics = start_metrics(cfg.metrics, "edifd", lambda: with_hba_ports(snapshot(), daemon.hba))
+    except MetricsError as e:
+        log.error("cannot start: %s", e)
+        sys.exit(EXIT_FAILURE)
     try:
         daemon.start()
     except StartInterrupted as e:
         log.info("%s", e)
         _notify_systemd("STOPPING=1")
+        if metrics is not None:
+            metrics.stop()
         return
     except DaemonError as e:
         log.error("cannot start: %s", e)  # start() has undone its own work (see edifd.daemon)
+        if metrics is not None:
+            metrics.stop()
         sys.exit(EXIT_FAILURE)
-    from edifd.status import STATUS_FILE, collect
 
     status_path = cfg.daemon.state_dir / STATUS_FILE
     try:
         cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         log.warning("cannot create state dir %s: %s", cfg.daemon.state_dir, e.strerror)
-    collect_lock = threading.Lock()  # the status writer and the control socket take turns
-
-    def snapshot(state: str = "running") -> dict[str, Any]:
-        with collect_lock:
-            return collect(daemon, state=state)
 
     _write_status(status_path, snapshot())
     sock = _start_control_socket(cfg, config_path, snapshot) if control_socket else None
@@ -217,6 +230,8 @@ def run(config_path: Path, ready_file: Path | None, teardown: bool, control_sock
         _notify_systemd("STOPPING=1")
         if sock is not None:
             sock.stop()
+        if metrics is not None:
+            metrics.stop()
         final = snapshot("stopped")
         daemon.stop(teardown=teardown)
         _write_status(status_path, final)
@@ -281,7 +296,8 @@ class ControlCommands:
             applied.append(f"daemon.log_level: {before} -> {new.daemon.log_level}")
         restart = [f"daemon.{k}" for k in ("state_dir", "park_time", "cmd_time_out", "redeliver_after")
                    if getattr(new.daemon, k) != getattr(old.daemon, k)]
-        restart += [what for what, a, b in (("lun", new.luns, old.luns), ("hba", new.hba, old.hba)) if a != b]
+        restart += [what for what, a, b in (("lun", new.luns, old.luns), ("hba", new.hba, old.hba),
+                                             ("metrics", new.metrics, old.metrics)) if a != b]
         self.cfg = _with_log_level(old, new.daemon.log_level)
         log.warning("reload of %s: applied %s; needs a restart: %s", self.config_path,
                     ", ".join(applied) or "nothing", ", ".join(restart) or "nothing")

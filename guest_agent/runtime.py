@@ -376,6 +376,13 @@ class AgentRuntime:
 
         app = SecurityApp(config, time.monotonic, port_index=self.o.port_index)
         svc = SecurityService(app, s.request, log)
+        from edifd.edges.metrics_http import MetricsError, start_metrics
+
+        try:
+            metrics = start_metrics(config.metrics, "edif_agent", lambda: {
+                **s.locked(lambda: svc.status(time.monotonic())), "channel": s.ep.status()})
+        except MetricsError as e:
+            raise AgentExit(EXIT_CONFIG, str(e)) from None
 
         def save_status() -> None:
             if status_file:
@@ -419,6 +426,8 @@ class AgentRuntime:
                 save_status()
             finally:
                 s.ep.stop(timeout=2.0)
+                if metrics is not None:
+                    metrics.stop()
         if s.ep.fatal:
             raise AgentExit(EXIT_IO, f"channel failed: {s.ep.fatal}")
         return EXIT_OK

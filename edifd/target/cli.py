@@ -27,6 +27,8 @@ from edifd.edges.command_line import (
     version_option,
 )
 from edifd.edges.logs import LEVELS, setup_logging
+from edifd.edges.metrics_http import MetricsError, run_on, start_metrics
+from edifd.metrics import target_snapshot
 
 from .config import ConfigError, load_target_config
 from .server import TargetConfig, TargetServer
@@ -127,7 +129,7 @@ def run(config_path: str, log_level: str) -> None:
     cfg = _load(config_path)
     try:
         asyncio.run(_serve(cfg))
-    except OSError as e:
+    except (OSError, MetricsError) as e:
         log.error("%s", e)
         sys.exit(EXIT_FAILURE)
 
@@ -138,6 +140,8 @@ async def _serve(cfg: TargetConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics = start_metrics(cfg.metrics, "edif_target",
+                            run_on(loop.call_soon_threadsafe, lambda: target_snapshot(server)))
     try:
         await server.start()
         log.info("edif-target ready: %d port(s)", len(server.ports))
@@ -145,6 +149,8 @@ async def _serve(cfg: TargetConfig) -> None:
         log.info("stopping: logging out initiators and flushing LUNs")
     finally:
         await server.stop()
+        if metrics is not None:
+            metrics.stop()
     log.info("stopped")
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from edifd.confcheck import load_toml, toml_type
 from edifd.config import ConfigError, parse_size
 from edifd.fc import FCIP_TCP_PORT
+from edifd.metrics import parse_metrics_table
 from edifd.scsi import BLOCK_SIZES
 
 from .server import LunConfig, TargetConfig, TargetPortConfig
@@ -218,8 +219,10 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
     """Validate a decoded TOML document; every problem is collected. `check_paths` (check-config) also
     checks that the directories of the LUN backing files and of the pcap exist."""
     problems: list[str] = []
-    unknown = set(data) - {"pcap", "port"}
+    unknown = set(data) - {"pcap", "port", "metrics"}
     problems += [f"{k}: unknown key" for k in sorted(unknown)]
+    metrics, metrics_problems = parse_metrics_table(data.get("metrics"))
+    problems += metrics_problems
     pcap = data.get("pcap")
     if pcap is not None and _file_path(pcap, "pcap", problems):
         pcap = str(Path(pcap) if Path(pcap).is_absolute() else base / pcap)  # relative: to the file's dir
@@ -298,7 +301,7 @@ def parse_target_config(data: dict[str, Any], base: Path = Path("."), source: st
     _duplicates(backing, "backing file", problems)
     if problems:
         raise ConfigError(problems, source)
-    return TargetConfig(tuple(ports), pcap)
+    return TargetConfig(tuple(ports), pcap, metrics)
 
 
 def load_target_config(path: str | Path, check_paths: bool = False) -> TargetConfig:

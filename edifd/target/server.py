@@ -28,6 +28,7 @@ from edifd.scsi import Identity, Pending, ScsiDisk, ScsiResponse
 from .session import AuthElsReceived, Execute, LoginEvent, TargetSession
 
 if TYPE_CHECKING:
+    from edifd.metrics import MetricsConfig
     from edifd.secapp.config import SecConfig
 
     from .responder import LinkSecurity, PortResponder
@@ -61,6 +62,7 @@ class TargetPortConfig:
 class TargetConfig:
     ports: tuple[TargetPortConfig, ...]
     pcap_path: str | None = None
+    metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint; None = off
 
 
 @dataclass(eq=False)
