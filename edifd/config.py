@@ -10,6 +10,7 @@ relative to the configuration file's directory, as in every tool's configuration
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -20,8 +21,10 @@ from typing import Any
 from edifd.confcheck import ProblemCollector as _Reader
 from edifd.confcheck import load_toml
 from edifd.confcheck import parse_size as _parse_size
-from edifd.edges.secret_file import load_channel_key
+from edifd.edges.secret_file import SecretFileError, load_channel_key, load_chap_secret
+from edifd.metrics import MetricsConfig, parse_metrics_table
 from edifd.proto.errors import ChannelKeyError
+from edifd.tcmu.lio import IscsiChap, stable_naa
 
 # TCMU's per-command timeout must never fire before our own parked-READ heartbeat, or the
 # kernel fails a parked READ with NOT READY / LUN COMMUNICATION FAILURE. Keep a wide margin.
@@ -58,10 +61,60 @@ def parse_size(value: Any) -> int:
 class ExportConfig:
     fabric: str = "none"  # none | loopback (host-local /dev/sdX) | iscsi | vhost
     iqn: str | None = None  # iscsi target name
-    portal: tuple[str, int] = ("0.0.0.0", 3260)
-    demo_mode: bool = False  # iscsi: any initiator, read-write, no CHAP (labs only)
-    initiators: tuple[str, ...] = ()  # iscsi ACLs when not in demo mode
-    wwn: str | None = None  # loopback/vhost naa. WWPN; generated when absent
+    portal: tuple[str, int] = ("127.0.0.1", 3260)  # iscsi: ADDRESS ("[v6]" in brackets), PORT
+    demo_mode: bool = False  # iscsi: any initiator, read-write, no CHAP: a loopback portal only...
+    insecure_demo: bool = False  # ... unless this says the operator means it on another address
+    initiators: tuple[str, ...] = ()  # iscsi node ACLs when not in demo mode
+    chap_user: str | None = None  # one-way CHAP: each initiator proves itself with these
+    chap_secret_file: Path | None = None
+    mutual_user: str | None = None  # mutual CHAP: the target proves itself with these
+    mutual_secret_file: Path | None = None
+    wwn: str | None = None  # loopback/vhost naa. WWPN; vhost: derived (stable) when absent
+
+    @property
+    def chap(self) -> IscsiChap | None:
+        """The CHAP settings for LIO (`edifd.tcmu.lio.IscsiExport.chap`), or None without CHAP."""
+        if self.chap_user is None or self.chap_secret_file is None:
+            return None
+        return IscsiChap(self.chap_user, self.chap_secret_file, self.mutual_user, self.mutual_secret_file)
+
+    @property
+    def mode(self) -> str | None:
+        """An iSCSI export's access mode (None for other fabrics): "demo" (loopback portal, any
+        initiator), "insecure-demo", "acl" (node ACLs, no CHAP), "chap" or "mutual-chap"."""
+        if self.fabric != "iscsi":
+            return None
+        if self.demo_mode:
+            return "demo" if portal_is_loopback(self.portal[0]) else "insecure-demo"
+        if self.chap_user is None:
+            return "acl"
+        return "mutual-chap" if self.mutual_user is not None else "chap"
+
+    def describe(self) -> str:
+        """What check-config says of the export, e.g. "iSCSI iqn... on 127.0.0.1:3260: ACL + CHAP
+        (1 initiator, CHAP user edif-vm)". Names and paths only."""
+        if self.fabric != "iscsi":
+            return {"loopback": "tcm_loop (host-local /dev/sdX)", "vhost": f"vhost-scsi {self.wwn}",
+                    "none": "not exported"}[self.fabric]
+        where = f"iSCSI {self.iqn} on {self.portal[0]}:{self.portal[1]}"
+        n = len(self.initiators)
+        acls = f"{n} initiator{'s' if n != 1 else ''}"
+        return where + ": " + {
+            "demo": "demo mode (any initiator on this host, no CHAP)",
+            "insecure-demo": "INSECURE demo mode (any initiator that reaches the portal, no CHAP)",
+            "acl": f"ACL only ({acls}; no CHAP: an initiator name is not authentication)",
+            "chap": f"ACL + CHAP ({acls}, CHAP user {self.chap_user})",
+            "mutual-chap": f"ACL + mutual CHAP ({acls}, CHAP user {self.chap_user}, target user "
+                           f"{self.mutual_user})",
+        }[self.mode or "acl"]
+
+
+def portal_is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (written "[::1]" in a portal)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -122,6 +175,7 @@ class Config:
     daemon: DaemonConfig
     luns: tuple[LunConfig, ...]
     hba: HbaConfig = field(default_factory=HbaConfig)
+    metrics: MetricsConfig | None = None  # [metrics]: the Prometheus endpoint; None = off
 
 
 def _ascii_field(r: _Reader, value: str, width: int, where: str) -> str:
@@ -130,34 +184,106 @@ def _ascii_field(r: _Reader, value: str, width: int, where: str) -> str:
     return value
 
 
-def _read_export(r: _Reader, t: dict, where: str, lun_name: str) -> ExportConfig:
-    r.unknown(t, {"fabric", "iqn", "portal", "demo_mode", "initiators", "wwn"}, where)
+_ISCSI_ONLY = ("iqn", "demo_mode", "insecure_demo", "initiators", "chap_user", "chap_secret_file",
+               "mutual_user", "mutual_secret_file")
+_CHAP_USER_RE = re.compile(r"^[!-~]{1,255}$")
+
+
+def _read_portal(r: _Reader, t: dict, where: str) -> tuple[str, int]:
+    portal_s = r.take(t, "portal", where, str, "127.0.0.1:3260")
+    host, _, port_s = portal_s.rpartition(":")
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        r.problems.append(f"{where}.portal: expected ADDRESS:PORT, got {portal_s!r}")
+        return ExportConfig.portal
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        r.problems.append(f"{where}.portal: {host!r} is not an IP address (LIO listens on addresses; "
+                          "an IPv6 one in brackets: [::1]:3260)")
+        return ExportConfig.portal
+    if ip.version == 6 and bare == host:
+        r.problems.append(f"{where}.portal: write an IPv6 address in brackets, e.g. [{host}]:{port_s}")
+        return ExportConfig.portal
+    return host, int(port_s)
+
+
+def _read_chap_user(r: _Reader, t: dict, key: str, where: str) -> str | None:
+    user = r.take(t, key, where, str)
+    if user is not None and (not _CHAP_USER_RE.match(user) or user.startswith("NULL")):
+        r.problems.append(f"{where}.{key}: 1..255 printable ASCII characters without spaces, not "
+                          "beginning with NULL (LIO reads that as 'unset')")
+        return None
+    return user
+
+
+def _read_export(r: _Reader, t: dict, where: str, lun_name: str, base: Path,
+                 machine_id: str) -> ExportConfig:
+    r.unknown(t, {"fabric", "portal", "wwn", *_ISCSI_ONLY}, where)
     fabric = r.take(t, "fabric", where, str, "none")
     if fabric not in EXPORTS:
         r.problems.append(f"{where}.fabric: must be one of {', '.join(EXPORTS)}")
+    if fabric != "iscsi":
+        for key in ("insecure_demo", "chap_user", "chap_secret_file", "mutual_user", "mutual_secret_file"):
+            if key in t:
+                r.problems.append(f"{where}.{key}: only for fabric = \"iscsi\"")
     iqn = r.take(t, "iqn", where, str)
     if fabric == "iscsi":
         iqn = iqn or f"iqn.2026-11.io.edifd:{lun_name.lower()}"
         if not _IQN_RE.match(iqn):
             r.problems.append(f"{where}.iqn: not an iSCSI qualified name (iqn.YYYY-MM.reversed.domain:name)")
-    portal_s = r.take(t, "portal", where, str, "0.0.0.0:3260")
-    host, _, port_s = portal_s.rpartition(":")
-    portal = ("0.0.0.0", 3260)
-    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        r.problems.append(f"{where}.portal: expected ADDRESS:PORT, got {portal_s!r}")
-    else:
-        portal = (host, int(port_s))
+    portal = _read_portal(r, t, where)
     demo = r.take(t, "demo_mode", where, bool, False)
+    insecure = r.take(t, "insecure_demo", where, bool, False)
     initiators = r.take(t, "initiators", where, list, [])
     for i, ini in enumerate(initiators):
         if not isinstance(ini, str) or not _IQN_RE.match(ini):
             r.problems.append(f"{where}.initiators[{i}]: not an iSCSI qualified name")
-    if fabric == "iscsi" and not demo and not initiators:
-        r.problems.append(f"{where}: iscsi export needs initiators (ACLs) or demo_mode = true")
+    chap_user = _read_chap_user(r, t, "chap_user", where)
+    mutual_user = _read_chap_user(r, t, "mutual_user", where)
+    files = {}
+    for key in ("chap_secret_file", "mutual_secret_file"):
+        raw = r.take(t, key, where, str)
+        files[key] = _resolve(raw, base) if raw is not None else None
+    if fabric == "iscsi":
+        _check_iscsi_access(r, t, where, portal, demo, insecure, bool(initiators))
     wwn = r.take(t, "wwn", where, str)
     if wwn is not None and not _NAA_RE.match(wwn):
         r.problems.append(f"{where}.wwn: expected naa. followed by 16 hex digits")
-    return ExportConfig(fabric, iqn, portal, demo, tuple(str(i) for i in initiators), wwn)
+    elif wwn is None and fabric == "vhost":
+        # Stable across restarts and reboots (the guest's libvirt XML names it), distinct per host.
+        wwn = stable_naa("vhost", machine_id, lun_name)
+    return ExportConfig(fabric, iqn, portal, demo, insecure, tuple(str(i) for i in initiators), chap_user,
+                        files["chap_secret_file"], mutual_user, files["mutual_secret_file"], wwn)
+
+
+def _check_iscsi_access(r: _Reader, t: dict, where: str, portal: tuple[str, int], demo: bool,
+                        insecure: bool, acls: bool) -> None:
+    """Who may log in: demo mode (anyone) only on loopback or when insecure_demo says so; otherwise
+    node ACLs, with CHAP written completely (user and secret file, mutual only over one-way)."""
+    chap = [k for k in ("chap_user", "chap_secret_file", "mutual_user", "mutual_secret_file") if k in t]
+    if insecure and not demo:
+        r.problems.append(f"{where}.insecure_demo: only with demo_mode = true")
+    if demo:
+        if acls or chap:
+            r.problems.append(f"{where}.demo_mode: demo mode admits any initiator without CHAP; remove "
+                              f"{', '.join((['initiators'] if acls else []) + chap)} or demo_mode")
+        elif not portal_is_loopback(portal[0]) and not insecure:
+            r.problems.append(f"{where}.demo_mode: on portal {portal[0]}:{portal[1]} anyone who reaches it "
+                              "logs in without CHAP; use a loopback portal (127.0.0.1, [::1]), initiators "
+                              "with CHAP, or insecure_demo = true to mean it")
+        return
+    if not acls:
+        r.problems.append(f"{where}: iscsi export needs initiators (ACLs) or demo_mode = true")
+        if chap:
+            r.problems.append(f"{where}.chap_user: CHAP is set per initiator ACL: give initiators")
+    for user, secret in (("chap_user", "chap_secret_file"), ("mutual_user", "mutual_secret_file")):
+        if (user in t) != (secret in t):
+            have, missing = (user, secret) if user in t else (secret, user)
+            r.problems.append(f"{where}.{missing}: required with {have} (CHAP needs a user and a secret)")
+    if ("mutual_user" in t or "mutual_secret_file" in t) and "chap_user" not in t:
+        r.problems.append(f"{where}.mutual_user: mutual CHAP needs one-way CHAP too (chap_user and "
+                          "chap_secret_file): the target proves itself only to an initiator that did")
 
 
 def _resolve(raw: str, base: Path) -> Path:
@@ -166,7 +292,8 @@ def _resolve(raw: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path, base: Path) -> LunConfig | None:
+def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path, base: Path,
+              machine_id: str) -> LunConfig | None:
     r.unknown(t, {"name", "type", "size", "path", "block_size", "vendor", "product", "revision",
                   "serial", "export", "resize", *_CONTROL_KEYS, *_REMOTE_KEYS}, where)
     name = r.take(t, "name", where, str, "", required=True)
@@ -197,7 +324,8 @@ def _read_lun(r: _Reader, t: dict, where: str, state_dir: Path, base: Path) -> L
     product = _ascii_field(r, r.take(t, "product", where, str, "DISK"), 16, f"{where}.product")
     revision = _ascii_field(r, r.take(t, "revision", where, str, "0001"), 4, f"{where}.revision")
     serial = _ascii_field(r, r.take(t, "serial", where, str, f"EDIF-{name}"), 32, f"{where}.serial")
-    export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun")
+    export = _read_export(r, r.take(t, "export", where, dict, {}), f"{where}.export", name or "lun", base,
+                          machine_id)
     channel_key, port_index, wwpn, queue_limit = _read_control(r, t, where, lun_type, size, block_size, base)
     hba_port, target_wwpn, remote_lun = _read_remote(r, t, where, lun_type)
     resize = r.take(t, "resize", where, bool, False)
@@ -308,14 +436,19 @@ def _read_control(r: _Reader, t: dict, where: str, lun_type: str, size: int, blo
     return key_path, port_index, wwpn, queue_limit
 
 
-def parse_config(data: dict, source: str = "config", base: Path | None = None) -> Config:
+def parse_config(data: dict, source: str = "config", base: Path | None = None,
+                 machine_id: str | None = None) -> Config:
     """The configuration in `data` (decoded TOML), or ConfigError with every problem. Relative paths
-    (`daemon.state_dir`, a LUN's `path` and `channel_key`, a port's `pcap`) are taken relative to `base`,
-    the configuration file's directory (default: the current directory); a LUN without `path` gets
-    NAME.img in the state directory."""
+    (`daemon.state_dir`, a LUN's `path` and `channel_key`, a port's `pcap`, an export's CHAP secret
+    files) are taken relative to `base`, the configuration file's directory (default: the current
+    directory); a LUN without `path` gets NAME.img in the state directory. A vhost export without `wwn`
+    gets one derived from `machine_id` (default: this host's, `read_machine_id`) and the LUN's name."""
     base = base if base is not None else Path.cwd()
+    machine_id = machine_id if machine_id is not None else read_machine_id()
     r = _Reader()
-    r.unknown(data, {"daemon", "lun", "hba"}, "")
+    r.unknown(data, {"daemon", "lun", "hba", "metrics"}, "")
+    metrics, problems = parse_metrics_table(data.get("metrics"))
+    r.problems += problems
     d = r.take(data, "daemon", "", dict, {})
     r.unknown(d, {"state_dir", "park_time", "cmd_time_out", "log_level", "redeliver_after"}, "daemon")
     state_dir = _resolve(r.take(d, "state_dir", "daemon", str, "/var/lib/edifd"), base)
@@ -340,7 +473,7 @@ def parse_config(data: dict, source: str = "config", base: Path | None = None) -
         if not isinstance(t, dict):
             r.problems.append(f"lun[{i}]: expected a table ([[lun]])")
             continue
-        lun = _read_lun(r, t, f"lun[{i}]", state_dir, base)
+        lun = _read_lun(r, t, f"lun[{i}]", state_dir, base, machine_id)
         if lun is not None:
             luns.append(lun)
     hba = _read_hba(r, r.take(data, "hba", "", dict, {}), base)
@@ -361,7 +494,7 @@ def parse_config(data: dict, source: str = "config", base: Path | None = None) -
             ports.add(lun.port_index)
     if r.problems:
         raise ConfigError(r.problems, source)
-    return Config(daemon, tuple(luns), hba)
+    return Config(daemon, tuple(luns), hba, metrics)
 
 
 def _duplicate_names(r: _Reader, luns: list[LunConfig]) -> None:
@@ -382,6 +515,23 @@ def _duplicate_names(r: _Reader, luns: list[LunConfig]) -> None:
                                   "(one WWN per export, one serial per LUN)")
             else:
                 owners[key] = i
+
+
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def read_machine_id(files: tuple[Path, ...] = MACHINE_ID_FILES) -> str:
+    """This host's machine-id (machine-id(5)): set once at installation, kept across reboots. "" when
+    there is none (derived WWNs are then the same on every such host, which matters only to a host
+    that runs two edifd with the same LUN names)."""
+    for f in files:
+        try:
+            text = f.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return ""
 
 
 def load_config(path: str | Path) -> Config:
@@ -446,9 +596,30 @@ def lun_dir_problem(lun: LunConfig, where: str, state_dir: Path) -> str | None:
     return f"{where}.path: directory {parent} does not exist; create it (edifd creates only daemon.state_dir)"
 
 
+def _chap_problems(ex: ExportConfig, where: str) -> list[str]:
+    """Each CHAP secret file loaded under the secret-file policy (edifd run loads them again as it
+    makes the export, with the same function); the two directions may not share a secret."""
+    problems: list[str] = []
+    secrets: dict[str, str] = {}
+    for key in ("chap_secret_file", "mutual_secret_file"):
+        path = getattr(ex, key)
+        if path is None:
+            continue
+        try:
+            secrets[key] = load_chap_secret(path)
+        except SecretFileError as e:
+            problems.append(f"{where}.{key}: {e}")
+    if len(secrets) == 2 and secrets["chap_secret_file"] == secrets["mutual_secret_file"]:
+        # RFC 3720 8.2.1: a secret used in both directions lets an attacker reflect a challenge.
+        problems.append(f"{where}.mutual_secret_file: holds the same secret as chap_secret_file; each "
+                        "direction needs its own (RFC 3720 8.2.1)")
+    secrets.clear()
+    return problems
+
+
 def check_host(cfg: Config, *, keys: bool = True) -> HostCheck:
-    """Every check of what `cfg` names on this host. Reads key files (one permission policy for all
-    tools: `edifd.edges.secret_file`), stats backing paths and directories; changes nothing.
+    """Every check of what `cfg` names on this host. Reads key and CHAP secret files (one permission
+    policy for all tools: `edifd.edges.secret_file`), stats backing paths and directories; changes nothing.
 
     `keys=False` (edifd run) leaves the key files to the control LUN's open, which loads them with
     the same `load_channel_key` and refuses them with the same words (a failed start undoes itself)."""
@@ -473,6 +644,11 @@ def check_host(cfg: Config, *, keys: bool = True) -> HostCheck:
                     load_channel_key(lun.channel_key)
                 except ChannelKeyError as e:
                     problems.append(f"{where}.channel_key: {e}")
+        problems += _chap_problems(lun.export, f"{where}.export")
+        if lun.export.mode == "acl" and not portal_is_loopback(lun.export.portal[0]):
+            warnings.append(f"{where}.export: initiators without CHAP on portal {lun.export.portal[0]}: "
+                            "anyone who reaches it and states an allowed initiator name logs in; set "
+                            "chap_user and chap_secret_file")
         if lun.type != "file":
             continue
         for problem in (lun_dir_problem(lun, where, sd), backing_problem(lun, where)):

@@ -1,4 +1,4 @@
-"""Reading secret files (channel keys, PSKs, private keys) under one permission policy.
+"""Reading secret files (channel keys, PSKs, private keys, iSCSI CHAP secrets) under one permission policy.
 
 A secret file must be a regular file, opened without following a symlink, that no one but its
 owner can reach: a refusal names the file, its mode and the exact chmod that fixes it. Reads are
@@ -19,6 +19,13 @@ from edifd.proto.keys import ChannelKey, parse_channel_key
 OWNER_ONLY = 0o077
 
 MAX_CHANNEL_KEY_FILE = 4096  # a key file is 32 or ~65 bytes
+
+# iSCSI CHAP secrets. RFC 3720 section 8.2.1 (RFC 7143 section 12.1.3): a secret SHOULD be at least 12
+# octets and every implementation MUST support up to 16. LIO takes up to 255 characters (the kernel's
+# struct iscsi_node_auth, rtslib-fb's limit), but initiators may not: 12..16 is what all of them accept.
+CHAP_SECRET_MIN = 12
+CHAP_SECRET_MAX = 16
+MAX_CHAP_SECRET_FILE = 256
 
 
 class SecretFileError(ValueError):
@@ -106,3 +113,36 @@ def load_channel_key(path: str | os.PathLike[str]) -> ChannelKey:
         return parse_channel_key(content)
     except ChannelKeyError as e:
         raise ChannelKeyError(f"channel key file {os.fspath(path)}: {e}") from None
+
+
+def check_chap_secret(text: str, where: str) -> None:
+    """Refuse a CHAP secret LIO or an initiator would not take as written; `where` names its file.
+    The reason names lengths and character classes only, never a character of the secret."""
+    if not CHAP_SECRET_MIN <= len(text) <= CHAP_SECRET_MAX:
+        raise SecretFileError(f"{where}: {len(text)} characters; a CHAP secret has {CHAP_SECRET_MIN} to "
+                              f"{CHAP_SECRET_MAX} (RFC 3720 8.2.1), e.g. head -c 12 /dev/urandom | base64")
+    if not (text.isascii() and text.isprintable()) or any(c.isspace() for c in text):
+        # rtslib-fb strips surrounding whitespace before writing it to configfs, QEMU and libvirt do not.
+        raise SecretFileError(f"{where}: a CHAP secret is printable ASCII without spaces")
+    if text.startswith("NULL"):
+        # configfs: a value beginning with NULL unsets the attribute (no CHAP for that direction).
+        raise SecretFileError(f"{where}: a CHAP secret must not begin with NULL (LIO reads it as 'unset')")
+
+
+def load_chap_secret(path: str | os.PathLike[str]) -> str:
+    """An iSCSI CHAP secret file: the secret itself, 12..16 printable ASCII characters, no newline at its
+    end (QEMU's `-object secret,file=` and `virsh secret-set-value --file` take every byte of the file,
+    so the file both ends read must hold exactly the secret). Every refusal is a SecretFileError naming
+    the path, never the secret."""
+    name = os.fspath(path)
+    raw = read_secret_file(path, what="CHAP secret", limit=MAX_CHAP_SECRET_FILE, refuse=OWNER_ONLY)
+    where = f"CHAP secret file {name}"
+    if raw.endswith(b"\n"):
+        raise SecretFileError(f"{where}: ends with a newline, which an initiator reading the file would take "
+                              "as part of the secret; write it without one (printf '%s' SECRET > FILE)")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise SecretFileError(f"{where}: a CHAP secret is printable ASCII without spaces") from None
+    check_chap_secret(text, where)
+    return text

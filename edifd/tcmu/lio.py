@@ -19,6 +19,7 @@ Only APIs present in Debian 12's python3-rtslib-fb 2.1.75 are used.
 from __future__ import annotations
 
 import enum
+import hashlib
 import importlib
 import math
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edifd.edges.secret_file import SecretFileError, load_chap_secret
 from edifd.scsi import BLOCK_SIZES
 from edifd.tcmu.errors import LioError
 
@@ -44,6 +46,7 @@ CMD_TIME_OUT_MARGIN = 25  # seconds between our heartbeat and the kernel's timer
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CFG_RE = re.compile(r"^[A-Za-z0-9_.@=+-][A-Za-z0-9_.@=+/-]{0,200}$")
 _NAA_RE = re.compile(r"^naa\.[0-9a-fA-F]{16}$")
+_CHAP_USER_RE = re.compile(r"^[!-~]{1,255}$")  # rtslib-fb's 255; no spaces (it strips them)
 _IQN_RE = re.compile(r"^(iqn\.\d{4}-\d{2}\.[^\s:]+(:\S+)?|eui\.[0-9a-fA-F]{16}|naa\.[0-9a-fA-F]{16,32})$")
 
 
@@ -162,8 +165,33 @@ class LoopbackExport:
 
 
 @dataclass(frozen=True)
+class IscsiChap:
+    """CHAP for every node ACL of an iSCSI export: the initiator proves itself with `user` and the secret
+    in `secret_file`; with `mutual_user` and `mutual_secret_file` the target answers an initiator that
+    asks it to prove itself too. Only paths here: the secrets are read (edifd.edges.secret_file's policy)
+    as the export is made and written to configfs, never kept or shown."""
+
+    user: str
+    secret_file: Path
+    mutual_user: str | None = None
+    mutual_secret_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in (self.user, self.mutual_user):
+            if name is not None and not _CHAP_USER_RE.match(name):
+                raise ValueError(f"CHAP user {name!r}: 1-255 printable ASCII characters, no spaces")
+        if (self.mutual_user is None) != (self.mutual_secret_file is None):
+            raise ValueError("mutual CHAP needs both mutual_user and mutual_secret_file")
+
+    @property
+    def mutual(self) -> bool:
+        return self.mutual_user is not None
+
+
+@dataclass(frozen=True)
 class IscsiExport:
-    """iSCSI target. No `acls`: demo mode (any initiator, read-write, no CHAP)."""
+    """iSCSI target. No `acls`: demo mode (any initiator, read-write, no CHAP). With `acls`: only those
+    initiator names, each a node ACL, and with `chap` each of them must authenticate (authentication=1)."""
 
     iqn: str
     portals: tuple[tuple[str, int], ...] = (("127.0.0.1", 3260),)
@@ -171,6 +199,7 @@ class IscsiExport:
     tpg: int = 1
     acls: tuple[str, ...] = ()  # initiator IQNs allowed to log in
     tpg_attributes: tuple[tuple[str, int | str], ...] = ()  # e.g. (("default_cmdsn_depth", 64),)
+    chap: IscsiChap | None = None
     fabric = Fabric.ISCSI
 
     def __post_init__(self) -> None:
@@ -180,6 +209,8 @@ class IscsiExport:
         for ip, port in self.portals:
             if not 0 < port < 65536 or not ip or any(c.isspace() for c in ip):
                 raise ValueError(f"bad portal {ip!r}:{port}")
+        if self.chap is not None and not self.acls:
+            raise ValueError("CHAP is set per node ACL: give the initiators (acls) it applies to")
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,13 @@ ExportSpec = LoopbackExport | IscsiExport | VhostExport
 def generate_naa() -> str:
     """naa. + IEEE registered format with the LIO OUI 00:14:05, like rtslib's generate_wwn."""
     return "naa.5001405" + secrets.token_hex(5)[:9]
+
+
+def stable_naa(*parts: str) -> str:
+    """The naa. WWN of `generate_naa`'s format whose 36 vendor bits are SHA-256 of `parts`: the same
+    parts give the same WWN on every start, so a guest's saved configuration keeps matching."""
+    digest = hashlib.sha256("\0".join(("edifd naa", *parts)).encode()).hexdigest()
+    return "naa.5001405" + digest[:9]
 
 
 @dataclass(frozen=True)
@@ -364,8 +402,10 @@ class Lio:
         self.prepare([spec.fabric])
         rts = self.rts
         fm = self._call(f"loading fabric {spec.fabric.value}", rts.FabricModule, spec.fabric.value)
+        secrets_: dict[str, str] = {}
         if isinstance(spec, IscsiExport):
             wwn = spec.iqn
+            secrets_ = self._chap_secrets(spec)  # before anything exists: a bad file creates nothing
         elif isinstance(spec, VhostExport):
             wwn = spec.wwpn or generate_naa()
         else:
@@ -380,6 +420,8 @@ class Lio:
             if isinstance(spec, IscsiExport):
                 for iqn in spec.acls:
                     acl = self._call(f"adding ACL {iqn}", rts.NodeACL, tpg, iqn)
+                    if spec.chap is not None:
+                        self._set_chap(acl, iqn, spec.chap, secrets_)
                     self._call(f"mapping LUN for {iqn}", rts.MappedLUN, acl, spec.lun, lun)
                 self._call("enabling TPG", setattr, tpg, "enable", True)
         except LioError:
@@ -387,11 +429,43 @@ class Lio:
             raise
         return Export(spec.fabric, target.wwn, tag, spec.lun, target, tpg)
 
+    @staticmethod
+    def _chap_secrets(spec: IscsiExport) -> dict[str, str]:
+        """The export's CHAP secrets by rtslib-fb NodeACL attribute, read under the secret-file policy."""
+        if spec.chap is None:
+            return {}
+        files = {"chap_password": spec.chap.secret_file}
+        if spec.chap.mutual_secret_file is not None:
+            files["chap_mutual_password"] = spec.chap.mutual_secret_file
+        try:
+            return {attr: load_chap_secret(path) for attr, path in files.items()}
+        except SecretFileError as e:
+            raise LioError(f"iSCSI export {spec.iqn}: {e}") from None
+
+    def _set_chap(self, acl: Any, iqn: str, chap: IscsiChap, secrets_: dict[str, str]) -> None:
+        """rtslib-fb 2.1.75's NodeACL properties write auth/userid, auth/password, auth/userid_mutual and
+        auth/password_mutual under the ACL's configfs directory."""
+        self._call(f"setting the CHAP user of ACL {iqn}", setattr, acl, "chap_userid", chap.user)
+        if chap.mutual_user is not None:
+            self._call(f"setting the mutual CHAP user of ACL {iqn}", setattr, acl, "chap_mutual_userid",
+                       chap.mutual_user)
+        for attr, secret in secrets_.items():
+            try:
+                setattr(acl, attr, secret)
+            except Exception as exc:  # noqa: BLE001 - rtslib raises RTSLibError, OSError, ...
+                # The secret never reaches an error text, whatever rtslib put into its message.
+                why = str(exc).replace(secret, "<secret>") if secret else str(exc)
+                raise LioError(f"setting the {attr.replace('_', ' ')} of ACL {iqn}: {why}") from None
+
     def _iscsi_tpg(self, tpg: Any, spec: IscsiExport) -> None:
-        attrs: dict[str, int | str] = {"authentication": 0}
-        if not spec.acls:
+        if spec.acls:
+            # Only the node ACLs log in; with CHAP each of them must authenticate.
+            attrs: dict[str, int | str] = {"authentication": int(spec.chap is not None),
+                                           "generate_node_acls": 0}
+        else:
             # Demo mode: demo_mode_write_protect defaults to 1 (read-only) and must be cleared.
-            attrs.update(generate_node_acls=1, cache_dynamic_acls=1, demo_mode_write_protect=0)
+            attrs = {"authentication": 0, "generate_node_acls": 1, "cache_dynamic_acls": 1,
+                     "demo_mode_write_protect": 0}
         attrs.update(dict(spec.tpg_attributes))
         for k, v in attrs.items():
             self._call(f"setting TPG attribute {k}", tpg.set_attribute, k, v)

@@ -18,6 +18,7 @@ fabric = "iscsi"
 iqn = "iqn.2026-11.io.edifd:lab0"
 portal = "0.0.0.0:3260"
 demo_mode = true
+insecure_demo = true
 
 [[lun]]
 name = "local1"
@@ -38,6 +39,7 @@ def test_good_config(tmp_path):
     assert (a.name, a.size, a.block_size, a.product) == ("lab0", 64 << 20, 512, "LABDISK")
     assert str(a.path) == "/srv/edifd/lab0.img"
     assert a.export.fabric == "iscsi" and a.export.portal == ("0.0.0.0", 3260) and a.export.demo_mode
+    assert a.export.mode == "insecure-demo"
     assert b.block_size == 4096 and str(b.path) == "/tmp/local1.img" and b.export.fabric == "loopback"
     assert a.serial == "EDIF-lab0"
 

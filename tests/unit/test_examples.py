@@ -4,7 +4,7 @@ the loaders take, and show true defaults.
 Each example is installed under a temporary root as an operator would install it: its absolute paths
 ("/etc/edifd/...", "/var/lib/...") re-rooted there, the directories it names created, and every secret
 file it names generated with mode 0600 (channel keys, PSKs; for certificate authentication a CA, a
-certificate naming the HBA port's WWPN and its private key). Then `edifd check-config`,
+certificate naming the HBA port's WWPN and its private key; iSCSI CHAP secrets). Then `edifd check-config`,
 `edif-agent check-config` and `edif-target check-config` run through click's CliRunner.
 
 In the examples, ``#key = value`` (no space after '#') shows a key at its default, so uncommenting
@@ -130,6 +130,9 @@ def _edifd(root: Path) -> Path:
     for lun in cfg.luns:
         if lun.channel_key is not None:
             _secret(lun.channel_key, secrets.token_bytes(32))
+        for chap in (lun.export.chap_secret_file, lun.export.mutual_secret_file):
+            if chap is not None:  # 16 printable characters, no newline (edifd.edges.secret_file)
+                _secret(chap, secrets.token_urlsafe(12).encode())
         if lun.type == "file":
             lun.path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -11,6 +11,7 @@ from edifd.tcmu.errors import LioError
 from edifd.tcmu.lio import (
     BackstoreSpec,
     Fabric,
+    IscsiChap,
     IscsiExport,
     Lio,
     LoopbackExport,
@@ -21,6 +22,7 @@ from edifd.tcmu.lio import (
     ensure_module,
     generate_naa,
     loopback_disk,
+    stable_naa,
 )
 
 
@@ -78,6 +80,11 @@ def fake_rtslib(log: list[tuple], fail: str | None = None) -> types.ModuleType:
     class NodeACL:
         def __init__(self, tpg, iqn):
             rec("acl", iqn)
+            object.__setattr__(self, "iqn", iqn)
+
+        def __setattr__(self, k, v):  # rtslib-fb's chap_* properties write auth/* in configfs
+            rec("acl_attr", self.iqn, k, v)
+            object.__setattr__(self, k, v)
 
     class MappedLUN:
         def __init__(self, acl, mlun, lun):
@@ -196,9 +203,105 @@ def test_iscsi_acls(env) -> None:
     bs = lio.create_backstore(SPEC)
     lio.export(bs, IscsiExport("iqn.2003-01.org.example:host1", acls=("iqn.2024-01.org.example:vm1",),
                                tpg_attributes=(("default_cmdsn_depth", 64),)))
-    attrs = {e[2] for e in log if e[0] == "attr" and e[1] == "TPG"}
-    assert attrs == {"authentication", "default_cmdsn_depth"}
+    attrs = {e[2]: e[3] for e in log if e[0] == "attr" and e[1] == "TPG"}
+    assert attrs == {"authentication": 0, "generate_node_acls": 0, "default_cmdsn_depth": 64}
     assert log[-3:] == [("acl", "iqn.2024-01.org.example:vm1"), ("mlun", 0), ("enable", True)]
+
+
+TARGET = "iqn.2003-01.org.example:host1"
+VM1, VM2 = "iqn.2024-01.org.example:vm1", "iqn.2024-01.org.example:vm2"
+SECRET, MUTUAL = "s3cr3t-0123456x", "Mutual-98765432"  # 15 and 15 characters
+
+
+def _secret_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def test_iscsi_chap_sets_every_acl_and_turns_authentication_on(env) -> None:
+    lio, log, _, tmp = env
+    chap = IscsiChap("edif-vm", _secret_file(tmp / "chap", SECRET))
+    bs = lio.create_backstore(SPEC)
+    lio.export(bs, IscsiExport(TARGET, acls=(VM1, VM2), chap=chap))
+    attrs = {e[2]: e[3] for e in log if e[0] == "attr" and e[1] == "TPG"}
+    assert attrs == {"authentication": 1, "generate_node_acls": 0}
+    acl_log = [e for e in log if e[0] in ("acl", "acl_attr", "mlun")]
+    assert acl_log == [
+        ("acl", VM1), ("acl_attr", VM1, "chap_userid", "edif-vm"), ("acl_attr", VM1, "chap_password", SECRET),
+        ("mlun", 0),
+        ("acl", VM2), ("acl_attr", VM2, "chap_userid", "edif-vm"), ("acl_attr", VM2, "chap_password", SECRET),
+        ("mlun", 0),
+    ]
+    assert log[-1] == ("enable", True)
+
+
+def test_iscsi_mutual_chap_sets_the_targets_credentials_too(env) -> None:
+    lio, log, _, tmp = env
+    chap = IscsiChap("edif-vm", _secret_file(tmp / "chap", SECRET), "edifd-ctl0",
+                     _secret_file(tmp / "mutual", MUTUAL))
+    bs = lio.create_backstore(SPEC)
+    lio.export(bs, IscsiExport(TARGET, acls=(VM1,), chap=chap))
+    assert {e[2]: e[3] for e in log if e[0] == "acl_attr"} == {
+        "chap_userid": "edif-vm", "chap_mutual_userid": "edifd-ctl0",
+        "chap_password": SECRET, "chap_mutual_password": MUTUAL}
+    assert ("attr", "TPG", "authentication", 1) in log
+
+
+def test_iscsi_chap_secret_refused_before_anything_is_created(env) -> None:
+    lio, log, _, tmp = env
+    bs = lio.create_backstore(SPEC)
+    before = list(log)
+    readable = tmp / "chap"
+    readable.write_text(SECRET)
+    readable.chmod(0o644)
+    with pytest.raises(LioError) as e:
+        lio.export(bs, IscsiExport(TARGET, acls=(VM1,), chap=IscsiChap("edif-vm", readable)))
+    assert f"run chmod g-r,o-r {readable}" in str(e.value) and SECRET not in str(e.value)
+    assert [x for x in log if x not in before and x[0] != "fabric"] == []  # no target, no TPG, no ACL
+
+
+def test_iscsi_chap_secret_never_in_errors_logs_or_reprs(env, caplog) -> None:
+    """rtslib refusing the password (here with the value in its message) gives a LioError without it;
+    the export, its spec and the log hold paths and names only."""
+    lio, log, _, tmp = env
+    caplog.set_level("DEBUG")
+    chap = IscsiChap("edif-vm", _secret_file(tmp / "chap", SECRET))
+    bs = lio.create_backstore(SPEC)
+    exp = lio.export(bs, IscsiExport(TARGET, acls=(VM1,), chap=chap))
+    assert SECRET not in repr(exp) + repr(chap) + repr(IscsiExport(TARGET, acls=(VM1,), chap=chap))
+    rts = fake_rtslib(log)
+
+    class LeakyACL(rts.NodeACL):
+        def __setattr__(self, k, v):
+            if k == "chap_password":
+                raise RTSLibError(f"cannot write {v!r} to auth/password")
+            super().__setattr__(k, v)
+
+    rts.NodeACL = LeakyACL
+    lio._rts = rts
+    with pytest.raises(LioError) as e:
+        lio.export(bs, IscsiExport(TARGET, acls=(VM1,), chap=chap))
+    assert "chap password of ACL" in str(e.value) and "<secret>" in str(e.value)
+    assert SECRET not in str(e.value) and SECRET not in caplog.text
+    assert log[-1] == ("delete", "Target")  # the half-made export is removed
+
+
+def test_iscsi_chap_spec_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="per node ACL"):
+        IscsiExport(TARGET, chap=IscsiChap("u", tmp_path / "s"))
+    with pytest.raises(ValueError, match="both mutual_user and mutual_secret_file"):
+        IscsiChap("u", tmp_path / "s", mutual_user="m")
+    with pytest.raises(ValueError, match="CHAP user"):
+        IscsiChap("two words", tmp_path / "s")
+
+
+def test_stable_naa_is_a_function_of_its_parts() -> None:
+    a = stable_naa("vhost", "0123456789abcdef0123456789abcdef", "data0")
+    assert a == stable_naa("vhost", "0123456789abcdef0123456789abcdef", "data0")
+    assert a.startswith("naa.5001405") and len(a) == 20 and int(a[4:], 16)
+    assert a != stable_naa("vhost", "0123456789abcdef0123456789abcdef", "data1")
+    assert a != stable_naa("vhost", "fedcba9876543210fedcba9876543210", "data0")
 
 
 def test_vhost_wwpn(env) -> None:
