@@ -12,7 +12,9 @@ VENV=${VENV:-.venv}
 APT_PACKAGES="python3 python3-venv python3-pip make git
  qemu-system-x86 qemu-utils qemu-block-extra debootstrap busybox-static cpio kmod e2fsprogs
  libiscsi-bin sg3-utils tshark
- strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libstrongswan-extra-plugins"
+ strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libstrongswan-extra-plugins
+ dpkg-dev build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+ python3-wheel lintian systemd"
 
 apt_stamp=/var/lib/edifd-dev/apt.stamp
 want=$(echo $APT_PACKAGES | tr ' ' '\n' | sort | tr '\n' ' ')
