@@ -78,12 +78,16 @@ class BufferPool:
     def __init__(self, keep: int = 4) -> None:
         self._keep = keep
         self._bufs: list[bytearray] = []
+        # What getrefcount says of a buffer only the list holds, asked the way take() asks (the
+        # interpreter's own count, not a constant: versions differ in what they count).
+        probe = [bytearray(1)]
+        self._free_refs = sys.getrefcount(probe[0])
 
     def take(self, size: int) -> bytearray:
-        for buf in self._bufs:
-            # Held by the list, this loop variable and getrefcount's argument: nobody else.
-            if len(buf) == size and sys.getrefcount(buf) <= 3:
-                return buf
+        bufs = self._bufs
+        for i in range(len(bufs)):
+            if len(bufs[i]) == size and sys.getrefcount(bufs[i]) <= self._free_refs:
+                return bufs[i]
         buf = bytearray(size)
         self._bufs.append(buf)
         if len(self._bufs) > self._keep:

@@ -50,8 +50,9 @@ _FLAGS_LEN = struct.Struct(">HH")
 # The bulk FCP_DATA check (burst.DataRun): header words 0-3 (timestamp and CRC skipped), SOF, FC header.
 _FAST = struct.Struct(">Q I HH 12x I I I I B B H H H I")
 _PRE_Q = int.from_bytes(_PREAMBLE, "big")
-_U32, _U32LE = struct.Struct(">I"), struct.Struct("<I")
-_DATA_SOFS, _DATA_EOFS = (SOF_I3, SOF_N3), (EOF_T, EOF_N)
+_CRC_EOF = struct.Struct("<I I")  # the FC CRC (little-endian) and the EOF word, read byte-swapped
+_DATA_SOFS = (SOF_I3, SOF_N3)
+_DATA_EOFS_LE = tuple(int.from_bytes(w.to_bytes(4, "big"), "little") for w in (EOF_T, EOF_N))
 _MIN_ESP_RECORD = REC_OVERHEAD + 8  # DF_CTL 0x40 announces an 8-byte ESP_Header
 
 
@@ -215,8 +216,7 @@ class FcipStreamDecoder:
         run_at: int | None = None  # where the current DataRun started
         starts: list[int] = []
         mv = memoryview(buf)
-        runs, fast, crc32 = self._runs, _FAST.unpack_from, zlib.crc32
-        u32, u32le = _U32.unpack_from, _U32LE.unpack_from
+        runs, fast, crc_eof, crc32 = self._runs, _FAST.unpack_from, _CRC_EOF.unpack_from, zlib.crc32
         try:
             while True:
                 avail = len(buf) - pos
@@ -225,21 +225,23 @@ class FcipStreamDecoder:
                     # (burst.DataRun); anything else goes on below, where the general checks name it.
                     pre, pw, fl, flc, sof, w0, _w1, w2, _s, df, _c, _o, _r, _p = fast(mv, pos)
                     if pre == _PRE_Q and pw == 0xFFFF and flc == fl ^ 0xFFFF and 16 <= fl <= 544:
-                        need = self._need = fl * 4
+                        need = fl * 4
                         if avail < need:
+                            self._need = need
                             break
                         end = pos + need
                         if (sof in _DATA_SOFS and w0 >> 24 == 1 and w2 >> 24 == 8 and not w2 & 3
-                                and (df == 0 or (df == 0x40 and need >= _MIN_ESP_RECORD))
-                                and u32(mv, end - 4)[0] in _DATA_EOFS
-                                and u32le(mv, end - 8)[0] == crc32(mv[pos + 32 : end - 8])):
-                            if run_at is None:
-                                run_at, starts = pos, []
-                            starts.append(pos - run_at)
-                            pos = end
-                            self._need = None
-                            self.frames_decoded += 1
-                            continue
+                                and (df == 0 or (df == 0x40 and need >= _MIN_ESP_RECORD))):
+                            crc, eof = crc_eof(mv, end - 8)
+                            if eof in _DATA_EOFS_LE and crc == crc32(mv[pos + 32 : end - 8]):
+                                if run_at is None:
+                                    run_at, starts = pos, []
+                                starts.append(pos - run_at)
+                                pos = end
+                                self._need = None
+                                self.frames_decoded += 1
+                                continue
+                        self._need = need
                 if self._need is None:
                     if avail < 16:
                         _check_preamble(buf[pos:])  # reject garbage as early as its first byte

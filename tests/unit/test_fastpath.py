@@ -177,6 +177,19 @@ def test_a_run_kept_past_the_next_feed_stays_valid() -> None:
     assert first.frames() + rest[0].frames() == decode_all(stream, runs=False)
 
 
+def test_a_held_run_survives_a_link_error_and_a_reset() -> None:
+    c = cmnd()
+    stream = general_wire(fcp_data_frames(c, os.urandom(4096), from_target=True, rx_id=1, seq_id=1))
+    d = FcipStreamDecoder(data_runs=True)
+    (run,) = d.feed(stream)
+    kept = bytes(run.data)
+    (err,) = d.feed(b"\x00" * 64)
+    assert isinstance(err, LinkError) and d.needs_reset and d.buffered == 0
+    d.reset()
+    (again,) = d.feed(stream)
+    assert bytes(run.data) == kept == bytes(again.data) and d.stats()["rx_frames"] == 4
+
+
 # --- the ESP stage ------------------------------------------------------------------------------------
 
 
