@@ -4,7 +4,8 @@ Each listing (`status`, `luns`, `sessions`, `sas`, `channel`) asks edifd over it
 (DAEMON.STATE_DIR/edifd.sock, `edifd.edges.control_socket`) and, when nobody answers there, reads the
 status file edifd rewrites about once a second (DAEMON.STATE_DIR/status.json), saying how old it is.
 `--status-file FILE` reads a given file instead. `log-level` and `reload` need the running edifd.
-`gen-key` makes a channel key file. Nothing edifctl prints holds key material.
+`gen-key` makes a channel key file. `libvirt-xml` prints (or attaches) the libvirt devices of the exported
+LUNs from the configuration alone. Nothing edifctl prints holds key material.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from edifd.edges.command_line import (
     EXIT_FAILURE,
     EXIT_IO,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     echo_problems,
     version_option,
 )
@@ -156,6 +158,7 @@ def main(ctx: click.Context, config_path: Path, status_file: Path | None, socket
       edifctl sas --json
       edifctl --status-file /var/lib/edifd/status.json luns
       edifctl gen-key /etc/edifd/vm1.key
+      edifctl libvirt-xml --via iscsi
     """
     setup_logging(log_level)
     ctx.obj = Source(config_path, status_file, socket_path)
@@ -430,6 +433,107 @@ def gen_key(path: Path, force: bool) -> None:
         click.echo(f"edifctl: wrote {path} but cannot read it back: {e}", err=True)
         sys.exit(EXIT_IO)
     click.echo(f"{path}: new channel key, fingerprint {key.fingerprint}")
+
+
+@main.command("libvirt-xml", epilog=EXIT_CODES_HELP)
+@click.option("--via", type=click.Choice(("iscsi", "vhost")),
+              help="Only LUNs exported over this fabric (default: each LUN's own, iscsi or vhost).")
+@click.option("--lun", "names", multiple=True, metavar="NAME",
+              help="This LUN (repeatable). Default: every control LUN.")
+@click.option("--all", "every", is_flag=True, help="Every LUN exported over iSCSI or vhost-scsi, not only "
+                                                   "the control LUNs.")
+@click.option("--initiator", metavar="IQN",
+              help="The guest's iSCSI initiator name (default: the export's first `initiators` entry).")
+@click.option("--host", "portal_host", metavar="ADDRESS",
+              help="Address libvirt's QEMU connects to (default: the portal's; 127.0.0.1 for 0.0.0.0).")
+@click.option("--controller", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Index of the virtio-scsi controller the iSCSI disks go on (printed too).")
+@click.option("--first-unit", type=click.IntRange(0, 16383), default=0, show_default=True,
+              help="SCSI unit (and sdX name) of the first iSCSI disk on that controller.")
+@click.option("--secret-xml", is_flag=True,
+              help="Print instead a shell script that defines the libvirt secret of each CHAP export and "
+                   "sets its value from the export's chap_secret_file (the value is never printed).")
+@click.option("--domain-xml", is_flag=True,
+              help="Wrap the devices in a minimal <domain> (a start for a new EDIF VM; virt-xml-validate).")
+@click.option("--attach", "domain", metavar="DOMAIN",
+              help="Attach the devices to this libvirt domain (libvirt-python, python3-libvirt).")
+@click.option("--live", is_flag=True, help="With --attach: the running domain.")
+@click.option("--config", "persistent", is_flag=True, help="With --attach: the domain's definition "
+                                                           "(neither: live if running, else the definition).")
+@click.option("--connect", "uri", default="qemu:///system", show_default=True,
+              help="libvirt URI for --attach.")
+@click.pass_obj
+def libvirt_xml(src: Source, via: str | None, names: tuple[str, ...], every: bool, initiator: str | None,
+                portal_host: str | None, controller: int, first_unit: int, secret_xml: bool, domain_xml: bool,
+                domain: str | None, live: bool, persistent: bool, uri: str) -> None:
+    """libvirt XML that gives the EDIF VM its control disks, from edifd's configuration (no edifd needed).
+
+    An iSCSI export becomes <disk type='network' device='lun'> (pass-through, so the guest sees edifd's
+    INQUIRY and sense data) with the export's initiator name and, with CHAP, an <auth> naming a libvirt
+    secret, on a virtio-scsi controller; a vhost-scsi export becomes <hostdev type='scsi_host'> with its
+    WWPN (stable: export.wwn, or derived from the machine-id and the LUN name). One device per element:
+    `virsh attach-device DOMAIN FILE` takes one. See docs/libvirt.md.
+
+    \b
+    Example:
+      edifctl libvirt-xml --via iscsi --secret-xml | sh     (define the CHAP secret)
+      edifctl libvirt-xml --via iscsi > ctl0.xml
+      edifctl libvirt-xml --all --attach edif-vm --live --config
+    """
+    from edifd.config import ConfigError, load_config
+    from edifd.libvirt_xml import LibvirtXmlError, domain_document, plan, select_luns
+
+    try:
+        cfg = load_config(src.config_path)
+    except ConfigError as e:
+        echo_problems("edifctl", str(src.config_path), e.problems)
+        sys.exit(EXIT_CONFIG)
+    if (live or persistent) and domain is None:
+        click.echo("edifctl: --live and --config go with --attach DOMAIN", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        found = plan(select_luns(cfg, names=names, every=every, via=via), controller=controller,
+                     first_unit=first_unit, initiator=initiator, host=portal_host)
+    except LibvirtXmlError as e:
+        click.echo(f"edifctl: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for note in found.notes:
+        click.echo(f"edifctl: note: {note}", err=True)
+    if secret_xml:
+        if not found.secrets:
+            click.echo("edifctl: no CHAP on the selected iSCSI exports: no libvirt secret to define",
+                       err=True)
+            sys.exit(EXIT_CONFIG)
+        click.echo("#!/bin/sh\n# libvirt secrets of edifd's iSCSI CHAP exports (values read from the files)"
+                   "\nset -e")
+        for sec in found.secrets:
+            xml_file = f"edifd-secret-{sec.lun}.xml"
+            click.echo(f"# LUN {sec.lun}: usage {sec.usage}\ncat > {xml_file} <<'EOF'\n{sec.xml}\nEOF")
+            click.echo("\n".join(sec.virsh_commands(xml_file)))
+        return
+    if domain is not None:
+        return _attach(found, domain, live=live, config=persistent, uri=uri)
+    if domain_xml:
+        click.echo(domain_document(found.devices))
+        return
+    for dev in found.devices:
+        click.echo(f"<!-- {dev.comment.replace('--', '- -')} -->\n{dev.xml}\n")
+
+
+def _attach(found: Any, domain: str, *, live: bool, config: bool, uri: str) -> None:
+    from edifd.edges.libvirt_attach import AttachError, AttachUnavailable, DeviceXml, attach
+
+    try:
+        done = attach([DeviceXml(d.xml, d.comment) for d in found.devices], domain, live=live, config=config,
+                      uri=uri, iscsi_secret_usages=[s.usage for s in found.secrets])
+    except AttachUnavailable as e:
+        click.echo(f"edifctl: {e}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except AttachError as e:
+        click.echo(f"edifctl: {e}", err=True)
+        sys.exit(EXIT_FAILURE)
+    for what in done:
+        click.echo(f"{domain}: attached {what}")
 
 
 def write_key_file(path: Path, material: bytes, *, replace: bool = False) -> None:
