@@ -14,6 +14,7 @@ Without the build tools (scripts/setup.sh installs them) the tests skip, and fai
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -134,13 +135,16 @@ def test_file_lists(build: Build) -> None:
     want = {
         "edif-host": {"/usr/bin/edifd", "/usr/bin/edifctl", "/lib/systemd/system/edifd.service",
                       "/usr/lib/modules-load.d/edif-host.conf", "/etc/edifd/edifd.toml",
-                      "/usr/share/doc/edif-host/operations.md", "/usr/share/doc/edif-host/packaging.md"},
+                      "/usr/share/doc/edif-host/operations.md", "/usr/share/doc/edif-host/packaging.md",
+                      "/usr/share/man/man1/edifd.1.gz", "/usr/share/man/man1/edifctl.1.gz"},
         "edif-agent": {"/usr/bin/edif-agent", "/lib/systemd/system/edif-agent@.service",
                        "/lib/udev/rules.d/60-edif-control.rules", "/usr/share/doc/edif-agent/operations.md",
-                       "/usr/share/doc/edif-agent/examples/agent.toml"},
+                       "/usr/share/doc/edif-agent/examples/agent.toml",
+                       "/usr/share/man/man1/edif-agent.1.gz"},
         "edif-target": {"/usr/bin/edif-target", "/lib/systemd/system/edif-target.service",
                         "/usr/share/doc/edif-target/operations.md",
-                        "/usr/share/doc/edif-target/examples/target.toml"},
+                        "/usr/share/doc/edif-target/examples/target.toml",
+                        "/usr/share/man/man1/edif-target.1.gz"},
         "python3-edif": {"/usr/lib/python3/dist-packages/edifd/__init__.py",
                          "/usr/lib/python3/dist-packages/edifd/cli.py",
                          "/usr/lib/python3/dist-packages/guest_agent/cli.py",
@@ -175,6 +179,20 @@ def test_installed_files_are_the_trees(build: Build) -> None:
     for p, prog in (("edif-host", "edifd"), ("edif-host", "edifctl"), ("edif-agent", "edif-agent"),
                     ("edif-target", "edif-target")):
         assert _extract(build.deb(p), f"/usr/bin/{prog}").startswith(b"#!/usr/bin/python3\n"), prog
+
+
+def test_man_pages_hold_every_command_and_the_exit_codes(build: Build) -> None:
+    """debian/manpage.py writes them from the click help: each command of a group has its section."""
+    for p, prog, commands in (("edif-host", "edifd", ("run", "check-config")),
+                              ("edif-host", "edifctl", ("status", "gen-key")),
+                              ("edif-agent", "edif-agent", ("run", "status", "check-config")),
+                              ("edif-target", "edif-target", ("run", "check-config"))):
+        page = gzip.decompress(_extract(build.deb(p), f"/usr/share/man/man1/{prog}.1.gz")).decode()
+        assert page.startswith(f'.TH "{prog.upper()}" 1 '), prog
+        for c in commands:
+            usage = f"{prog} {c} ".replace("-", "\\-")  # roff's minus sign
+            assert f'.SS "{usage}' in page, (prog, c)
+        assert ".SH EXIT STATUS" in page and "configuration or input file refused" in page, prog
 
 
 def test_edifd_toml_is_a_conffile(build: Build) -> None:
