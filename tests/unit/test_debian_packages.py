@@ -108,6 +108,15 @@ def deps(value: str) -> set[str]:
             for alt in part.split("|")}
 
 
+def test_the_build_leaves_the_source_tree_alone(build: Build) -> None:
+    """dpkg-buildpackage ran on a copy: none of its debris is in the tree (git status stays clean)."""
+    debris = ["debian/tmp", "debian/.debhelper", "debian/files", "debian/debhelper-build-stamp", "debian/man",
+              ".pybuild", *(f"debian/{p}" for p in PACKAGES)]
+    assert [d for d in debris if (ROOT / d).exists()] == []
+    assert list((ROOT / "debian").glob("*.substvars")) == []
+    assert (build.out / f"edif-{build.version}" / "debian/control").is_file()  # where it built instead
+
+
 def test_four_packages_at_the_pyproject_version(build: Build) -> None:
     for p in PACKAGES:
         fields = control(build.deb(p), "Package", "Version", "Architecture")
