@@ -345,6 +345,7 @@ class TargetChild:
             raise RuntimeError(f"the target process did not start: {line!r}")
         self.address = ("127.0.0.1", int(line))
         self.esp_counters: dict[str, object] | None = None
+        self.cpu_s: float | None = None  # the target process's CPU time from listening to stopping
 
     async def stop(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -353,6 +354,7 @@ class TargetChild:
         await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 30)
         report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         self.esp_counters = report.get("esp")
+        self.cpu_s = report.get("cpu_s")
 
 
 def target_child_main() -> int:
@@ -372,10 +374,12 @@ def target_child_main() -> int:
         target = TargetPort(TargetPortConfig("t0", T_WWPN, T_WWPN - 1, ("127.0.0.1", 0), (lun,)),
                             transform_factory=(lambda: esp_t) if esp_t is not None else None)
         await target.start()
+        cpu0 = time.process_time()  # from here: not the interpreter's start-up and imports
         print(target.address[1], flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
         await target.stop()
-        print(json.dumps({"esp": esp_t.esp.counters.snapshot() if esp_t is not None else None}), flush=True)
+        print(json.dumps({"esp": esp_t.esp.counters.snapshot() if esp_t is not None else None,
+                          "cpu_s": time.process_time() - cpu0}), flush=True)
 
     run_loop(serve(), spec["loop"])
     return 0
@@ -525,6 +529,11 @@ async def _loopback_async(tmp: Path, seconds: float, qd: int, rounds: int, child
                           "cpu_ms_per_mib": min(cpu) if cpu else None}
             if rigs[mode].secure:
                 res["esp"] = rigs[mode].esp_summary()
+            target = rigs[mode].target
+            if isinstance(target, TargetChild) and target.cpu_s is not None:
+                mib = sum(int(r["ops"]) for lst in per.values() for r in lst)  # 1 MiB per op
+                # Its whole life (login included) over every MiB of both workloads: an upper bound.
+                res["target_cpu_ms_per_mib"] = round(target.cpu_s / mib * 1e3, 2) if mib else None
             out[mode] = res
         return out
     finally:
@@ -593,6 +602,11 @@ def print_loopback(lb: dict[str, object]) -> None:
     enc = lb["encrypted"]
     assert isinstance(enc, dict)
     print(f"  ESP: {enc['esp']}")
+    if "target_cpu_ms_per_mib" in enc:
+        plain = lb["plaintext"]
+        assert isinstance(plain, dict)
+        print(f"  target process CPU per MiB, WRITE and READ together: plaintext"
+              f" {plain['target_cpu_ms_per_mib']} ms, encrypted {enc['target_cpu_ms_per_mib']} ms")
 
 
 def mb_s(seconds: float, nbytes: int = MIB) -> float:

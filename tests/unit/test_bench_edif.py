@@ -172,3 +172,4 @@ def test_hba_target_loopback_with_the_target_in_its_own_process():
     esp = lb["encrypted"]["esp"]
     assert esp["frames_out_protected"] >= 2 * 512 and esp["drops"] == 0
     assert esp["frames_in_protected"] == esp["frames_out_protected"]
+    assert all(_is_rate(lb[m]["target_cpu_ms_per_mib"]) for m in ("plaintext", "encrypted"))  # from the child
