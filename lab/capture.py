@@ -264,13 +264,40 @@ def parse_qemu_io_dump(text: str) -> bytes:
     return bytes(out)
 
 
+def qemu_io_read(portal: str, iqn: str, offset: int, size: int, *, initiator: str,
+                 chap: tuple[str, Path] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`qemu-io -c 'read -v OFFSET SIZE'` on an iSCSI LUN as `initiator`, with one-way CHAP if given (the
+    secret from its file, never on the command line)."""
+    host, port = portal.rsplit(":", 1)
+    opts = f"driver=iscsi,transport=tcp,portal={host}:{port},target={iqn},lun=0,initiator-name={initiator}"
+    argv = ["qemu-io", "-r"]
+    if chap is not None:
+        argv += ["--object", f"secret,id=chap,file={chap[1]},format=raw"]
+        opts += f",user={chap[0]},password-secret=chap"
+    return subprocess.run(argv + ["--image-opts", opts, "-c", f"read -v {offset} {size}"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def login_refused(portal: str, iqn: str, *, initiator: str, chap: tuple[str, Path] | None) -> dict[str, Any]:
+    """Whether the export refuses this initiator (no ACL for its name, or the wrong CHAP secret)."""
+    try:
+        r = qemu_io_read(portal, iqn, 0, 512, initiator=initiator, chap=chap, timeout=60)
+    except subprocess.TimeoutExpired:
+        return {"refused": None, "detail": "qemu-io timed out"}
+    ok = r.returncode == 0 and "read " in r.stdout
+    return {"refused": not ok, "detail": (r.stderr or r.stdout).strip().splitlines()[-1:] if not ok else []}
+
+
 @dataclass
 class RogueReader:
-    """A keyless second initiator on a control LUN, reading its READ window while the scenario runs."""
+    """A second initiator on a control LUN without the channel key, reading its READ window while the
+    scenario runs: with the EDIF VM's iSCSI name and CHAP secret, as a second process in that VM would."""
 
     portal: str
     iqn: str
     num_blocks: int
+    initiator: str = "iqn.2026-12.io.edifd.lab:rogue"
+    chap: tuple[str, Path] | None = None
     block_size: int = 512
     reads: int = 0
     errors: list[str] = field(default_factory=list)
@@ -284,14 +311,10 @@ class RogueReader:
         return [g.read_lba(c, lane) for lane in range(CURSOR_LANES) for c in (0, 1, 2, 3, 5, 8, 13, 21)]
 
     def _read(self, lba: int) -> None:
-        host, port = self.portal.rsplit(":", 1)
-        opts = (f"driver=iscsi,transport=tcp,portal={host}:{port},target={self.iqn},lun=0,"
-                "initiator-name=iqn.2026-12.io.edifd.lab:rogue")
         size = ChannelGeometry(self.block_size, self.num_blocks).slot_blocks * self.block_size
         try:
-            r = subprocess.run(["qemu-io", "-r", "--image-opts", opts, "-c",
-                                f"read -v {lba * self.block_size} {size}"],
-                               capture_output=True, text=True, timeout=60)
+            r = qemu_io_read(self.portal, self.iqn, lba * self.block_size, size, initiator=self.initiator,
+                             chap=self.chap)
         except subprocess.TimeoutExpired:
             self.errors.append(f"LBA {lba}: qemu-io timed out")
             return

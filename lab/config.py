@@ -49,4 +49,5 @@ def edifd_lab_config(
         f"iqn = {_s(iqn)}\n"
         f'portal = "0.0.0.0:{portal_port}"\n'
         "demo_mode = true  # any initiator, no CHAP: QEMU's libiscsi in VM-S and iscsi-inq on the host\n"
+        "insecure_demo = true  # 0.0.0.0 in VM-H: reachable only through the 127.0.0.1 forward\n"
     )

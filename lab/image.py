@@ -49,6 +49,7 @@ GUEST_PACKAGES: tuple[str, ...] = (
     "python3-click",
     "python3-pyudev",
     "python3-rtslib-fb",
+    "python3-prometheus-client",  # edifd's [metrics] endpoint, scraped in VM-H by the EDIF scenario
     "sg3-utils",
     "libiscsi-bin",
     "kmod",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -39,13 +40,21 @@ from edifd.fc.pcap import PcapError, read_records
 from edifd.secapp.config import IkePolicy, PeerPolicy, PskCredentials, SecConfig
 from edifd.target import LunConfig, TargetConfig, TargetPortConfig, TargetServer
 
-from .capture import LoopbackCapture, RogueReader, channel_headers, esp_samples, key_search, tcp_streams
+from .capture import (
+    LoopbackCapture,
+    RogueReader,
+    channel_headers,
+    esp_samples,
+    key_search,
+    login_refused,
+    tcp_streams,
+)
 from .errors import LabError
-from .guest.host_edif import CTL_IQNS, I_WWPNS
+from .guest.host_edif import CHAP_SECRET, CHAP_USER, CTL_IQNS, EDIF_VM_IQN, I_WWPNS
 from .guest.host_tenant import MIB, chunk
 from .guestrun import collect, guest_python, guest_vm
 from .image import GuestImage
-from .vm import Drive, HostFwd, free_port
+from .vm import Drive, HostFwd, IscsiLogin, free_port
 
 T_WWPNS = (0x2100001B32000E01, 0x2100001B32000E02)  # above the initiators' (they answer PLOGI)
 REKEY_LIFETIME = 10  # s: the agent's minimum, so several rekeys happen during the tenant I/O
@@ -190,8 +199,32 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
                 f"{c.get('guesses')} key/salt guesses on {c.get('esp_frames_tried')} ESP frames of trace A: "
                 f"keys found {c.get('keys_found')}, frames decrypted {c.get('frames_decrypted')}"
                 + (f"; {c['error']}" if c.get("error") else "")))
+    acc = s.get("iscsi_access") or {}
+    refused = {k: (acc.get(k) or {}).get("refused") for k in ("unknown_initiator", "wrong_secret", "no_chap")}
+    out.append(("operations: control LUN export is ACL + CHAP", all(v is True for v in refused.values()),
+                f"refused: {refused} (VM-S's logins, with the ACL'd name and the secret: the agents' row)"))
+    m = h.get("metrics") or {}
+    lines = m.get("lines") or []
+
+    def sample(prefix: str) -> float:
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(prefix) and " " in ln)
+
+    esp_frames, ch_msgs = sample("edifd_esp_frames_total"), sample("edifd_channel_messages_total")
+    out.append(("operations: edifd's metrics scraped in VM-H", m.get("samples", 0) > 0 and esp_frames > 0
+                and ch_msgs > 0,
+                f"{m.get('samples')} edifd_* samples: ESP frames {esp_frames:.0f}, channel messages "
+                f"{ch_msgs:.0f}, rekeys {sample('edifd_esp_rekeys_total'):.0f}" + (
+                    f"; {m['error']}" if m.get("error") else "")))
+    sas = h.get("edifctl_sas") or {}
+    rows = sas.get("json") if isinstance(sas.get("json"), list) else []
+    listed = [sa for row in rows if isinstance(row, dict) for sa in row.get("sas") or []]
+    out.append(("operations: edifctl sas --json in VM-H", sas.get("rc") == 0 and bool(listed),
+                f"rc {sas.get('rc')}, {len(listed)} SAs listed" + (f"; {sas['error']}" if sas.get("error")
+                                                                   else "")))
     r = s.get("rogue") or {}
-    ch = (s.get("agent_p0_after_io") or {}).get("channel") or {}
+    # After the agent's clean stop (its final ACK): what it consumed against the last number the host's
+    # heartbeats announced. During the run the two differ by what is in flight.
+    ch = (s.get("agent_p0_final") or {}).get("channel") or {}
     lost = (max(0, ch["host_sequence"] - ch["cursor"])
             if isinstance(ch.get("host_sequence"), int) and isinstance(ch.get("cursor"), int) else None)
     rogue_ok = (r.get("reads", 0) > 0 and r.get("reads", 0) > r.get("errors", 0) and r.get("messages", 0) > 0
@@ -318,6 +351,15 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
         key = os.urandom(32).hex().encode() + b"\n"
         _write_private(share_h / f"channel-p{i}.key", key)
         _write_private(share_s / f"channel-p{i}.key", key)
+    # The control LUNs' export: a node ACL for VM-S's initiator name and one-way CHAP (QEMU's iSCSI
+    # initiator has no mutual CHAP). The secret reaches VM-H's edifd through its share, VM-S's QEMU
+    # through a 0600 file on this host (a QEMU secret object: never on a command line).
+    chap = secrets.token_urlsafe(12)[:16].encode()
+    _write_private(share_h / CHAP_SECRET, chap)
+    chap_file, wrong_chap = workdir / "chap-vm-s.secret", workdir / "chap-wrong.secret"
+    _write_private(chap_file, chap)
+    _write_private(wrong_chap, secrets.token_urlsafe(12)[:16].encode())
+    del chap
     _write_private(share_s / "psk" / "a", b"hex:" + psk_a.hex().encode())
     _write_private(share_s / "psk" / "b", b"hex:" + psk_b.hex().encode())
     (share_s / "agent-p0.toml").write_text(agent_config(0, T_WWPNS[0], "psk/a"))
@@ -355,9 +397,18 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
             if not (share_h / "ctl_ready").exists():
                 raise LabError(f"VM-H failed: {_read_json(share_h / 'result.json').get('error')}")
             phase("[VM-H] control LUNs exported; edifd waits for target A to be secured")
+            portal = f"127.0.0.1:{iscsi}"
+            summary["iscsi_access"] = {
+                "unknown_initiator": login_refused(portal, CTL_IQNS[0], chap=(CHAP_USER, chap_file),
+                                                   initiator="iqn.2026-12.io.edifd.lab:other"),
+                "wrong_secret": login_refused(portal, CTL_IQNS[0], initiator=EDIF_VM_IQN,
+                                              chap=(CHAP_USER, wrong_chap)),
+                "no_chap": login_refused(portal, CTL_IQNS[0], initiator=EDIF_VM_IQN, chap=None)}
+            phase(f"[host] control LUN export (ACL + CHAP): {summary['iscsi_access']}")
             vm_s = guest_vm(image, f"edif-s-{os.getpid()}", share_s, guest_python("lab.guest.edifvm_edif"),
                             {"LAB_WWPN_P0": I_WWPNS[0], "LAB_WWPN_P1": I_WWPNS[1]}, net=False, lio=False,
-                            drives=[Drive.iscsi(iscsi, CTL_IQNS[0], 0), Drive.iscsi(iscsi, CTL_IQNS[1], 0)])
+                            drives=[Drive.iscsi(iscsi, CTL_IQNS[0], 0), Drive.iscsi(iscsi, CTL_IQNS[1], 0)],
+                            iscsi_login=IscsiLogin(EDIF_VM_IQN, CHAP_USER, chap_file))
             with vm_s:
                 phase("[VM-S] booting with both control LUNs (QEMU iSCSI initiator, scsi-block)")
                 alive = lambda: alive_h() and vm_s.proc is not None and vm_s.proc.poll() is None  # noqa: E731
@@ -379,7 +430,9 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
                 ag0 = summary["agent_p0_secured"].get("service") or {}
                 phase(f"[VM-H] edifd ready: tenant LUN behind A attached; writing {mib} MiB with a "
                       f"{REKEY_LIFETIME} s rekey lifetime")
-                rogue = RogueReader(f"127.0.0.1:{iscsi}", CTL_IQNS[0], CTL_BLOCKS)
+                # A second process in the EDIF VM: its iSCSI name and CHAP secret, not the channel key.
+                rogue = RogueReader(portal, CTL_IQNS[0], CTL_BLOCKS, initiator=EDIF_VM_IQN,
+                                    chap=(CHAP_USER, chap_file))
                 rogue.start()
                 phase("[host] a keyless second iSCSI session (qemu-io) reads p0's control LUN at every "
                       "cursor lane during the I/O")
@@ -405,6 +458,7 @@ def run_edif_lab(image: GuestImage, workdir: Path, *, mib: int = 64, log: Callab
                 phase("[host] SIGTERM to the agents (APP_STOP)")
                 _wait(lambda: (share_s / "agents_stopped").exists(), "the agents to stop", 300, alive)
                 phase(f"[VM-S] agents stopped: rc {_read_json(share_s / 'agents_stopped').get('rcs')}")
+                summary["agent_p0_final"] = _read_json(share_s / "agent-p0.json")
                 (share_h / "agent_stopped").touch()
                 vm_s.wait_exit(300)
                 s_run = collect(vm_s)

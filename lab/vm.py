@@ -48,6 +48,20 @@ class HostFwd:
 
 
 @dataclass(frozen=True)
+class IscsiLogin:
+    """How the guest's QEMU logs in to iSCSI targets: its initiator name (the target's node ACL) and
+    one-way CHAP, the secret read by QEMU from a file (never on the command line)."""
+
+    initiator_name: str
+    user: str
+    secret_file: Path
+
+    def qemu(self) -> list[str]:
+        return ["-object", f"secret,id=iscsi-chap,file={self.secret_file},format=raw",
+                "-iscsi", f"initiator-name={self.initiator_name},user={self.user},password-secret=iscsi-chap"]
+
+
+@dataclass(frozen=True)
 class Drive:
     """An extra block device. ``scsi-block`` passes the target's own INQUIRY/VPD/sense to the guest;
     ``scsi-hd`` would show QEMU's (docs/lab.md, Observations)."""
@@ -130,6 +144,7 @@ class VM:
     smp: int = 1
     hostfwd: Sequence[HostFwd] = ()
     drives: Sequence[Drive] = ()
+    iscsi_login: IscsiLogin | None = None  # the iSCSI drives' initiator name and CHAP (None: QEMU's defaults)
     src: Path = PROJECT_ROOT
     net: bool = True
     lio: bool = True  # False: labinit skips the LIO modprobes (an initiator-only guest boots faster)
@@ -171,6 +186,8 @@ class VM:
         if self.net:
             fwd = "".join("," + f.qemu() for f in self.hostfwd)
             a += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+        if self.iscsi_login is not None:
+            a += self.iscsi_login.qemu()
         if self.drives:
             a += ["-device", "virtio-scsi-pci,id=scsi0"]
             for i, d in enumerate(self.drives):

@@ -77,19 +77,11 @@ class MessageType(enum.IntEnum):
 
     @property
     def kind(self) -> Kind:
-        if self.value == 0x3F:
-            return Kind.ACKNOWLEDGEMENT
-        if self.value < 0x40:
-            return Kind.REQUEST
-        if self.value < 0x80:
-            return Kind.RESPONSE
-        if self.value < 0xC0:
-            return Kind.EVENT
-        return Kind.HEARTBEAT
+        return _KIND[self]  # from the code range (_kind_of); a table: several lookups per message
 
     @property
     def direction(self) -> Direction:
-        return Direction.DOWNSTREAM if self.value < 0x40 else Direction.UPSTREAM
+        return _DIRECTION[self]
 
     @property
     def needs_ack(self) -> bool:
@@ -101,6 +93,21 @@ class MessageType(enum.IntEnum):
         """For a request: the response types that may answer it (RESPONSE always can, for errors)."""
         return _RESPONSES.get(self, frozenset())
 
+
+def _kind_of(code: int) -> Kind:
+    if code == 0x3F:
+        return Kind.ACKNOWLEDGEMENT
+    if code < 0x40:
+        return Kind.REQUEST
+    if code < 0x80:
+        return Kind.RESPONSE
+    if code < 0xC0:
+        return Kind.EVENT
+    return Kind.HEARTBEAT
+
+
+_KIND = {t: _kind_of(t._value_) for t in MessageType}
+_DIRECTION = {t: Direction.DOWNSTREAM if t._value_ < 0x40 else Direction.UPSTREAM for t in MessageType}
 
 # qla2xxx waits for the app's ack only on session shutdown (its AEN_COMPLETE); so do we.
 _NEEDS_ACK = frozenset({MessageType.SESSION_SHUTDOWN})

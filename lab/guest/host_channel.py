@@ -62,6 +62,7 @@ fabric = "iscsi"
 iqn = "{ctl_iqn}"
 portal = "0.0.0.0:3260"
 demo_mode = true
+insecure_demo = true  # VM-H's slirp: reachable only through the lab host's 127.0.0.1 forward
 
 [[lun]]
 name = "data0"
@@ -74,6 +75,7 @@ fabric = "iscsi"
 iqn = "{data_iqn}"
 portal = "0.0.0.0:3260"
 demo_mode = true
+insecure_demo = true  # VM-H's slirp: reachable only through the lab host's 127.0.0.1 forward
 """
 
 

@@ -22,12 +22,15 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..examples import derive, dumps, example, first
 from .common import SHARE, aligned, log, write_json, write_result
 from .edifd_process import Edifd
 from .host_tenant import find_tenant_disk, tenant_io
@@ -38,6 +41,10 @@ READY = Path("/tmp/edifd-edif.ready")
 STATUS = STATE / "status.json"
 LOG = SHARE / "edifd.log"
 KEYS = ("channel-p0.key", "channel-p1.key")
+CHAP_SECRET = "ctl.chap"  # the control LUNs' one-way CHAP secret (the host writes it into the share)
+CHAP_USER = "edif-vm"
+EDIF_VM_IQN = "iqn.2026-12.io.edifd.lab:edif-vm"  # VM-S's initiator name: the control LUNs' node ACL
+METRICS = "127.0.0.1:9464"  # edifd's [metrics] endpoint inside VM-H
 CTL_IQNS = ("iqn.2026-11.io.edifd.lab:edif-ctl0", "iqn.2026-11.io.edifd.lab:edif-ctl1")
 # Initiator WWPNs below the targets' (the lab's other scenarios do the same).
 I_WWPNS = ("21:00:00:1b:32:00:00:a1", "21:00:00:1b:32:00:00:a2")
@@ -45,54 +52,51 @@ I_WWNNS = ("20:00:00:1b:32:00:00:a1", "20:00:00:1b:32:00:00:a2")
 
 
 def config_text(targets: tuple[str, str], target_wwpns: tuple[str, str], io_timeout: float) -> str:
-    ports = ""
-    ctls = ""
-    for i in (0, 1):
-        ports += f"""
-[[hba.port]]
-name = "p{i}"
-wwpn = "{I_WWPNS[i]}"
-wwnn = "{I_WWNNS[i]}"
-target = "{targets[i]}"
-security = true
-"""
-        ctls += f"""
-[[lun]]
-name = "ctl{i}"
-type = "control"
-size = "32MiB"
-vendor = "EDIF"
-product = "CTRL"
-serial = "EDIFLAB-ECTL{i}"
-channel_key = "{STATE / KEYS[i]}"
-port_index = {i}
-wwpn = "{I_WWPNS[i]}"
-[lun.export]
-fabric = "iscsi"
-iqn = "{CTL_IQNS[i]}"
-portal = "0.0.0.0:3260"
-demo_mode = true
-"""
+    """examples/edifd.toml (lab.examples) with the lab's own names, files and addresses: two secure HBA
+    ports, their control LUNs exported over iSCSI with a node ACL for VM-S and one-way CHAP (VM-S reaches
+    VM-H's portal through slirp, so it listens on 0.0.0.0), and a tenant LUN behind target A."""
+    ex = example("edifd.toml")
+    port, ctl = first(ex["hba"]["port"], security=True), first(ex["lun"], type="control")
+    remote = first(ex["lun"], type="remote")
+    ports = [derive(port, drop=("pcap",), name=f"p{i}", wwpn=I_WWPNS[i], wwnn=I_WWNNS[i], target=targets[i])
+             for i in (0, 1)]
+    ctls = [derive(ctl, name=f"ctl{i}", size="32MiB", serial=f"EDIFLAB-ECTL{i}",
+                   channel_key=str(STATE / KEYS[i]), port_index=i, wwpn=I_WWPNS[i],
+                   export=derive(ctl["export"], drop=("mutual_user", "mutual_secret_file"), iqn=CTL_IQNS[i],
+                                 portal="0.0.0.0:3260", initiators=[EDIF_VM_IQN], chap_user=CHAP_USER,
+                                 chap_secret_file=str(STATE / CHAP_SECRET)))
+            for i in (0, 1)]
     # Only target A carries a tenant LUN: edifd attaches remote LUNs at start (login + READ CAPACITY within
     # io_timeout), and target B never authenticates (wrong PSK), so a LUN behind it would stop the start.
-    return f"""
-[daemon]
-state_dir = "{STATE}"
-log_level = "info"
+    tenant = derive(remote, drop=("size", "export"), name="tenantA", hba_port="p0",
+                    target_wwpn=target_wwpns[0], remote_lun=0)
+    tenant["export"] = {"fabric": "loopback"}  # a host-local disk for VM-H's tenant I/O, not vhost
+    cfg = {"daemon": derive(ex["daemon"], state_dir=str(STATE), log_level="info"),
+           "metrics": {"listen": METRICS},
+           "hba": derive(ex.get("hba", {}), port=ports, io_timeout=io_timeout),
+           "lun": ctls + [tenant]}
+    return "# written by lab/guest/host_edif.py from examples/edifd.toml\n" + dumps(cfg)
 
-[hba]
-io_timeout = {io_timeout}
-{ports}
-{ctls}
-[[lun]]
-name = "tenantA"
-type = "remote"
-hba_port = "p0"
-target_wwpn = "{target_wwpns[0]}"
-remote_lun = 0
-[lun.export]
-fabric = "loopback"
-"""
+
+def scrape_metrics() -> dict[str, Any]:
+    """edifd's Prometheus endpoint, as a scraper sees it: the edifd_* sample lines (text format)."""
+    try:
+        with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    lines = [ln for ln in text.splitlines() if ln.startswith("edifd_")]
+    return {"samples": len(lines), "lines": lines}
+
+
+def edifctl(*args: str) -> dict[str, Any]:
+    """`edifctl ARGS --json` against the running edifd (its control socket), parsed."""
+    r = subprocess.run([sys.executable, "-c", "import sys; from edifd.edifctl import main; sys.exit(main())",
+                        *args, "--json"], capture_output=True, text=True, timeout=30)
+    try:
+        return {"rc": r.returncode, "json": json.loads(r.stdout)}
+    except ValueError:
+        return {"rc": r.returncode, "error": (r.stderr or r.stdout)[-500:]}
 
 
 def iscsi_enabled(iqn: str) -> bool:
@@ -176,7 +180,7 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         STATE.mkdir(parents=True, exist_ok=True)
-        for k in KEYS:
+        for k in (*KEYS, CHAP_SECRET):
             shutil.copyfile(SHARE / k, STATE / k)
             os.chmod(STATE / k, 0o600)
         CONFIG.write_text(config_text(targets, twwpns, io_timeout))
@@ -208,6 +212,8 @@ def main() -> int:
 
         res["io"] = tenant_io(dev, mib, progress)
         res["status_after_io"] = read_status()
+        res["metrics"] = scrape_metrics()
+        res["edifctl_sas"] = edifctl("--config", str(CONFIG), "sas")
         res["max_rekeys_seen"] = copier.max_rekeys
         log(f"tenant I/O: {json.dumps({k: v for k, v in res['io'].items() if k != 'mismatched_mib'})}")
         write_json("io_done", {"io": res["io"]})

@@ -69,6 +69,7 @@ fabric = "iscsi"
 iqn = "{iqn}"
 portal = "0.0.0.0:3260"
 demo_mode = true
+insecure_demo = true  # VM-H's slirp: reachable only through the lab host's 127.0.0.1 forward (libiscsi tests)
 
 [[lun]]
 name = "ctl0"

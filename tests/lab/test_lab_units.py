@@ -441,6 +441,7 @@ def test_edifd_lab_config_is_toml_and_validates() -> None:
     cfg = tomllib.loads(edifd_lab_config(iqn="iqn.2003-01.org.x:y", portal_port=3261))
     assert cfg["lun"][0]["export"] == {
         "fabric": "iscsi", "iqn": "iqn.2003-01.org.x:y", "portal": "0.0.0.0:3261", "demo_mode": True,
+        "insecure_demo": True,
     }  # fmt: skip
     for bad in ({"iqn": "nope"}, {"iqn": 'iqn.2003-01.a:b"c'}, {"iqn": "iqn.2003-01.a", "lun": 1}):
         with pytest.raises(ValueError):

@@ -122,7 +122,8 @@ def good_summary() -> dict:
         "mib": 64, "agents_started_s": 40.0, "secured_s": 60.0, "samples": 16, "rekeys_during_io": 3,
         "agent_rekeys": 3, "backing_mismatched_mib": [],
         "agent_p0_secured": {"app": {"targets": {_w(T_WWPNS[0]): {"state": "secure"}}}},
-        "agent_p0_after_io": {"channel": {"cursor": 210, "host_sequence": 210}},
+        "agent_p0_final": {"channel": {"cursor": 210, "host_sequence": 210}},
+        "iscsi_access": {k: {"refused": True} for k in ("unknown_initiator", "wrong_secret", "no_chap")},
         "capture": {"messages_down": 230, "messages_up": 280, "sa_updates": 22, "sa_updates_sealed": 22,
                     "esp_frames_tried": 12, "guesses": 90000, "keys_found": 0, "frames_decrypted": 0},
         "rogue": {"reads": 40, "errors": 0, "messages": 30, "sealed": 6, "opened_without_epoch_keys": 0},
@@ -135,13 +136,19 @@ def good_summary() -> dict:
         "vm_h": {"status_secured": secured, "status_after_io": after_io, "status_after_stop": after_stop,
                  "io": {"mib": 64, "write_errors": [], "read_errors": [], "mismatched_mib": [],
                         "write_MBps": 3.0, "read_MBps": 4.0},
-                 "after_stop": {"ok": False, "errno": "EIO", "strerror": "Input/output error", "s": 0.05}},
+                 "after_stop": {"ok": False, "errno": "EIO", "strerror": "Input/output error", "s": 0.05},
+                 "metrics": {"samples": 3, "lines": [
+                     'edifd_esp_frames_total{lun="ctl0",direction="tx"} 9000.0',
+                     'edifd_channel_messages_total{lun="ctl0"} 210.0',
+                     'edifd_esp_rekeys_total{lun="ctl0"} 3.0']},
+                 "edifctl_sas": {"rc": 0, "json": [{"port": "p0",
+                                                    "sas": [{"direction": "tx", "spi": 257}]}]}},
     }
 
 
 def test_verdicts_pass_a_good_run():
     v = verdicts(good_summary())
-    assert len(v) == 12 and all(ok for _, ok, _ in v), [x for x in v if not x[1]]
+    assert len(v) == 15 and all(ok for _, ok, _ in v), [x for x in v if not x[1]]
     assert problems(good_summary()) == []
 
 
@@ -177,7 +184,11 @@ def _spoil(path: str, value) -> dict:
     ("capture.sa_updates", 0, "no SA key"),
     ("rogue.opened_without_epoch_keys", 1, "keyless reader"),
     ("rogue.reads", 0, "keyless reader"),
-    ("agent_p0_after_io.channel.cursor", 209, "keyless reader"),
+    ("agent_p0_final.channel.cursor", 209, "keyless reader"),
+    ("vm_h.metrics", {"error": "URLError: refused"}, "metrics scraped"),
+    ("vm_h.edifctl_sas.rc", 3, "edifctl sas"),
+    ("iscsi_access.wrong_secret", {"refused": False}, "ACL + CHAP"),
+    ("iscsi_access.unknown_initiator", {"refused": None}, "ACL + CHAP"),
 ])
 def test_each_claim_fails_on_its_own_evidence(path, value, claim):
     claims = claim.split("|")  # an I/O error also spoils "rekey during I/O with 0 errors"
@@ -262,6 +273,21 @@ def test_lab_no_sa_key_crosses_the_iscsi_transport(edif):
 @pytest.mark.lab
 def test_lab_a_keyless_reader_gets_ciphertext_and_loses_nothing(edif):
     _claim(edif, "keyless reader")
+
+
+@pytest.mark.lab
+def test_lab_control_lun_export_is_acl_and_chap(edif):
+    _claim(edif, "ACL + CHAP")
+
+
+@pytest.mark.lab
+def test_lab_edifd_metrics_scraped_in_vm_h(edif):
+    _claim(edif, "metrics scraped")
+
+
+@pytest.mark.lab
+def test_lab_edifctl_sas_json_in_vm_h(edif):
+    _claim(edif, "edifctl sas")
 
 
 @pytest.mark.lab
