@@ -3,6 +3,12 @@
 * `systemd-analyze security --offline=true` (systemd 252 scores a unit file without loading it into a
   manager, so it works in a container or a microVM whose PID 1 is not systemd): edifd.service at most
   5.0, the agent's instance and edif-target.service at most 3.0 (docs/packaging.md has the figures).
+* The units' sandbox around real work: the in-process EDIF stacks of a few test files (edifd's daemon
+  with its HBA and a target over TCP, the metrics endpoints of edifd, edif-target and the agent, the
+  TCMU ring's AIO edge) run under each unit's SystemCallFilter= (a libseccomp filter built from
+  `systemd-analyze syscall-filter`'s groups, refused calls EPERM as SystemCallErrorNumber= says), an
+  empty capability bounding set, no_new_privs, and the kernel's MemoryDenyWriteExecute equivalent
+  (PR_SET_MDWE, Linux 6.3+).
 * What the units promise: no module loading in ExecStartPre (modules-load.d instead), the agent's
   RestartPreventExitStatus= is exactly its "bad configuration or input" exit codes, the instance name
   is the udev name of the disk.
@@ -15,10 +21,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +90,94 @@ def test_security_exposure_is_within_its_limit(analyze: str, unit_dir: Path, uni
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert m, res.stdout + res.stderr
     assert float(m.group(1)) <= LIMITS[unit], res.stdout
+
+
+# -- the sandbox around real work ------------------------------------------------------------------
+
+# Test files whose tests run real in-process stacks (threads, asyncio, TCP on loopback, AES-GCM, files).
+SANDBOX_WORKLOAD = ["tests/unit/test_daemon_remote.py", "tests/unit/test_metrics_http.py",
+                    "tests/unit/test_tcmu_aio.py"]
+
+
+def syscall_groups(analyze: str) -> dict[str, list[str]]:
+    out = subprocess.run([analyze, "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                         check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = line.strip()
+            groups[current] = []
+        elif current and line.strip() and not line.strip().startswith("#"):
+            groups[current].append(line.strip())
+    return groups
+
+
+def expand(groups: dict[str, list[str]], names: list[str]) -> set[str]:
+    out: set[str] = set()
+    for n in names:
+        out |= expand(groups, groups[n]) if n.startswith("@") else {n}
+    return out
+
+
+def allowed_syscalls(analyze: str, unit: str) -> set[str]:
+    """The calls a unit's SystemCallFilter= lines allow: the allow lists' union less every ~ list."""
+    groups = syscall_groups(analyze)
+    lines = unit_settings(UNITS / unit)["Service.SystemCallFilter"]
+    allow = expand(groups, [w for ln in lines if not ln.startswith("~") for w in ln.split()])
+    return allow - expand(groups, [w for ln in lines if ln.startswith("~") for w in ln[1:].split()])
+
+
+def sandbox(allowed: set[str], error: int):  # noqa: ANN201
+    """A preexec_fn: no_new_privs, MDWE where the kernel has it, no capabilities, then the filter."""
+    try:
+        seccomp = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        unavailable("libseccomp.so.2 not installed (Debian: libseccomp2, a dependency of systemd)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    seccomp.seccomp_init.restype = ctypes.c_void_p
+    seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+    seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    seccomp.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+    resolved = (seccomp.seccomp_syscall_resolve_name(c.encode()) for c in sorted(allowed))
+    numbers = [n for n in resolved if n >= 0]  # names this architecture does not have resolve to < 0
+    act_allow, act_errno = 0x7FFF0000, 0x00050000 | error  # SCMP_ACT_ALLOW, SCMP_ACT_ERRNO(error)
+    pr_set_no_new_privs, pr_capbset_drop, pr_set_mdwe, mdwe_refuse_exec_gain = 38, 24, 65, 1
+
+    def pre() -> None:
+        if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+            os._exit(120)
+        libc.prctl(pr_set_mdwe, mdwe_refuse_exec_gain, 0, 0, 0)  # EINVAL before Linux 6.3: no MDWE
+        for cap in range(64):
+            libc.prctl(pr_capbset_drop, cap, 0, 0, 0)  # EINVAL past the last capability
+        ctx = seccomp.seccomp_init(act_errno)
+        if not ctx or any(seccomp.seccomp_rule_add(ctx, act_allow, n, 0) for n in numbers) \
+                or seccomp.seccomp_load(ctx) != 0:
+            os._exit(121)
+
+    return pre
+
+
+@pytest.mark.parametrize("unit", ["edifd.service", "edif-agent@.service", "edif-target.service"])
+def test_real_work_runs_under_the_units_sandbox(analyze: str, unit: str) -> None:
+    s = unit_settings(UNITS / unit)
+    error = getattr(errno, s["Service.SystemCallErrorNumber"][0])
+    allowed = allowed_syscalls(analyze, unit)
+    assert {"mmap", "poll", "ioctl", "read", "write"} <= allowed  # the TCMU ring and SG_IO
+    assert not {"chown", "setpriority", "init_module", "mount"} & allowed
+    probe = ("import os, mmap\n"
+             "try:\n    os.setpriority(os.PRIO_PROCESS, 0, 1)\nexcept PermissionError:\n    pass\n"
+             "else:\n    raise SystemExit('setpriority allowed')\n"
+             "status = open('/proc/self/status').read()\n"
+             "assert 'CapEff:\\t0000000000000000' in status and 'NoNewPrivs:\\t1' in status, status\n")
+    res = subprocess.run([sys.executable, "-c", probe], preexec_fn=sandbox(allowed, error),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr  # the filter, the bounding set and no_new_privs are in force
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SANDBOX_WORKLOAD],
+                         cwd=ROOT, preexec_fn=sandbox(allowed, error), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
 
 
 def test_no_unit_loads_kernel_modules() -> None:
