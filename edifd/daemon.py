@@ -98,7 +98,9 @@ def export_spec(lun: LunConfig) -> ExportSpec | None:
         return LoopbackExport(wwn=ex.wwn)
     if ex.fabric == "iscsi":
         assert ex.iqn is not None  # config fills in a default
-        return IscsiExport(iqn=ex.iqn, portals=(ex.portal,), acls=() if ex.demo_mode else ex.initiators)
+        if ex.demo_mode:
+            return IscsiExport(iqn=ex.iqn, portals=(ex.portal,), acls=())
+        return IscsiExport(iqn=ex.iqn, portals=(ex.portal,), acls=ex.initiators, chap=ex.chap)
     if ex.fabric == "vhost":
         return VhostExport(wwpn=ex.wwn)
     return None
