@@ -222,17 +222,21 @@ def verdicts(s: dict[str, Any]) -> list[Verdict]:
                 f"rc {sas.get('rc')}, {len(listed)} SAs listed" + (f"; {sas['error']}" if sas.get("error")
                                                                    else "")))
     r = s.get("rogue") or {}
-    # After the agent's clean stop (its final ACK): what it consumed against the last number the host's
-    # heartbeats announced. During the run the two differ by what is in flight.
+    # After the agent's clean stop: one epoch from upstream number 0 (a fresh VM-H), so every number up to
+    # the agent's cursor must have been handed to its application exactly once (duplicates are dropped and
+    # counted apart): lost = cursor - messages handed over. The host's last announced number is shown beside.
     ch = (s.get("agent_p0_final") or {}).get("channel") or {}
-    lost = (max(0, ch["host_sequence"] - ch["cursor"])
-            if isinstance(ch.get("host_sequence"), int) and isinstance(ch.get("cursor"), int) else None)
+    cc = ch.get("channel") or {}
+    lost = (ch["cursor"] - cc["messages_in"]
+            if isinstance(ch.get("cursor"), int) and isinstance(cc.get("messages_in"), int)
+            and cc.get("handshakes") == 1 else None)
     rogue_ok = (r.get("reads", 0) > 0 and r.get("reads", 0) > r.get("errors", 0) and r.get("messages", 0) > 0
                 and r.get("opened_without_epoch_keys") == 0 and lost == 0)
     out.append(("channel: a keyless reader gets ciphertext, 0 lost", rogue_ok,
                 f"{r.get('reads')} READs by a second iSCSI session: {r.get('messages')} messages, "
                 f"{r.get('sealed')} sealed, {r.get('opened_without_epoch_keys')} readable; agent p0 consumed "
-                f"up to {ch.get('cursor')} of {ch.get('host_sequence')} issued (lost {lost})"
+                f"1..{ch.get('cursor')}, handed over {cc.get('messages_in')} (lost {lost}, "
+                f"duplicates dropped {cc.get('duplicates')}; host announced {ch.get('host_sequence')})"
                 + (f"; {r['first_error'][0]}" if r.get("first_error") else "")))
     return out
 
