@@ -81,6 +81,18 @@ def test_chap_settings_reach_lio_as_one_object(tmp_path: Path) -> None:
     assert plain.export.chap is None
 
 
+def test_the_daemon_gives_lio_the_acls_and_chap() -> None:
+    from edifd.daemon import export_spec
+
+    data = _export(initiators=[VM], chap_user="edif-vm", chap_secret_file="/k/c")
+    (lun,) = _parse(data).luns
+    spec = export_spec(lun)
+    assert spec is not None and spec.acls == (VM,) and spec.chap == lun.export.chap  # type: ignore[union-attr]
+    (demo,) = _parse(_export(demo_mode=True)).luns
+    spec = export_spec(demo)
+    assert spec is not None and spec.acls == () and spec.chap is None  # type: ignore[union-attr]
+
+
 def test_relative_secret_files_are_relative_to_the_configuration_file(tmp_path: Path) -> None:
     conf = tmp_path / "etc" / "edifd.toml"
     conf.parent.mkdir()
