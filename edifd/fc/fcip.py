@@ -224,7 +224,8 @@ class FcipStreamDecoder:
                     # The bulk case in one unpack: the usual header words and a plain FCP_DATA record
                     # (burst.DataRun); anything else goes on below, where the general checks name it.
                     pre, pw, fl, flc, sof, w0, _w1, w2, _s, df, _c, _o, _r, _p = fast(mv, pos)
-                    if pre == _PRE_Q and pw == 0xFFFF and flc == fl ^ 0xFFFF and 16 <= fl <= 544:
+                    if (pre == _PRE_Q and pw == 0xFFFF and flc == fl ^ 0xFFFF
+                            and MIN_FRAME_WORDS <= fl <= MAX_FRAME_WORDS):
                         need = fl * 4
                         if avail < need:
                             self._need = need
