@@ -255,3 +255,47 @@ def test_the_example_parses_in_its_modes() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "edifd.toml"
     cfg = parse_config(tomllib.loads(example.read_text()), machine_id=MID)
     assert [lun.export.mode for lun in cfg.luns] == ["chap", None, None]
+
+
+@pytest.fixture
+def _restore_logging():
+    """check-config sets up the process's logging (a root handler on CliRunner's stream, the root level);
+    later tests must find it as it was."""
+    import logging
+
+    log = logging.getLogger()
+    handlers, level = list(log.handlers), log.level
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+
+
+# --- through edifd check-config ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("export, line", [
+    ('demo_mode = true\nportal = "0.0.0.0:3260"', "lun[0].export.demo_mode: on portal 0.0.0.0:3260"),
+    ('chap_user = "u"\nchap_secret_file = "c"', "lun[0].export.chap_user: CHAP is set per initiator ACL"),
+    (f'initiators = ["{VM}"]\nchap_user = "u"', "lun[0].export.chap_secret_file: required with chap_user"),
+    (f'initiators = ["{VM}"]\nmutual_user = "m"\nmutual_secret_file = "m"',
+     "lun[0].export.mutual_user: mutual CHAP needs one-way CHAP too"),
+    (f'initiators = ["{VM}"]\nchap_user = "u"\nchap_secret_file = "absent.chap"',
+     "lun[0].export.chap_secret_file: cannot open CHAP secret file {dir}/absent.chap"),
+])
+@pytest.mark.usefixtures("_restore_logging")
+def test_check_config_refuses(tmp_path: Path, export: str, line: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from edifd.cli import edifd_main
+
+    conf = tmp_path / "edifd.toml"
+    conf.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n[[lun]]\nname = "ctl0"\ntype = "control"\n'
+                    f'size = "16MiB"\n[lun.export]\nfabric = "iscsi"\n{export}\n')
+    res = CliRunner().invoke(edifd_main, ["check-config", "--config", str(conf)])
+    assert res.exit_code == 7 and f"{conf}:{line.format(dir=tmp_path)}" in res.output, res.output
+    res = CliRunner().invoke(edifd_main, ["check-config", "--config", str(conf), "--json"])
+    out = json.loads(res.output)
+    assert res.exit_code == 7 and not out["ok"]
+    assert any(p.startswith(line.format(dir=tmp_path)) for p in out["problems"]), out["problems"]

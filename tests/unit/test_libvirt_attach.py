@@ -23,6 +23,12 @@ DISK = DeviceXml('<disk type="network" device="lun"><source protocol="iscsi" nam
 DOMAIN_XML = "<domain><devices>{}</devices></domain>"
 
 
+
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch):
+    """edifctl sets up the process's logging; the tests after these must find it as it was."""
+    monkeypatch.setattr("edifd.edifctl.setup_logging", lambda level: None)
+
 class LibvirtError(Exception):
     def get_error_message(self) -> str:
         return f"libvirt says: {self.args[0]}"

@@ -26,6 +26,12 @@ VM = "iqn.2026-12.org.example:edif-vm"
 SECRET = "0123456789abcdef"
 
 
+
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch):
+    """edifctl sets up the process's logging; the tests after these must find it as it was."""
+    monkeypatch.setattr("edifd.edifctl.setup_logging", lambda level: None)
+
 def _cfg(text: str):
     return parse_config(tomllib.loads(text), machine_id=MID)
 
