@@ -621,8 +621,10 @@ def check_host(cfg: Config, *, keys: bool = True) -> HostCheck:
     """Every check of what `cfg` names on this host. Reads key and CHAP secret files (one permission
     policy for all tools: `edifd.edges.secret_file`), stats backing paths and directories; changes nothing.
 
-    `keys=False` (edifd run) leaves the key files to the control LUN's open, which loads them with
-    the same `load_channel_key` and refuses them with the same words (a failed start undoes itself)."""
+    `keys=False` (edifd run) leaves the channel key files to the control LUN's open, which loads them
+    with the same `load_channel_key` and refuses them with the same words (a failed start undoes
+    itself). CHAP secret files are loaded either way, so run refuses a bad one before LIO is touched
+    (LIO's export loads it again, with the same `load_chap_secret`, as it writes it to configfs)."""
     problems: list[str] = []
     warnings: list[str] = []
     sd = cfg.daemon.state_dir
