@@ -499,6 +499,20 @@ def libvirt_xml(src: Source, via: str | None, names: tuple[str, ...], every: boo
         sys.exit(EXIT_CONFIG)
     for note in found.notes:
         click.echo(f"edifctl: note: {note}", err=True)
+    if secret_xml or domain is not None:
+        # What libvirtd will be given must be a secret edifd accepts (read under the policy, then dropped).
+        from edifd.edges.secret_file import SecretFileError, load_chap_secret
+
+        index = {lun.name: i for i, lun in enumerate(cfg.luns)}
+        problems = []
+        for sec in found.secrets:
+            try:
+                load_chap_secret(sec.secret_file)
+            except SecretFileError as e:
+                problems.append(f"lun[{index[sec.lun]}].export.chap_secret_file: {e}")
+        if problems:
+            echo_problems("edifctl", str(src.config_path), problems)
+            sys.exit(EXIT_CONFIG)
     if secret_xml:
         if not found.secrets:
             click.echo("edifctl: no CHAP on the selected iSCSI exports: no libvirt secret to define",

@@ -141,8 +141,11 @@ def test_a_refused_device_names_what_was_attached_before_it() -> None:
 
 
 def _edifctl(tmp_path: Path, *args: str):
+    key = tmp_path / "ctl0.chap"
+    key.write_text("0123456789abcdef")
+    key.chmod(0o600)
     conf = tmp_path / "edifd.toml"
-    conf.write_text(EXAMPLE.read_text())
+    conf.write_text(EXAMPLE.read_text().replace("/etc/edifd/keys/ctl0.chap", str(key)))
     split = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
     return CliRunner(**split).invoke(main, ["--config", str(conf), "libvirt-xml", *args])
 

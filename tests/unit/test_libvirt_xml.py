@@ -178,13 +178,28 @@ def test_cli_prints_one_commented_element_per_device(tmp_path: Path) -> None:
         ET.fromstring(element)
 
 
+def _with_secret(tmp_path: Path, mode: int = 0o600) -> str:
+    key = tmp_path / "ctl0.chap"
+    key.write_text(SECRET)
+    key.chmod(mode)
+    return EXAMPLE.read_text().replace("/etc/edifd/keys/ctl0.chap", str(key))
+
+
 def test_cli_secret_script_sets_the_value_from_the_file(tmp_path: Path) -> None:
-    res = _run(tmp_path, EXAMPLE.read_text(), "--secret-xml")
+    res = _run(tmp_path, _with_secret(tmp_path), "--secret-xml")
     assert res.exit_code == 0, res.stderr
     assert res.stdout.startswith("#!/bin/sh\n")
     assert "cat > edifd-secret-ctl0.xml <<'EOF'\n<secret " in res.stdout
-    assert "--file /etc/edifd/keys/ctl0.chap --plain" in res.stdout
+    assert f"--file {tmp_path}/ctl0.chap --plain" in res.stdout and SECRET not in res.stdout
     assert _run(tmp_path, VARIANTS["acl"], "--secret-xml").exit_code == EXIT_CONFIG
+
+
+def test_cli_secret_script_refuses_a_file_edifd_would_refuse(tmp_path: Path) -> None:
+    res = _run(tmp_path, _with_secret(tmp_path, 0o644), "--secret-xml")
+    assert res.exit_code == EXIT_CONFIG and res.stdout == ""
+    assert (f"{tmp_path}/edifd.toml:lun[0].export.chap_secret_file: CHAP secret file {tmp_path}/ctl0.chap "
+            "is accessible by") in res.stderr
+    assert SECRET not in res.stderr
 
 
 def test_cli_never_reads_the_secret(tmp_path: Path) -> None:
