@@ -45,6 +45,20 @@ def test_changelog_names_the_pyproject_version() -> None:
     assert m.group(1) == pyproject_version()
 
 
+def test_setup_installs_every_build_dependency() -> None:
+    """A fresh machine (CI's) gets the Build-Depends from scripts/setup.sh's apt list; the two virtual
+    names are provided by debhelper and dh-python."""
+    control_text = (ROOT / "debian/control").read_text()
+    m = re.search(r"^Build-Depends:(.*?)\n(?=\S)", control_text, re.M | re.S)
+    assert m, "no Build-Depends"
+    provided = {"debhelper-compat": "debhelper", "dh-sequence-python3": "dh-python"}
+    need = {provided.get(n, n) for n in deps(m.group(1))}
+    setup = (ROOT / "scripts/setup.sh").read_text()
+    apt = re.search(r'^APT_PACKAGES="(.*?)"', setup, re.M | re.S)
+    assert apt
+    assert sorted(need - set(apt.group(1).split())) == []
+
+
 @dataclass
 class Build:
     out: Path
