@@ -50,6 +50,7 @@ from .capture import (
     tcp_streams,
 )
 from .errors import LabError
+from .examples import derive, dumps, example
 from .guest.host_edif import CHAP_SECRET, CHAP_USER, CTL_IQNS, EDIF_VM_IQN, I_WWPNS
 from .guest.host_tenant import MIB, chunk
 from .guestrun import collect, guest_python, guest_vm
@@ -287,21 +288,16 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def agent_config(port: int, target_wwpn: int, psk_file: str) -> str:
-    w = f"{target_wwpn:016x}"
-    return f"""# edif-agent for HBA port p{port} (lab: written by lab/scenario_edif.py)
-channel_key = "channel-p{port}.key"
-keepalive_interval = 2.0
-keepalive_misses = 5
-reconnect_delay = 1.0
-auth_retry_backoff = 600.0  # B fails once and stays failed for the run
-
-[rekey]
-lifetime = {REKEY_LIFETIME}
-bytes = 0
-
-[targets."{w}"]
-psk_file = "{psk_file}"
-"""
+    """examples/agent.toml (lab.examples) with the lab's values: its PSK target as the one target, the
+    lab's key and PSK files, short timers (rekeys during the I/O; B fails once and stays failed)."""
+    ex = example("agent.toml")
+    psk_target = next(t for t in ex["targets"].values() if "psk_file" in t)
+    cfg = derive(ex, drop=("targets", "metrics"), channel_key=f"channel-p{port}.key", keepalive_interval=2.0,
+                 keepalive_misses=5, reconnect_delay=1.0, auth_retry_backoff=600.0,
+                 rekey=derive(ex.get("rekey", {}), lifetime=REKEY_LIFETIME, bytes=0))
+    cfg["targets"] = {f"{target_wwpn:016x}": derive(psk_target, psk_file=psk_file)}
+    head = f"# edif-agent for HBA port p{port}: examples/agent.toml with the lab's values (scenario_edif.py)"
+    return head + "\n" + dumps(cfg)
 
 
 def capture_check(captured: bytes, port: int, trace: Path) -> dict[str, Any]:

@@ -44,3 +44,19 @@ def test_the_edif_labs_edifd_config_is_the_example_with_the_labs_values():
     assert [p.security for p in cfg.hba.ports] == [True, True] and cfg.metrics is not None
     template = first(example("edifd.toml")["lun"], type="control")
     assert all(k in tomllib.loads(text)["lun"][0] for k in template)
+
+
+def test_the_edif_labs_agent_config_is_the_example_with_the_labs_values(tmp_path):
+    from edifd.secapp.config import load_config
+    from lab.scenario_edif import REKEY_LIFETIME, agent_config
+
+    (tmp_path / "psk").mkdir()
+    psk = tmp_path / "psk" / "a"
+    psk.write_text("hex:" + "ab" * 32)
+    psk.chmod(0o600)
+    conf = tmp_path / "agent-p0.toml"
+    conf.write_text(agent_config(0, 0x2100001B32000E01, "psk/a"))
+    cfg = load_config(conf)  # the agent's own loader: every key the lab writes is one it knows
+    assert list(cfg.peers) == [0x2100001B32000E01] and cfg.rekey.lifetime == REKEY_LIFETIME
+    text = tomllib.loads(conf.read_text())
+    assert text["targets"]["2100001b32000e01"] == {"psk_file": "psk/a"}
