@@ -50,6 +50,7 @@ from .exits import (
 )
 from .runtime import AgentRuntime, check_config
 from .service import ServiceStatusError, format_status, read_status
+from .udev_id import udev_id
 
 __all__ = [
     "EXIT_CONFIG", "EXIT_IO", "EXIT_KEY", "EXIT_NOT_ESTABLISHED", "EXIT_NO_DISK", "EXIT_OK",
@@ -331,3 +332,6 @@ def check_config_cmd(*, config_path: str, key_path: str | None, as_json: bool, l
     if not as_json:
         echo_warnings("edif-agent", config_path, res.warnings)
     sys.exit(EXIT_OK if res.ok else EXIT_CONFIG)
+
+
+main.add_command(udev_id)  # udev's PROGRAM for systemd/60-edif-control.rules (guest_agent/udev_id.py)

@@ -469,3 +469,13 @@ def test_the_udev_name_is_the_agent_unit_instance() -> None:
     inst = subprocess.run([escape, "--template=edif-agent@.service", WWPN_TEXT],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert inst == f"edif-agent@{WWPN_TEXT}.service"
+
+
+def test_the_udev_rule_program_is_an_edif_agent_subcommand():
+    """60-edif-control.rules runs `edif-agent udev-id %k`: the installed entry point must have it."""
+    from click.testing import CliRunner
+
+    from guest_agent.cli import main
+
+    res = CliRunner().invoke(main, ["udev-id", "--help"])
+    assert res.exit_code == 0 and "EDIF_PORT_WWPN" in res.output
