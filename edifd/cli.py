@@ -87,11 +87,8 @@ def edifd_main() -> None:
 
 
 def _where(lun: Any) -> str:
-    ex = lun.export
-    return {"iscsi": f"iSCSI {ex.iqn} on {ex.portal[0]}:{ex.portal[1]}"
-                     + (" (demo mode)" if ex.demo_mode else f" ({len(ex.initiators)} ACLs)"),
-            "loopback": "tcm_loop (host-local /dev/sdX)", "vhost": "vhost-scsi",
-            "none": "not exported"}[ex.fabric]
+    """How the LUN is exported, an iSCSI export's access mode included (ExportConfig.describe)."""
+    return lun.export.describe()
 
 
 @edifd_main.command("check-config", epilog=EXIT_CODES_HELP)
@@ -120,7 +117,8 @@ def check_config(config_path: Path, as_json: bool, log_level: str | None) -> Non
             found = check_host(cfg)
             out["problems"], out["warnings"] = list(found.problems), list(found.warnings)
             out["luns"] = [{"name": lun.name, "type": lun.type, "size": lun.size,
-                            "block_size": lun.block_size, "path": str(lun.path), "export": _where(lun)}
+                            "block_size": lun.block_size, "path": str(lun.path), "export": _where(lun),
+                            "export_mode": lun.export.mode}
                            for lun in cfg.luns]
         out["ok"] = not out["problems"]
         click.echo(json.dumps(out, indent=1, sort_keys=True))

@@ -29,6 +29,7 @@ import sys
 import click
 
 from edifd.edges.command_line import CONTEXT_SETTINGS, EXIT_CODES_HELP, echo_error
+from edifd.edges.logs import LEVELS, setup_logging
 from edifd.fc import wwn_str
 
 from .discovery import (
@@ -76,7 +77,9 @@ def identify(kernel: str, *, vendor: str = DEFAULT_VENDOR, product: str = DEFAUL
 @click.option("--vendor", default=DEFAULT_VENDOR, show_default=True, help="INQUIRY vendor to look for.")
 @click.option("--product", default=DEFAULT_PRODUCT, show_default=True, help="INQUIRY product to look for.")
 @click.option("--sys-root", default="/sys", hidden=True, help="sysfs root (tests).")
-def udev_id(kernel: str, vendor: str, product: str, sys_root: str) -> None:
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(LEVELS),
+              help="Logging threshold (stderr; udev keeps stdout for the properties).")
+def udev_id(kernel: str, vendor: str, product: str, sys_root: str, log_level: str) -> None:
     """Print the udev properties of control disk KERNEL (udev's %k, e.g. sdb): EDIF_CONTROL=1 and,
     when its VPD page 0x83 names the HBA port, EDIF_PORT_WWPN. 60-edif-control.rules names the disk
     /dev/edif/$EDIF_PORT_WWPN and starts edif-agent@$EDIF_PORT_WWPN.service from it.
@@ -85,6 +88,7 @@ def udev_id(kernel: str, vendor: str, product: str, sys_root: str) -> None:
     Example:
       edif-agent udev-id sdb
     """
+    setup_logging(log_level)
     try:
         props = identify(kernel, vendor=vendor, product=product, sys_root=sys_root)
     except ValueError as e:

@@ -14,7 +14,8 @@ APT_PACKAGES="python3 python3-venv python3-pip make git
  libiscsi-bin sg3-utils tshark
  strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libstrongswan-extra-plugins
  dpkg-dev build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
- python3-wheel python3-click python3-cryptography lintian systemd"
+ python3-wheel python3-click python3-cryptography lintian systemd
+ libvirt-clients libxml2-utils graphviz"
 
 apt_stamp=/var/lib/edifd-dev/apt.stamp
 want=$(echo $APT_PACKAGES | tr ' ' '\n' | sort | tr '\n' ' ')

@@ -111,7 +111,8 @@ def test_check_config_json_describes_a_good_file(tmp_path):
     out = json.loads(r.output)
     assert r.exit_code == 0 and out["ok"] and out["problems"] == []
     assert out["luns"] == [{"name": "d0", "type": "file", "size": 1 << 20, "block_size": 512,
-                            "path": str(tmp_path / "d0.img"), "export": "not exported"}]
+                            "path": str(tmp_path / "d0.img"), "export": "not exported",
+                            "export_mode": None}]
     target = tmp_path / "target.toml"
     target.write_text('[[port]]\nname = "t0"\nwwpn = "21:00:00:1b:32:00:00:02"\n'
                       'wwnn = "20:00:00:1b:32:00:00:02"\n'
