@@ -13,6 +13,7 @@ help:
 	@echo "make lab-down   stop what lab-up started"
 	@echo "make bench      performance figures (bench/*.py; final line of each is JSON)"
 	@echo "make soak       the channel's fault soak: 10,000 messages, a fault every 100 (bench/soak.py)"
+	@echo "make deb        the Debian packages (dpkg-buildpackage, lintian) into build/deb (docs/packaging.md)"
 	@echo "make lint       ruff and the import contracts (docs/architecture.md)"
 	@echo "make setup      apt packages (as root) and the venv $(VENV)"
 

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 # Host tools: QEMU (TCG) and image building for the lab, libiscsi tools and sg3-utils to probe LUNs,
-# tshark to decode our FC captures, strongSwan's charon as the IKEv2 interop peer.
+# tshark to decode our FC captures, strongSwan's charon as the IKEv2 interop peer, the Debian build
+# tools and lintian for `make deb`, systemd for systemd-analyze, libvirt-clients and libxml2-utils for
+# virt-xml-validate, graphviz for docs/architecture.svg.
 APT_PACKAGES="python3 python3-venv python3-pip make git
  qemu-system-x86 qemu-utils qemu-block-extra debootstrap busybox-static cpio kmod e2fsprogs
  libiscsi-bin sg3-utils tshark
