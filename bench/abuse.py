@@ -21,7 +21,9 @@ import sys
 import time
 from typing import Any
 
-from edifd.channel import BasicHandler, ChannelCore, StaticState
+from channel_rig import ActedHandler, Clock
+
+from edifd.channel import ChannelCore
 from edifd.channel.loopback import Loopback, read_cdb, write_cdb
 from edifd.proto import HEADER_SIZE, ChannelKey, EpochKeys, Keepalive, Message, encode
 from edifd.scsi import ScsiDisk, ScsiResponse
@@ -45,23 +47,6 @@ class CountingLog(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Acted(BasicHandler):
-    def __init__(self) -> None:
-        super().__init__(StaticState(wwpn=1))
-        self.n = 0
-
-    def keepalive(self, msg: Message) -> None:
-        self.n += 1
-
-
 def ping(lb: Loopback, client: ChannelClient) -> float:
     """One KEEPALIVE request -> its response, through the SCSI layer; seconds."""
     t = time.perf_counter()
@@ -81,7 +66,7 @@ def run(writes: int = 100_000, ping_every: int = 1000, seed: int = 1) -> dict[st
     chan_log.addHandler(log)
     chan_log.setLevel(logging.INFO)
     chan_log.propagate = False
-    handler = Acted()
+    handler = ActedHandler()
     core = ChannelCore(KEY, num_blocks=BLOCKS, handler=handler, clock=clock)
     client = ChannelClient(KEY, capacity_blocks=BLOCKS, clock=clock)
     lb = Loopback(ScsiDisk(core), client)

@@ -40,7 +40,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from edifd.channel import BasicHandler, ChannelCore, HostState, StaticState
+from channel_rig import ActedHandler, Clock
+
+from edifd.channel import ChannelCore, HostState
 from edifd.channel.loopback import Loopback, read_cdb, write_cdb
 from edifd.proto import (
     ChannelKey,
@@ -63,29 +65,6 @@ FAULTS = ("edifd_kill", "agent_kill_snapshot", "agent_kill_stateless", "lun_rese
 _EVENT_BASE = 0x5000_0000_0000_0000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Handler(BasicHandler):
-    """Records every request the host acts on: (epoch, sequence) must never repeat."""
-
-    def __init__(self) -> None:
-        super().__init__(StaticState(wwpn=0x2100_0024_FF00_0001))
-        self.acted: Counter[tuple[int, int]] = Counter()
-
-    def handle(self, msg: Message):  # type: ignore[override]
-        self.acted[(msg.epoch, msg.sequence)] += 1
-        return super().handle(msg)
-
-    def keepalive(self, msg: Message) -> None:
-        self.acted[(msg.epoch, msg.sequence)] += 1
-
-
 @dataclass
 class Ledger:
     """The application's record, persisted with the client's snapshot."""
@@ -106,7 +85,7 @@ class Soak:
     def __init__(self, seed: int) -> None:
         self.rnd = random.Random(seed)
         self.clock = Clock()
-        self.handler = Handler()
+        self.handler = ActedHandler()
         self.host_state: HostState | None = None
         self.host_life = 0
         self.base: dict[int, int] = {}  # host life -> the upstream number it started above

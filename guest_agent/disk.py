@@ -357,16 +357,7 @@ class ControlDiskEndpoint:
                     # Save before the WRITE leaves: a crash while it is in flight must resume from a
                     # state that knows a WRITE may have reached the host (the client marks it in doubt).
                     self._persist_locked()
-                payload = bytes(w.payload)
-                n = -(-len(payload) // self.block_size) * self.block_size  # whole blocks for O_DIRECT
-                view = buf.view(n)
-                sense = b""
-                try:
-                    view[: len(payload)] = payload
-                    view[len(payload):] = bytes(n - len(payload))
-                    ok, why, sense = self._write(view, w.lba)
-                finally:
-                    view.release()
+                ok, why, sense = self._write_padded(buf, w)
                 with self.lock:
                     self.client.write_done(w.token, ok, sense)
                     if ok:
@@ -395,14 +386,18 @@ class ControlDiskEndpoint:
             w = final() if final is not None else None
         if w is None:
             return
+        ok, _, sense = self._write_padded(buf, w)
+        with self.lock:
+            self.client.write_done(w.token, ok, sense)
+
+    def _write_padded(self, buf: AlignedBuffer, w: WriteReq) -> tuple[bool, str, bytes]:
+        """The WRITE of `w`'s payload, zero-padded to whole blocks in the aligned buffer (O_DIRECT)."""
         payload = bytes(w.payload)
         n = -(-len(payload) // self.block_size) * self.block_size
         view = buf.view(n)
         try:
             view[: len(payload)] = payload
             view[len(payload):] = bytes(n - len(payload))
-            ok, _, sense = self._write(view, w.lba)
+            return self._write(view, w.lba)
         finally:
             view.release()
-        with self.lock:
-            self.client.write_done(w.token, ok, sense)
