@@ -30,12 +30,13 @@ import importlib.util
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edifd.confcheck import ProblemCollector, toml_type
 from edifd.edif.counters import BlockReason, DropReason
+from edifd.edif.latency import SETUP_BUCKETS, LatencyHistogram  # noqa: F401  (re-exported: the agent service, tests)
 from edifd.fc import wwn_str
 
 if TYPE_CHECKING:
@@ -147,32 +148,6 @@ def parse_metrics_table(table: Any, where: str = "metrics") -> tuple[MetricsConf
 
 # Secure-session setup: an IKE exchange relayed through the control LUN's parked READs takes a few tens of
 # milliseconds on an idle host and seconds on a loaded one or with retransmissions.
-SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-class LatencyHistogram:
-    """Cumulative bucket counts, a sum and a count of observed durations (seconds). Sans-IO: the caller
-    measures with its own clock. `snapshot()` is JSON-safe (no infinity: the count is the +Inf bucket)."""
-
-    def __init__(self, buckets: Iterable[float] = SETUP_BUCKETS) -> None:
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        self._counts = [0] * len(self.buckets)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)
-        for i, le in enumerate(self.buckets):
-            if seconds <= le:
-                self._counts[i] += 1
-        self.count += 1
-        self.sum += seconds
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"buckets": [[le, n] for le, n in zip(self.buckets, self._counts, strict=True)],
-                "count": self.count, "sum": self.sum}
-
-
 # --- building families --------------------------------------------------------------------------------------
 
 # name -> (type, help, label names). Counters are named without _total (prometheus-client appends it).

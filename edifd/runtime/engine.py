@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from edifd.channel.handler import Deferred, RequestHandler
+from edifd.edif.latency import LatencyHistogram
 from edifd.fc import wwn_str
 from edifd.hba.hba import Hba
 from edifd.hba.port import InitiatorPort
@@ -120,6 +121,7 @@ class EdifEngine(RequestHandler):
         self.els_timeout, self.shutdown_ack_timeout = els_timeout, shutdown_ack_timeout
         self.tick_interval = tick
         self.counters = EngineCounters()
+        self.setup_latency = LatencyHistogram()  # secure login -> AUTH_OK accepted (first one only)
         self.app_active = False
         self.generation = 0
         self.login: Login | None = None
@@ -198,6 +200,7 @@ class EdifEngine(RequestHandler):
             "generation": self.generation,
             "auth": lg.auth.name if lg else AuthState.NOT_SECURE.name,
             "sa": sa,
+            "setup_latency": self.setup_latency.snapshot(),
             "esp": sas.counters.snapshot() if sas else None,
             "counters": self.counters.snapshot(),
         }
@@ -392,6 +395,7 @@ class EdifEngine(RequestHandler):
         self.counters.auth_ok += 1
         lg.auth = AuthState.AUTHENTICATED
         if v.state is SessionState.AUTH_PENDING:
+            self.setup_latency.observe(self.sec.now() - lg.started)
             self.sec.auth_complete()  # PRLI now
         return Response(t, Status.OK)  # online already: the rekey path
 
@@ -490,7 +494,7 @@ class EdifEngine(RequestHandler):
         """A PLOGI completed: a new login with its own generation (and, in the HBA, its own SAs)."""
         self.generation = self.generation % 0xFFFFFFFF + 1
         secure = ev.secure
-        lg = self.login = Login(self.generation, secure)
+        lg = self.login = Login(self.generation, secure, started=self.sec.now())
         ref = self._ref()
         assert ref is not None
         if self._gone_announced:

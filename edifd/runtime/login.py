@@ -50,3 +50,4 @@ class Login:
     generation: int
     secure: bool
     auth: AuthState = AuthState.NOT_SECURE
+    started: float = 0.0  # the port clock at the PLOGI: secure-session setup latency runs from here

@@ -382,3 +382,16 @@ def test_any_request_sequence_is_answered_and_prli_only_after_both_sas(ops):
                     assert r.port.security.query_sa().both_confirmed
             r.shuttle()
     run(body)
+
+
+def test_secure_session_setup_latency_is_observed_once_per_login():
+    """From the secure PLOGI to the first AUTH_OK accepted (edifd_secure_session_setup_seconds); a
+    rekey's AUTH_OK on a ready session adds nothing."""
+    def body():
+        r = Rig()
+        ref = _secure_ready(r)
+        snap = r.engine.status()["setup_latency"]
+        assert snap["count"] == 1 and snap["sum"] >= 0 and snap["buckets"][-1][1] == 1
+        assert r.req(AuthOk(ref)).status is Status.OK  # online already: the rekey path
+        assert r.engine.status()["setup_latency"]["count"] == 1
+    run(body)
