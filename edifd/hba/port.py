@@ -333,24 +333,7 @@ class InitiatorPort:
         link = self._link
         if link is None or not link.up:
             return  # the session re-sends what matters after relogin
-        chunks: list[bytes | bytearray] = []
-        c = self.counters
-        for f in frames:
-            if type(f) is WireBurst:
-                chunks.append(f.data)
-                c.frames_out += f.count
-                c.bytes_out += len(f.data)
-                if self._pcap is not None:
-                    for g in f.frames():
-                        self._pcap.write(g)
-                continue
-            rec = encode_frame(f)
-            chunks.append(rec)
-            c.frames_out += 1
-            c.bytes_out += len(rec)
-            if self._pcap is not None:
-                self._pcap.write(f)
-        write_records(link.writer, chunks)
+        send_frames(link.writer, frames, self.counters, self._pcap)
 
     def _after(self) -> None:
         """Process session events and re-arm the deadline timer."""
@@ -409,6 +392,29 @@ class InitiatorPort:
 
 
 
+def send_frames(writer: asyncio.StreamWriter, frames: list[Frame | WireBurst], counters: PortCounters,
+                pcap: PcapWriter | None) -> None:
+    """A session's output to the link, for both ends: frames encoded as FCIP records, bursts as the
+    records they already are; counted, traced, and handed over in one batch (write_records)."""
+    chunks: list[bytes | bytearray] = []
+    for f in frames:
+        if type(f) is WireBurst:
+            chunks.append(f.data)
+            counters.frames_out += f.count
+            counters.bytes_out += len(f.data)
+            if pcap is not None:
+                for g in f.frames():
+                    pcap.write(g)
+            continue
+        rec = encode_frame(f)
+        chunks.append(rec)
+        counters.frames_out += 1
+        counters.bytes_out += len(rec)
+        if pcap is not None:
+            pcap.write(f)
+    write_records(writer, chunks)
+
+
 def write_records(writer: asyncio.StreamWriter, chunks: list[bytes | bytearray]) -> None:
     """One batch of records to the transport: one `writelines` where the transport sends a list as it is
     (Python >= 3.12's selector transport, uvloop); the stock default joins the list into one new buffer
@@ -423,4 +429,5 @@ def write_records(writer: asyncio.StreamWriter, chunks: list[bytes | bytearray])
         writer.writelines(chunks)
 
 
-__all__ = ["FCIP_TCP_PORT", "InitiatorPort", "PortConfig", "PortStatus", "Timers", "write_records"]
+__all__ = ["FCIP_TCP_PORT", "InitiatorPort", "PortConfig", "PortStatus", "Timers", "send_frames",
+           "write_records"]

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from edifd.edges.file_medium import FileMedium
 from edifd.edges.loop_thread import LoopThread
-from edifd.fc import DataRun, FcipStreamDecoder, Frame, LinkError, WireBurst, encode_frame, wwn_str
+from edifd.fc import DataRun, FcipStreamDecoder, Frame, LinkError, WireBurst, wwn_str
 from edifd.fc.pcap import LinkType, PcapWriter
 from edifd.hba.counters import PortCounters
-from edifd.hba.port import write_records
+from edifd.hba.port import send_frames
 from edifd.hba.transform import FrameTransform, LoginPolicy
 from edifd.scsi import Identity, Pending, ScsiDisk, ScsiResponse
 
@@ -282,24 +282,7 @@ class TargetPort:
     def _send(self, conn: _Conn, frames: list[Frame | WireBurst]) -> None:
         if not conn.up or not frames:
             return
-        chunks: list[bytes | bytearray] = []
-        c = self.counters
-        for f in frames:
-            if type(f) is WireBurst:
-                chunks.append(f.data)
-                c.frames_out += f.count
-                c.bytes_out += len(f.data)
-                if self._pcap is not None:
-                    for g in f.frames():
-                        self._pcap.write(g)
-                continue
-            rec = encode_frame(f)
-            chunks.append(rec)
-            c.frames_out += 1
-            c.bytes_out += len(rec)
-            if self._pcap is not None:
-                self._pcap.write(f)
-        write_records(conn.writer, chunks)
+        send_frames(conn.writer, frames, self.counters, self._pcap)
 
     @staticmethod
     def _close(conn: _Conn) -> None:
