@@ -59,6 +59,7 @@ class ReplayWindow:
         """`accept` for a `seq` that `fresh()` just vouched for and whose ICV verified."""
         if seq > self.highest:
             shift = seq - self.highest
+            # A jump of `size` or more leaves nothing of the old window.
             self._bitmap = ((self._bitmap << shift) | 1) & self._mask if shift < self.size else 1
             self.highest = seq
         else:
@@ -68,13 +69,7 @@ class ReplayWindow:
         """Record `seq` as received. Call only after check() said OK and the ICV verified."""
         if self.check(seq) is not ReplayVerdict.OK:
             raise EdifError(f"sequence number {seq} is not acceptable to the replay window")
-        if seq > self.highest:
-            shift = seq - self.highest
-            # A jump of `size` or more leaves nothing of the old window.
-            self._bitmap = ((self._bitmap << shift) | 1) & self._mask if shift < self.size else 1
-            self.highest = seq
-        else:
-            self._bitmap |= 1 << (self.highest - seq)
+        self.accept_fresh(seq)
 
     def __repr__(self) -> str:
         return f"ReplayWindow(size={self.size}, highest={self.highest})"
