@@ -1,6 +1,7 @@
 """ChannelCore: the host end of the control channel, as the `Medium` of the control LUN's ScsiDisk.
 
-WRITE -> decode -> authorize -> (once) dispatch; READ -> acknowledge its cursor -> deliver or park.
+WRITE -> decode -> authorize -> apply its ack -> (once) dispatch; READ -> take its cursor as a hint ->
+deliver or park.
 The delivery rules are specified in docs/protocol.md section 8; in short:
 
 * downstream: every message of an epoch is sealed (AES-256-GCM under the epoch's key, from the
@@ -356,13 +357,10 @@ class ChannelCore:
     def _admit(self, msg: Message, mac: bytes) -> bool:
         """An authenticated request with an epoch. True: act on it now.
 
-        Its ack counts only in the current epoch (a dead agent's WRITE of an earlier epoch must not
-        drop what the new one has not seen), and is applied before the queue-full check: it is what
-        makes room."""
+        A request the sequence rules refuse changes nothing; one they admit (or recognise as a retry)
+        has its ack applied (`_apply_ack`) before the queue-full check: that is what makes room."""
         fresh = self._down.check(msg.epoch, msg.sequence, mac)
-        cur = self._down.current
-        if cur is not None and msg.epoch == cur.epoch:
-            self._up.ack(msg.ack)
+        self._apply_ack(msg)
         if not fresh:
             self.counters["retries"] += 1
             return False
@@ -374,15 +372,22 @@ class ChannelCore:
         self.counters["messages_in"] += 1
         return True
 
+    def _apply_ack(self, msg: Message) -> None:
+        """The ack of an authenticated message drops what it covers, but only in the current epoch (a
+        dead agent's late WRITE or ACK of an earlier epoch must not drop what the new one has not
+        seen)."""
+        cur = self._down.current
+        if cur is not None and msg.epoch == cur.epoch:
+            self._up.ack(msg.ack)
+
     def _acknowledge(self, msg: Message) -> None:
-        """An ACK: authenticated, so it may drop what it covers, but only in the current epoch (a
-        dead agent's late ACK of an earlier epoch must not drop what the new one has not seen)."""
+        """An ACK: nothing but its ack (`_apply_ack`), and only of the current epoch."""
         cur = self._down.current
         if cur is None or msg.epoch != cur.epoch:
             raise Refusal(Reject.STALE_EPOCH, "ACK of another epoch")
         self.counters["acks"] += 1
-        self._up.ack(msg.ack)
         self._last_heard, self._silent = self._clock(), False
+        self._apply_ack(msg)
 
     def _app_start(self, msg: Message) -> bool:
         """Handshake step; True if it queued an answer (False: a recognised retry)."""
