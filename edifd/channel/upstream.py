@@ -148,10 +148,7 @@ class UpstreamQueue:
         # This READ was sent after its issuer had consumed up to c: what we delivered after c long
         # ago evidently never reached it (lost completion, aborted READ, agent restart). A false
         # hint costs a redelivery, which the agent drops as a duplicate.
-        for e in self._queue.values():
-            if e.seq > c and e.delivered_at is not None and now - e.delivered_at >= self._redeliver_after:
-                e.delivered_at = None
-                self._counters["redelivered"] += 1
+        self.redeliver_before(c, now, now)
         return c
 
     def redeliver_before(self, cursor: int, since: float, now: float) -> None:
